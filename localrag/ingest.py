@@ -1,0 +1,401 @@
+"""files -> parse -> chunk -> embed -> index, incremental and crash-safe.
+
+Incremental: a file whose size and mtime match its manifest row is unchanged without being
+read; otherwise its content hash decides. Changed files have their chunks replaced, files gone
+from a pruned folder have them removed. Chunk ids are a function of (path, content hash,
+ordinal), so re-ingesting can never duplicate a chunk.
+
+Crash safety (kill -9 at any point) rests on one ordering rule: a file's manifest row is set to
+``pending`` (naming both the old and the new version) before any of its chunks are touched, and
+back to ``ok`` only after they are written. Every run first rolls back whatever is still pending
+(deleting the chunks of both versions and the row), so the next run re-ingests those files from
+scratch and converges to exactly what a clean run builds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from localrag.console import UserError
+from localrag.index import ChunkRow, FileRecord, Index, chunk_id, file_id
+
+# Embedding is batched across files: small files alone would make tiny, slow batches.
+_FLUSH_CHUNKS = 512
+
+
+@dataclass
+class FileOutcome:
+    source: str
+    status: str  # added | updated | unchanged | removed | skipped
+    reason: str = ""
+    chunks: int = 0
+
+
+@dataclass
+class IngestProgress:
+    phase: str  # scan | ingest | prune | done
+    files_done: int
+    files_total: int
+    chunks: int
+    chunks_per_s: float
+    current: str = ""
+
+
+@dataclass
+class IngestReport:
+    kb: str
+    embedder: str
+    outcomes: list[FileOutcome] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    elapsed: float = 0.0
+    note: str | None = None  # e.g. an embedder fallback the user should know about
+    recovered: int = 0  # files rolled back from an interrupted earlier run
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def chunks_written(self) -> int:
+        return sum(o.chunks for o in self.outcomes if o.status in ("added", "updated"))
+
+    def summary(self) -> dict[str, int]:
+        return {s: self.count(s) for s in ("added", "updated", "unchanged", "removed", "skipped")}
+
+
+def content_hash(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def recover(index: Index) -> int:
+    """Roll back files an interrupted run left pending; returns how many."""
+    pending = [r for r in index.files().values() if r.status != "ok"]
+    for record in pending:
+        index.delete_file_versions(record)
+    index.drop_files([r.path for r in pending])
+    return len(pending)
+
+
+@dataclass
+class _Work:
+    entry: object  # files.FileEntry
+    path: str
+    size: int
+    mtime_ns: int
+    hash: str
+    previous: FileRecord | None
+
+
+@dataclass
+class _Prepared:
+    work: _Work
+    filetype: str
+    chunks: list  # chunk.Chunk
+
+
+class _Run:
+    def __init__(self, settings, index: Index, report: IngestReport, get_embedder, progress):
+        self.settings = settings
+        self.index = index
+        self.report = report
+        self.get_embedder = get_embedder
+        self.progress = progress
+        self.t = {"scan": 0.0, "parse": 0.0, "chunk": 0.0, "embed": 0.0, "index": 0.0}
+        self.chunks_done = 0
+        self.files_done = 0
+        self.files_total = 0
+        self.started = time.perf_counter()
+
+    def tick(self, phase: str, current: str = "") -> None:
+        if self.progress:
+            elapsed = max(time.perf_counter() - self.started, 1e-6)
+            self.progress(
+                IngestProgress(phase, self.files_done, self.files_total, self.chunks_done, self.chunks_done / elapsed, current)
+            )
+
+    def prepare(self, work: _Work) -> _Prepared | None:
+        from localrag import chunk as chunk_mod
+        from localrag import parse as parse_mod
+
+        source = work.entry.rel
+        t0 = time.perf_counter()
+        try:
+            doc = parse_mod.parse_file(work.entry.path)
+        except parse_mod.ParseError as exc:
+            self.skip(source, str(exc) or "could not be parsed")
+            return None
+        except Exception as exc:  # a parser bug on one hostile file must not stop the run
+            self.skip(source, f"parser failed: {type(exc).__name__}: {exc}"[:200])
+            return None
+        finally:
+            self.t["parse"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        embedder = self.get_embedder()
+        try:
+            chunks = chunk_mod.chunk_document(
+                doc, source, embedder.count_tokens, self._max_tokens(embedder), self.settings.chunk.overlap_tokens
+            )
+        except Exception as exc:
+            self.skip(source, f"chunking failed: {type(exc).__name__}: {exc}"[:200])
+            return None
+        finally:
+            self.t["chunk"] += time.perf_counter() - t0
+        chunks = [c for c in chunks if c.text.strip()]
+        if not chunks:
+            self.skip(source, "no text found")
+            return None
+        return _Prepared(work, doc.filetype, chunks)
+
+    def _max_tokens(self, embedder) -> int:
+        # Room for the heading line and the passage prefix, which are embedded with the text.
+        return max(32, min(self.settings.chunk.max_tokens, embedder.max_tokens - 16))
+
+    def skip(self, source: str, reason: str) -> None:
+        self.report.outcomes.append(FileOutcome(source, "skipped", reason))
+        self.files_done += 1
+        self.tick("ingest", source)
+
+    def flush(self, batch: list[_Prepared]) -> None:
+        if not batch:
+            return
+        embedder = self.get_embedder()
+        texts = [embedder.passage_text(c.text, c.heading) for p in batch for c in p.chunks]
+        t0 = time.perf_counter()
+        base = self.chunks_done
+
+        def on_embedded(n: int) -> None:
+            self.chunks_done = base + n
+            self.tick("ingest", batch[-1].work.entry.rel)
+
+        vectors = embedder.embed_passages(texts, progress=on_embedded)
+        self.t["embed"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        records, rows = [], []
+        for p in batch:
+            w = p.work
+            prev = w.previous
+            records.append(
+                FileRecord(
+                    path=w.path,
+                    source=w.entry.rel,
+                    root=str(w.entry.root),
+                    hash=w.hash,
+                    chunks=len(p.chunks),
+                    size=w.size,
+                    mtime_ns=w.mtime_ns,
+                    filetype=p.filetype,
+                    status="pending",
+                    old_hash=prev.hash if prev else "",
+                    old_chunks=prev.chunks if prev else 0,
+                )
+            )
+        self.index.put_files(records)  # the ordering rule: pending before any chunk changes
+        old_ids = [chunk_id(r.path, r.old_hash, i) for r in records if r.old_hash for i in range(r.old_chunks)]
+        self.index.delete_chunks(old_ids)
+        i = 0
+        for p in batch:
+            w = p.work
+            fid = file_id(w.path)
+            for c in p.chunks:
+                rows.append(
+                    ChunkRow(
+                        id=chunk_id(w.path, w.hash, c.ordinal),
+                        file_id=fid,
+                        path=w.path,
+                        source=w.entry.rel,
+                        filetype=p.filetype,
+                        page=c.page if c.page is not None else -1,
+                        heading=c.heading or "",
+                        ordinal=c.ordinal,
+                        char_start=c.char_start,
+                        char_end=c.char_end,
+                        file_hash=w.hash,
+                        text=c.text,
+                        vector=vectors[i],
+                    )
+                )
+                i += 1
+        self.index.put_chunks(rows)
+        for r in records:
+            r.status, r.old_hash, r.old_chunks = "ok", "", 0
+        self.index.put_files(records)
+        self.t["index"] += time.perf_counter() - t0
+        for p in batch:
+            status = "updated" if p.work.previous else "added"
+            self.report.outcomes.append(FileOutcome(p.work.entry.rel, status, chunks=len(p.chunks)))
+            self.files_done += 1
+        self.tick("ingest", batch[-1].work.entry.rel)
+
+
+def ingest(
+    settings,
+    paths: list[Path],
+    *,
+    kb: str = "default",
+    prune: bool = False,
+    embedder=None,
+    embedder_id: str | None = None,
+    progress: Callable[[IngestProgress], None] | None = None,
+) -> IngestReport:
+    """Bring KB ``kb`` up to date with ``paths``.
+
+    ``embedder``: an already loaded ``embed.Embedder`` (tests, benchmarks, long-lived callers);
+    otherwise one is chosen (``embedder_id`` / settings / hardware plan, see ``embed.choose``)
+    and loaded only if some file actually needs embedding.
+    """
+    from localrag import files as files_mod
+
+    started = time.perf_counter()
+    roots = [Path(p).expanduser() for p in paths]
+    missing = [p for p in roots if not p.exists() and not p.is_symlink()]
+    if missing and len(missing) == len(roots) and not prune:
+        raise UserError(f"no such file or directory: {', '.join(map(str, missing))}", exit_code=2)
+
+    index = Index.open(settings, kb, create=True)
+    try:
+        note = None
+        if index.record is None:
+            if embedder is None:
+                from localrag import embed as embed_mod
+
+                choice = embed_mod.choose(settings, embedder_id)
+                note = choice.note
+                embedder = embed_mod.load_for(settings, choice.id, choice.device)
+            index.initialise(embedder.id, embedder.dim, {"max_tokens": settings.chunk.max_tokens, "overlap": settings.chunk.overlap_tokens})
+        else:
+            wanted = embedder.id if embedder is not None else (embedder_id or None)
+            if wanted and wanted != index.record.embedder:
+                raise UserError(
+                    f"knowledge base '{kb}' was built with embedder '{index.record.embedder}', not '{wanted}'",
+                    hint="Vectors from different embedders cannot be mixed: ingest into another --kb, "
+                    f"or `localrag kb rm {kb}` and ingest again.",
+                )
+        record = index.record
+        report = IngestReport(kb=kb, embedder=record.embedder, note=note)
+
+        loaded = {"e": embedder}
+
+        def get_embedder():
+            if loaded["e"] is None:
+                from localrag import embed as embed_mod
+
+                loaded["e"] = embed_mod.load_for(settings, record.embedder, _device(settings))
+            return loaded["e"]
+
+        run = _Run(settings, index, report, get_embedder, progress)
+        report.recovered = recover(index)
+        manifest = index.files()
+
+        # scan: what changed, without reading files whose size and mtime still match
+        t0 = time.perf_counter()
+        todo: list[_Work] = []
+        seen: set[str] = set()
+        for item in files_mod.discover([p for p in roots if p not in missing]):
+            if isinstance(item, files_mod.Skipped):
+                report.outcomes.append(FileOutcome(item.path, "skipped", item.reason))
+                seen.add(_resolved(item.path))
+                continue
+            path = str(Path(item.path).resolve())
+            if path in seen:
+                continue  # the same file reached twice (two PATHs, a symlink)
+            seen.add(path)
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                report.outcomes.append(FileOutcome(item.rel, "skipped", f"cannot read: {exc.strerror}"))
+                continue
+            prev = manifest.get(path)
+            if prev and prev.size == st.st_size and prev.mtime_ns == st.st_mtime_ns:
+                report.outcomes.append(FileOutcome(prev.source, "unchanged", chunks=prev.chunks))
+                continue
+            try:
+                digest = content_hash(Path(path))
+            except OSError as exc:
+                report.outcomes.append(FileOutcome(item.rel, "skipped", f"cannot read: {exc.strerror}"))
+                continue
+            if prev and prev.hash == digest:
+                prev.size, prev.mtime_ns = st.st_size, st.st_mtime_ns
+                index.put_files([prev])  # touched but identical: remember the new mtime
+                report.outcomes.append(FileOutcome(prev.source, "unchanged", chunks=prev.chunks))
+                continue
+            todo.append(_Work(item, path, st.st_size, st.st_mtime_ns, digest, prev))
+        run.t["scan"] += time.perf_counter() - t0
+        run.files_total = len(todo)
+        run.tick("ingest")
+
+        batch: list[_Prepared] = []
+        pending_chunks = 0
+        for work in todo:
+            prepared = run.prepare(work)
+            if prepared is None:
+                continue
+            batch.append(prepared)
+            pending_chunks += len(prepared.chunks)
+            if pending_chunks >= _FLUSH_CHUNKS:
+                run.flush(batch)
+                batch, pending_chunks = [], 0
+        run.flush(batch)
+
+        if prune:
+            t0 = time.perf_counter()
+            gone = _pruned(manifest, roots, seen)
+            if gone:
+                for r in gone:
+                    r.status = "deleting"
+                index.put_files(gone)
+                for r in gone:
+                    index.delete_file_versions(r)
+                index.drop_files([r.path for r in gone])
+                for r in gone:
+                    report.outcomes.append(FileOutcome(r.source, "removed", chunks=r.chunks))
+            run.t["index"] += time.perf_counter() - t0
+
+        report.timings = {k: round(v, 3) for k, v in run.t.items()}
+        report.elapsed = time.perf_counter() - started
+        run.tick("done")
+        return report
+    finally:
+        index.close()
+
+
+def _resolved(path: str) -> str:
+    try:
+        return str(Path(path).resolve())
+    except (OSError, RuntimeError):
+        return str(path)
+
+
+def _pruned(manifest: dict[str, FileRecord], roots: list[Path], seen: set[str]) -> list[FileRecord]:
+    """Manifest entries under a pruned PATH that this scan did not find."""
+    gone = []
+    bases = []
+    for root in roots:
+        try:
+            bases.append(root.resolve())
+        except (OSError, RuntimeError):
+            continue
+    for path, record in manifest.items():
+        if path in seen:
+            continue
+        p = Path(path)
+        if any(p == b or b in p.parents for b in bases) and not p.exists():
+            gone.append(record)
+    return gone
+
+
+def _device(settings) -> str:
+    try:
+        from localrag import catalogue, fit, hardware
+
+        plan = fit.plan(catalogue.load_catalogue(settings.catalogue_path), hardware.detect(settings.models_dir))
+        return plan.embedder_device or "cpu"
+    except Exception:  # probing must never block ingest; CPU always works
+        return "cpu"

@@ -1,0 +1,257 @@
+"""Knowledge-base commands: ingest/sync, kb list|info|rm, search, eval."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from localrag.console import UserError, stderr, stdout
+
+# Documented in `localrag ingest --help`: some files could not be ingested (the rest went in).
+EXIT_SKIPPED = 3
+
+
+def _human(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def ingest(settings, paths: list[Path], *, kb: str = "default", prune: bool = False, embedder: str | None = None) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from localrag import ingest as ingest_mod
+
+    err = stderr()
+    out = stdout()
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[chunks]} chunks · {task.fields[rate]:.0f}/s"),
+        TimeElapsedColumn(),
+        TextColumn("[dim]{task.fields[current]}"),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as bar:
+        task = bar.add_task("scanning", total=None, chunks=0, rate=0.0, current="")
+
+        def on_progress(p) -> None:
+            bar.update(
+                task,
+                description="ingesting" if p.phase == "ingest" else p.phase,
+                total=p.files_total or None,
+                completed=p.files_done,
+                chunks=p.chunks,
+                rate=p.chunks_per_s,
+                current=p.current[-50:],
+            )
+
+        report = ingest_mod.ingest(settings, list(paths), kb=kb, prune=prune, embedder_id=embedder, progress=on_progress)
+
+    if report.note:
+        err.print(f"[yellow]note:[/] {report.note}", highlight=False)
+    if report.recovered:
+        err.print(f"[yellow]recovered:[/] {report.recovered} file(s) left half-written by an interrupted run were redone")
+    counts = report.summary()
+    parts = [f"[green]{counts['added']} added[/]", f"{counts['updated']} updated", f"{counts['unchanged']} unchanged"]
+    if prune or counts["removed"]:
+        parts.append(f"{counts['removed']} removed")
+    parts.append(f"[{'red' if counts['skipped'] else 'dim'}]{counts['skipped']} skipped[/]")
+    out.print(
+        f"[bold]{kb}[/]: " + ", ".join(parts) + f" · {report.chunks_written} chunks written in {report.elapsed:.1f}s "
+        f"[dim](embedder {report.embedder})[/]",
+        highlight=False,
+    )
+    skipped = [o for o in report.outcomes if o.status == "skipped"]
+    for o in skipped[:50]:
+        out.print(f"  [red]skipped[/] {o.source}: {o.reason}", highlight=False, markup=True)
+    if len(skipped) > 50:
+        out.print(f"  … and {len(skipped) - 50} more skipped")
+    return EXIT_SKIPPED if skipped else 0
+
+
+def _kb_summary(settings, name: str) -> dict:
+    from localrag.index import Index
+
+    with Index.open(settings, name) as index:
+        files = index.files()
+        rec = index.record
+        by_type: dict[str, int] = {}
+        for f in files.values():
+            by_type[f.filetype or "?"] = by_type.get(f.filetype or "?", 0) + 1
+        return {
+            "name": name,
+            "files": len(files),
+            "chunks": index.chunk_count(),
+            "embedder": rec.embedder,
+            "dimensions": rec.dim,
+            "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec.created)),
+            "updated": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(max((f.ingested_at for f in files.values()), default=rec.created))),
+            "size_bytes": index.size_on_disk(),
+            "backend": settings.milvus_uri or str(settings.kb_dir / name),
+            "filetypes": by_type,
+            "roots": sorted({f.root for f in files.values()}),
+            "chunk_settings": rec.chunk_settings,
+        }
+
+
+def kb_list(settings, *, json_out: bool = False) -> int:
+    from rich.table import Table
+
+    from localrag.index import list_kbs
+
+    rows = []
+    for name in list_kbs(settings):
+        try:
+            rows.append(_kb_summary(settings, name))
+        except UserError as exc:  # one busy or broken KB must not hide the others
+            rows.append({"name": name, "error": exc.message})
+    if json_out:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    out = stdout()
+    if not rows:
+        out.print("No knowledge bases yet. Create one with [bold]localrag ingest PATH[/].")
+        return 0
+    table = Table("name", "files", "chunks", "embedder", "dim", "size", "updated")
+    for r in rows:
+        if "error" in r:
+            table.add_row(r["name"], "-", "-", f"[red]{r['error']}[/]", "-", "-", "-")
+        else:
+            table.add_row(r["name"], str(r["files"]), str(r["chunks"]), r["embedder"], str(r["dimensions"]), _human(r["size_bytes"]), r["updated"])
+    out.print(table)
+    return 0
+
+
+def kb_info(settings, name: str = "default", *, json_out: bool = False) -> int:
+    info = _kb_summary(settings, name)
+    if json_out:
+        print(json.dumps(info, indent=2, ensure_ascii=False))
+        return 0
+    out = stdout()
+    out.print(f"[bold]{info['name']}[/]")
+    for key, label in (
+        ("files", "files"),
+        ("chunks", "chunks"),
+        ("embedder", "embedder"),
+        ("dimensions", "dimensions"),
+        ("created", "created"),
+        ("updated", "updated"),
+        ("backend", "stored in"),
+    ):
+        out.print(f"  {label:<11} {info[key]}", highlight=False)
+    out.print(f"  {'size':<11} {_human(info['size_bytes'])}", highlight=False)
+    if info["filetypes"]:
+        out.print(f"  {'file types':<11} " + ", ".join(f"{k} {v}" for k, v in sorted(info["filetypes"].items())), highlight=False)
+    for root in info["roots"]:
+        out.print(f"  {'from':<11} {root}", highlight=False)
+    return 0
+
+
+def kb_rm(settings, name: str, *, yes: bool = False) -> int:
+    from localrag.index import list_kbs, remove_kb, validate_name
+
+    validate_name(name)
+    if name not in list_kbs(settings):
+        raise UserError(f"knowledge base '{name}' does not exist", hint="`localrag kb list` shows the existing ones.")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UserError(f"refusing to delete '{name}' without confirmation", hint="Add --yes to delete it.", exit_code=2)
+        from rich.prompt import Confirm
+
+        if not Confirm.ask(f"Delete knowledge base '{name}'? The documents themselves are not touched", default=False):
+            stdout().print("kept")
+            return 1
+    remove_kb(settings, name)
+    stdout().print(f"deleted knowledge base [bold]{name}[/]")
+    return 0
+
+
+def search(
+    settings,
+    query: str,
+    *,
+    kb: str = "default",
+    k: int = 5,
+    glob: str | None = None,
+    filetypes: list[str] | None = None,
+    json_out: bool = False,
+) -> int:
+    from localrag.retrieve import Retriever
+
+    if k < 1:
+        raise UserError("-k must be at least 1", exit_code=2)
+    with Retriever(settings, kb) as retriever:
+        hits = retriever.search(query, k=k, glob=glob, filetypes=filetypes)
+    if json_out:
+        print(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False))
+        return 0
+    out = stdout()
+    if not hits:
+        out.print("[yellow]no matching chunks[/]")
+        return 0
+    from rich.markup import escape
+
+    for h in hits:
+        where = h.source + (f" p.{h.page}" if h.page is not None else "")
+        scores = f"score {h.score:.4f} · cos {h.dense_score:.3f}" if h.dense_score is not None else f"score {h.score:.4f}"
+        if h.sparse_score is not None:
+            scores += f" · bm25 {h.sparse_score:.2f}"
+        out.print(f"[bold cyan]{h.rank}.[/] [bold]{escape(where)}[/] [dim]{escape(h.heading)}[/]  [dim]{scores}[/]", highlight=False)
+        snippet = " ".join(h.text.split())
+        out.print("   " + escape(snippet[:300] + ("…" if len(snippet) > 300 else "")), highlight=False)
+    return 0
+
+
+def evaluate(settings, questions: Path, *, kb: str = "default", json_out: bool = False) -> int:
+    from rich.table import Table
+
+    from localrag import evaluate as eval_mod
+    from localrag.retrieve import Retriever
+
+    qs = eval_mod.load_questions(questions)
+    err = stderr()
+    with Retriever(settings, kb) as retriever:
+        with err.status("evaluating…") if err.is_terminal and not json_out else _null():
+            scores, results = eval_mod.evaluate(retriever, qs)
+        embedder = retriever.index.record.embedder
+    if json_out:
+        print(
+            json.dumps(
+                {
+                    "kb": kb,
+                    "embedder": embedder,
+                    "scores": scores,
+                    "questions": [r.__dict__ for r in results],
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+        return 0
+    table = Table("lang", "n", *[f"hit@{k}" for k in eval_mod.KS], "MRR", title=f"retrieval on '{kb}' ({embedder})")
+    for lang, row in scores.items():
+        table.add_row(lang, str(row["n"]), *[f"{row[f'hit@{k}']:.3f}" for k in eval_mod.KS], f"{row['mrr']:.3f}")
+    out = stdout()
+    out.print(table)
+    misses = [r for r in results if not r.rank or r.rank > 5]
+    if misses:
+        out.print("[dim]not in the top 5: " + ", ".join(f"{r.id}" + (f" (#{r.rank})" if r.rank else "") for r in misses) + "[/]")
+    return 0
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

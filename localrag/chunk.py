@@ -1,0 +1,293 @@
+"""ParsedDocument -> chunks: structure-aware, bounded in the embedder's tokens, overlapping, CJK-aware.
+
+How a document is cut:
+
+1. Sections (Markdown headings, HTML headings, DOCX heading styles, PDF pages) are the first
+   boundaries. Consecutive small sections are merged while they fit, never across pages and never
+   above the first section's parent heading, so a FAQ's one-line answers are not 3-word chunks.
+2. A section too long for one chunk is cut into units at paragraphs, lines and sentences
+   (``. ! ? ;`` followed by a space, and the CJK ``。！？；…`` which need none). A unit still too long
+   (a giant code line, a CJK run without punctuation) is cut by semchunk, which falls back from
+   whitespace to punctuation to single characters: never inside a character. Units are packed
+   greedily up to the budget; the cut goes at the strongest boundary in the last half of the
+   window (paragraph > line > sentence), and the next piece starts with the previous piece's last
+   units up to ``overlap`` tokens.
+3. Token counts come from the embedder's own tokenizer (``count_tokens``): one call per section,
+   one per unit of a long section, and one exact check per chunk, so the bound holds exactly.
+
+Provenance: ``char_start``/``char_end`` index ``doc.text`` (the sections joined by
+``parse.SECTION_SEPARATOR``) and ``doc.text[char_start:char_end] == chunk.text`` always holds.
+``embed_text`` is what to embed: the heading path (its ancestors when the chunk already starts with
+its own heading line) on a first line, then the text. The prefix is kept out of ``text`` and of the
+spans, so citations quote the document exactly; ``count_tokens(embed_text) <= max_tokens`` holds.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from localrag.parse import ParsedDocument, Section
+
+HEADING_JOIN = " > "
+
+
+@dataclass
+class Chunk:
+    text: str
+    source: str
+    page: int | None
+    heading: str
+    char_start: int
+    char_end: int
+    ordinal: int
+    context: str = ""  # heading path prefixed for embedding and BM25 (not part of text or the span)
+
+    @property
+    def embed_text(self) -> str:
+        return f"{self.context}\n{self.text}" if self.context else self.text
+
+
+# boundary strengths: the cut prefers the strongest boundary in the window
+_PARAGRAPH, _LINE, _SENTENCE, _PIECE = 3, 2, 1, 0
+_PARAGRAPH_END = re.compile(r"\n[ \t]*\n\s*")
+_LINE_END = re.compile(r"\n")
+# a Latin sentence end needs a letter or a closing bracket/quote before it ("1. " is a list marker)
+# and whitespace after ("e.g" "3.14" "milvus.io" stay whole); CJK ends need no space
+_SENTENCE_END = re.compile(
+    r"(?:(?<=[^\W\d_]|[)\]\"'”’])[.!?;]+[)\]\"'”’]*[ \t]+)|(?:[。！？；…]+[”’」』）)]*[ \t]*)"
+)
+_HEADING_LINE = re.compile(r"^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$")
+
+
+def _lcp(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
+
+
+class _Counter:
+    """The embedder's token count without its fixed special tokens ([CLS]/[SEP] ...)."""
+
+    def __init__(self, count_tokens: Callable[[str], int]):
+        self.exact = count_tokens
+        self.special = count_tokens("")
+        self._prefixes: dict[str, int] = {}  # heading prefixes repeat on every chunk of a section
+
+    def __call__(self, text: str) -> int:
+        return max(0, self.exact(text) - self.special)
+
+    def prefix(self, text: str) -> int:
+        if text not in self._prefixes:
+            self._prefixes[text] = self(text)
+        return self._prefixes[text]
+
+
+def _context(heading: tuple[str, ...], text: str, counter: _Counter, max_tokens: int) -> tuple[str, int]:
+    """The heading prefix for a chunk and its token cost (prefix + its newline)."""
+    path = list(heading)
+    first = text.lstrip().split("\n", 1)[0]
+    m = _HEADING_LINE.match(first)
+    own = m.group(1) if m else first.strip()
+    if path and own and own == path[-1]:
+        path = path[:-1]  # the chunk starts with its own heading line: say it once
+    # a deep or long path must leave room for the text: keep the nearest headings
+    while path:
+        prefix = HEADING_JOIN.join(path)
+        cost = counter.prefix(prefix + "\n")
+        if cost <= max_tokens // 4:
+            return prefix, cost
+        path = path[1:]
+    return "", 0
+
+
+def _trim(text: str, start: int, end: int) -> tuple[int, int]:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+def _units(text: str, start: int, end: int, budget: int, counter: _Counter) -> list[tuple[int, int, int, int]]:
+    """Cut text[start:end] into (start, end, tokens, strength after) units of at most budget tokens."""
+    cuts: dict[int, int] = {}
+    segment = text[start:end]
+    for strength, pattern in ((_SENTENCE, _SENTENCE_END), (_LINE, _LINE_END), (_PARAGRAPH, _PARAGRAPH_END)):
+        for m in pattern.finditer(segment):
+            pos = start + m.end()
+            if start < pos < end:
+                cuts[pos] = max(cuts.get(pos, -1), strength)
+    positions = sorted(cuts)
+    bounds = [start, *positions, end]
+    strengths = [cuts[p] for p in positions] + [_PARAGRAPH]
+    units: list[tuple[int, int, int, int]] = []
+    for (s, e), strength in zip(zip(bounds, bounds[1:]), strengths):
+        if not text[s:e].strip():
+            if units:  # whitespace only: it belongs to the previous unit
+                ps, _pe, pt, pst = units[-1]
+                units[-1] = (ps, e, pt, max(pst, strength))
+            continue
+        tokens = counter(text[s:e])
+        if tokens <= budget:
+            units.append((s, e, tokens, strength))
+            continue
+        pieces = _split_long(text, s, e, budget, counter)
+        for k, (ps, pe, pt) in enumerate(pieces):
+            units.append((ps, pe, pt, strength if k == len(pieces) - 1 else _PIECE))
+    return units
+
+
+def _split_long(text: str, start: int, end: int, budget: int, counter: _Counter) -> list[tuple[int, int, int]]:
+    """A unit with no sentence boundary inside that is over budget: semchunk cuts it further."""
+    import semchunk
+
+    segment = text[start:end]
+    _chunks, offsets = semchunk.chunk(segment, chunk_size=budget, token_counter=counter, memoize=False, offsets=True)
+    pieces: list[tuple[int, int, int]] = []
+    for k, (s, _e) in enumerate(offsets):
+        # make the pieces tile the segment (semchunk drops the whitespace it cut at)
+        e = offsets[k + 1][0] if k + 1 < len(offsets) else len(segment)
+        pieces.append((start + s, start + e, counter(segment[s:e])))
+    if pieces and pieces[0][0] > start:
+        s0, e0, t0 = pieces[0]
+        pieces[0] = (start, e0, t0)
+    return pieces
+
+
+def _pack(
+    units: list[tuple[int, int, int, int]], budget: int, overlap: int
+) -> list[tuple[int, int]]:
+    """Greedy windows over units -> (first unit, last unit + 1) index pairs, overlapping."""
+    windows: list[tuple[int, int]] = []
+    i, n = 0, len(units)
+    while i < n:
+        total, j = 0, i
+        while j < n and total + units[j][2] <= budget:
+            total += units[j][2]
+            j += 1
+        j = max(j, i + 1)
+        if j < n:
+            # cut at the strongest boundary in the window's second half; the latest among equals
+            best, best_strength, running = j, -1, 0
+            for k in range(i, j):
+                running += units[k][2]
+                if running * 2 >= total and units[k][3] >= best_strength:
+                    best, best_strength = k + 1, units[k][3]
+            j = best
+        windows.append((i, j))
+        if j >= n:
+            break
+        m, carried = j, 0
+        while m - 1 > i and carried + units[m - 1][2] <= overlap:
+            m -= 1
+            carried += units[m][2]
+        i = m
+    return windows
+
+
+def chunk_document(
+    doc: ParsedDocument,
+    source: str,
+    count_tokens: Callable[[str], int],
+    max_tokens: int,
+    overlap: int,
+    *,
+    min_tokens: int | None = None,
+) -> list[Chunk]:
+    """Cut ``doc`` into chunks of at most ``max_tokens`` embedder tokens (``embed_text`` included).
+
+    ``min_tokens`` (default a quarter of max_tokens): a section smaller than this is merged with
+    its neighbours under the same parent heading when they fit together.
+    """
+    if max_tokens < 16:
+        raise ValueError("max_tokens must be at least 16")
+    overlap = max(0, min(overlap, max_tokens // 2))
+    min_tokens = max_tokens // 4 if min_tokens is None else min_tokens
+    counter = _Counter(count_tokens)
+    text = doc.text
+    starts = doc.section_starts()
+    sections: list[tuple[Section, int, int]] = [
+        (s, st, st + len(s.text)) for s, st in zip(doc.sections, starts) if s.text.strip()
+    ]
+
+    # cost of each section with its heading prefix; huge sections are not tokenized whole
+    costs = []
+    for sec, s, e in sections:
+        costs.append(counter(sec.text) if e - s <= max_tokens * 24 else max_tokens * 24)
+
+    # 1. groups of consecutive sections that fit one chunk together
+    groups: list[list[int]] = []
+    for idx, (sec, _s, _e) in enumerate(sections):
+        if groups:
+            group = groups[-1]
+            first = sections[group[0]][0]
+            heading = _lcp_all([sections[g][0].heading for g in group])
+            joined = _lcp(heading, sec.heading)
+            group_cost = sum(costs[g] for g in group) + 2 * len(group)
+            small = group_cost < min_tokens or costs[idx] < min_tokens
+            if (
+                small
+                and sec.page == first.page
+                and len(joined) >= len(first.heading) - 1
+                and group_cost + costs[idx] + 2 + _context_cost(joined, counter, max_tokens) <= max_tokens
+            ):
+                group.append(idx)
+                continue
+        groups.append([idx])
+
+    # 2. each group becomes one chunk, or a long section several
+    spans: list[tuple[int, int, tuple[str, ...], int | None]] = []
+    for group in groups:
+        heading = _lcp_all([sections[g][0].heading for g in group])
+        page = sections[group[0]][0].page
+        s, e = sections[group[0]][1], sections[group[-1]][2]
+        if len(group) > 1 or costs[group[0]] + _context_cost(heading, counter, max_tokens) <= max_tokens:
+            spans.append((s, e, heading, page))
+            continue
+        budget = max_tokens - _context_cost(heading, counter, max_tokens)
+        units = _units(text, s, e, budget, counter)
+        for a, b in _pack(units, budget, overlap):
+            spans.append((units[a][0], units[b - 1][1], heading, page))
+
+    # 3. exact check of what gets embedded; a window over budget (token merges across unit
+    #    borders, rare) is cut again
+    chunks: list[Chunk] = []
+    pending = list(reversed(spans))
+    while pending:
+        s, e, heading, page = pending.pop()
+        s, e = _trim(text, s, e)
+        if s >= e:
+            continue
+        piece = text[s:e]
+        context, _ = _context(heading, piece, counter, max_tokens)
+        embed = f"{context}\n{piece}" if context else piece
+        if count_tokens(embed) > max_tokens:
+            budget = max(8, (max_tokens - counter.prefix(context + "\n") if context else max_tokens) * 3 // 4)
+            units = _units(text, s, e, budget, counter)
+            if len(units) <= 1:
+                units = [(a, b, t, _PIECE) for a, b, t in _split_long(text, s, e, budget, counter)]
+            if len(units) <= 1:  # cannot happen with a sane tokenizer; never loop
+                units = [(s, (s + e) // 2, 0, _PIECE), ((s + e) // 2, e, 0, _PIECE)]
+            windows = _pack(units, budget, 0)
+            if len(windows) == 1:
+                windows = [(k, k + 1) for k in range(len(units))]
+            for a, b in reversed(windows):
+                pending.append((units[a][0], units[b - 1][1], heading, page))
+            continue
+        chunks.append(Chunk(piece, source, page, HEADING_JOIN.join(heading), s, e, len(chunks), context))
+    return chunks
+
+
+def _lcp_all(headings: list[tuple[str, ...]]) -> tuple[str, ...]:
+    common = headings[0]
+    for h in headings[1:]:
+        common = _lcp(common, h)
+    return common
+
+
+def _context_cost(heading: tuple[str, ...], counter: _Counter, max_tokens: int) -> int:
+    # an upper bound: the prefix may lose its last part when the chunk starts with that heading
+    return _context(heading, "", counter, max_tokens)[1]

@@ -1,0 +1,256 @@
+"""Walk the PATHs given to ``ingest``: which files are documents, and why the others are not.
+
+``discover`` never raises for a problem with one file or folder: it yields ``Skipped(path, reason)``
+with a one-line reason and goes on. What it skips:
+
+* reported: nonexistent arguments, broken symlinks, symlink loops, unreadable files and folders,
+  unsupported types, binary content behind a text extension, empty files, files over the size limit,
+  hidden folders other than the well-known tool folders below.
+* quiet (never documents, and listing them would drown the summary): hidden files (``.DS_Store``,
+  ``.gitignore``...) and tool folders (``.git``, ``.venv``, ``node_modules``, ``__pycache__``...).
+  A hidden file or folder named explicitly as an argument is taken.
+
+Every file is visited once, however many symlinks or arguments lead to it (identity is the
+(device, inode) pair). The order is deterministic: arguments in the order given, then depth-first
+with entries sorted by name.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+
+# extension -> the parser parse.py uses for it
+FILETYPES: dict[str, str] = {
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".mdx": "markdown",
+    ".txt": "text",
+    ".text": "text",
+    ".rst": "text",
+    ".log": "text",
+    ".csv": "text",
+    ".tsv": "text",
+    ".html": "html",
+    ".htm": "html",
+    ".xhtml": "html",
+    ".pdf": "pdf",
+    ".docx": "docx",
+}
+
+# Folders that hold tools' state, never the user's documents: skipped without a word.
+QUIET_DIRS = frozenset(
+    {
+        ".git", ".hg", ".svn", ".bzr", ".venv", "venv", ".tox", ".nox", ".mypy_cache", ".pytest_cache",
+        ".ruff_cache", ".idea", ".vscode", ".cache", ".ipynb_checkpoints", "node_modules", "__pycache__",
+        ".DS_Store", ".Trash", ".Trashes",
+    }
+)
+
+_SNIFF_BYTES = 8192
+
+
+@dataclass
+class FileEntry:
+    path: Path
+    rel: str  # relative to root, posix separators, printable (see display_name)
+    root: Path
+    size: int
+    filetype: str = ""  # "markdown" | "text" | "html" | "pdf" | "docx"
+
+
+@dataclass
+class Skipped:
+    path: str
+    reason: str
+
+
+def display_name(name: str) -> str:
+    """A printable, UTF-8-encodable form of a file name.
+
+    POSIX names are bytes; Python hands undecodable ones over as lone surrogates, which cannot
+    be written to JSON, a terminal or Milvus. They become ``\\xNN`` escapes, which stay unique.
+    """
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def filetype_of(path: Path) -> str | None:
+    return FILETYPES.get(path.suffix.lower())
+
+
+def _human(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} B"  # pragma: no cover
+
+
+def _sniff(head: bytes, filetype: str) -> str | None:
+    """Why the first bytes say this is not a ``filetype`` file, or None when they look right."""
+    if filetype == "pdf":
+        # the header may follow a little junk; readers accept it within the first 1 KB
+        return None if b"%PDF-" in head[:1024] else "not a PDF (no %PDF header)"
+    if filetype == "docx":
+        if head.startswith(b"\xd0\xcf\x11\xe0"):
+            return "encrypted DOCX or old Word format (OLE container, not a .docx zip)"
+        return None if head.startswith(b"PK\x03\x04") else "not a DOCX (not a zip container)"
+    # text-like: UTF-16/32 legitimately hold NULs, so let a BOM through; otherwise NULs mean binary
+    if head.startswith((b"\xff\xfe", b"\xfe\xff", b"\xef\xbb\xbf")):
+        return None
+    if b"\x00" in head:
+        return f"binary content in a {filetype} file"
+    return None
+
+
+def _looks_like_text(head: bytes) -> bool:
+    if b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+        return True
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 3  # only a character cut by the sniff window
+
+
+def _os_reason(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if exc.errno == errno.ENOENT:
+        return "no such file or directory"
+    if exc.errno == errno.ENAMETOOLONG:
+        return "file name too long"
+    return exc.strerror or type(exc).__name__
+
+
+def _rel(path: Path, root: Path) -> str:
+    return display_name(path.relative_to(root).as_posix())
+
+
+def _check_file(path: Path, root: Path, st: os.stat_result, max_bytes: int) -> FileEntry | Skipped:
+    shown = display_name(str(path))
+    filetype = filetype_of(path)
+    if filetype is None and path.suffix:
+        return Skipped(shown, f"unsupported file type {display_name(path.suffix)}")
+    if st.st_size == 0:
+        return Skipped(shown, "empty file")
+    if st.st_size > max_bytes:
+        return Skipped(shown, f"too large ({_human(st.st_size)} > {_human(max_bytes)} limit)")
+    try:
+        # opening (not os.access) is the only honest test: root reads through chmod 000, ACLs exist
+        with open(path, "rb") as fh:
+            head = fh.read(_SNIFF_BYTES)
+    except OSError as exc:
+        return Skipped(shown, _os_reason(exc))
+    if filetype is None:
+        # README, LICENSE, NOTES...: taken as plain text when the bytes say so
+        if not _looks_like_text(head):
+            return Skipped(shown, "unsupported file type (no extension, not text)")
+        filetype = "text"
+    problem = _sniff(head, filetype)
+    if problem:
+        return Skipped(shown, problem)
+    return FileEntry(path=path, rel=_rel(path, root), root=root, size=st.st_size, filetype=filetype)
+
+
+def _walk(
+    directory: Path,
+    root: Path,
+    real_root: Path,
+    seen: set[tuple[int, int]],
+    ancestors: frozenset[tuple[int, int]],
+    max_bytes: int,
+) -> Iterator[FileEntry | Skipped]:
+    try:
+        with os.scandir(directory) as it:
+            entries = sorted(it, key=lambda e: os.fsencode(e.name))
+    except OSError as exc:
+        yield Skipped(display_name(str(directory)), _os_reason(exc))
+        return
+    for entry in entries:
+        path = directory / entry.name
+        shown = display_name(str(path))
+        is_link = False
+        try:
+            is_link = entry.is_symlink()
+            st = entry.stat(follow_symlinks=True)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT and is_link:
+                yield Skipped(shown, "broken symlink")
+            else:
+                yield Skipped(shown, _os_reason(exc))
+            continue
+        key = (st.st_dev, st.st_ino)
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if is_dir and key in ancestors:
+            yield Skipped(shown, "symlink loop")
+            continue
+        if is_link and _inside(path, real_root):
+            # the target is walked under its own name: a second copy would only duplicate chunks
+            continue
+        if is_dir:
+            if entry.name in QUIET_DIRS:
+                continue
+            if entry.name.startswith("."):
+                yield Skipped(shown, "hidden folder (not searched)")
+                continue
+            if key in seen:
+                continue  # reached before through another link: its files are already listed
+            seen.add(key)
+            yield from _walk(path, root, real_root, seen, ancestors | {key}, max_bytes)
+        elif stat.S_ISREG(st.st_mode):
+            if entry.name.startswith(".") or key in seen:
+                continue
+            seen.add(key)
+            yield _check_file(path, root, st, max_bytes)
+        else:
+            yield Skipped(shown, "not a regular file (device, socket or pipe)")
+
+
+def _inside(link: Path, real_root: Path) -> bool:
+    try:
+        return Path(os.path.realpath(link)).is_relative_to(real_root)
+    except (OSError, ValueError):
+        return False
+
+
+def discover(paths: Iterable[Path], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[FileEntry | Skipped]:
+    """Yield every document under ``paths`` (files or folders) or the reason it was left out."""
+    seen: set[tuple[int, int]] = set()
+    for given in paths:
+        path = Path(given).expanduser()
+        shown = display_name(str(path))
+        try:
+            st = path.stat()
+        except OSError as exc:
+            if exc.errno == errno.ENOENT and path.is_symlink():
+                yield Skipped(shown, "broken symlink")
+            else:
+                yield Skipped(shown, _os_reason(exc))
+            continue
+        path = path.absolute()
+        key = (st.st_dev, st.st_ino)
+        if stat.S_ISDIR(st.st_mode):
+            if key in seen:
+                continue
+            seen.add(key)
+            yield from _walk(path, path, Path(os.path.realpath(path)), seen, frozenset({key}), max_bytes)
+        elif stat.S_ISREG(st.st_mode):
+            if key in seen:
+                continue
+            seen.add(key)
+            yield _check_file(path, path.parent, st, max_bytes)
+        else:
+            yield Skipped(shown, "not a regular file (device, socket or pipe)")

@@ -1,0 +1,543 @@
+"""Retrieve -> pack sources -> R1 prompt -> stream -> citations, for one question or a conversation.
+
+``Session`` holds the loaded model (an ``engine.Engine``) and the retriever so a conversation
+pays the load once, and it keeps the conversation as a stable prompt prefix so the engine can
+reuse the KV cache of earlier turns. It never prints: ``Session.ask`` yields ``Event``s that a
+view renders.
+
+Decisions worth knowing:
+
+* Not in the documents: when the best retrieval scores fall under a relevance gate (measured on
+  the dev set, see ``RELEVANCE``) the model is not asked at all. A small distill handed
+  irrelevant sources tends to answer from its own memory; skipping it is both honest and instant.
+  Above the gate the prompt still tells the model to say when the sources do not answer.
+* Follow-ups: a short or pronoun-led follow-up ("and on Windows?", "how do I enable it?") is
+  searched together with the previous question. An LLM rewrite would be better in theory, but an
+  R1 distill thinks before it writes anything: hundreds of tokens, tens of seconds on a CPU.
+* History holds each earlier user turn exactly as sent (sources included) and each answer
+  without its reasoning, so the next prompt starts with the previous one token for token.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from localrag import prompt
+from localrag.console import UserError
+
+Progress = Callable[[str], None]
+
+# Relevance gate on the best hit's scores (see _relevant). Measured on
+# /work/shared/eval/milvus-dev.jsonl over the Milvus docs: see the report in bench/ and README.
+RELEVANCE = {
+    "dense": 0.30,  # cosine of query and chunk embeddings (normalised embedders)
+    "rerank": -4.0,  # cross-encoder logit, when a reranker ran
+}
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Citation:
+    n: int
+    source: str
+    page: int | None
+    heading: str
+    text: str
+
+
+@dataclass
+class Timings:
+    retrieve_s: float = 0.0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    prompt_s: float = 0.0
+    prompt_tok_s: float = 0.0
+    ttft_s: float = 0.0  # from the start of generation to the first token (thinking or answer)
+    thinking_tokens: int = 0
+    thinking_s: float = 0.0
+    gen_tokens: int = 0
+    gen_s: float = 0.0
+    gen_tok_s: float = 0.0
+    answer_s: float = 0.0
+    total_s: float = 0.0
+
+
+@dataclass
+class ModelInfo:
+    id: str
+    name: str
+    quant: str
+    path: Path
+    starter: bool
+    reasoning: bool
+    n_ctx: int
+    n_gpu_layers: int
+    load_s: float = 0.0
+    params: float = 1.5e9  # for the prefill-speed guess before one is measured
+    cores: int = 2
+    note: str | None = None  # why this model (e.g. the starter because no distill is installed)
+
+
+@dataclass
+class AnswerResult:
+    question: str
+    query: str  # what was searched (the question, or it with the previous one for a follow-up)
+    answer: str  # invalid citation numbers removed
+    thinking: str
+    citations: list[Citation]
+    dropped_citations: list[int]
+    sources: list[prompt.Source]
+    left_out: list[prompt.LeftOut]
+    not_found: bool
+    stop_reason: str | None
+    timings: Timings
+    model: ModelInfo | None = None
+
+    def to_json(self) -> dict:
+        m = self.model
+        t = self.timings
+        return {
+            "question": self.question,
+            "query": self.query,
+            "answer": self.answer,
+            "thinking": self.thinking,
+            "not_found": self.not_found,
+            "citations": [asdict(c) for c in self.citations],
+            "dropped_citations": self.dropped_citations,
+            "sources": [
+                {"n": s.n, "source": s.source, "page": s.page, "heading": s.heading, "score": s.score, "cut": s.cut}
+                for s in self.sources
+            ],
+            "left_out": [asdict(lo) for lo in self.left_out],
+            "model": m.id if m else None,
+            "quant": m.quant if m else None,
+            "starter": bool(m and m.starter),
+            "stop_reason": self.stop_reason,
+            "ttft_s": round(t.ttft_s, 3),
+            "prompt_tokens": t.prompt_tokens,
+            "cached_tokens": t.cached_tokens,
+            "prompt_tok_s": round(t.prompt_tok_s, 1),
+            "gen_tokens": t.gen_tokens,
+            "gen_tok_s": round(t.gen_tok_s, 1),
+            "thinking_tokens": t.thinking_tokens,
+            "timings": {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(t).items()},
+        }
+
+
+@dataclass
+class Event:
+    """What ``Session.ask`` yields, in order: retrieved, (thinking|answer)*, done."""
+
+    kind: str  # "retrieved" | "thinking" | "answer" | "done"
+    text: str = ""
+    packing: prompt.Packing | None = None
+    result: AnswerResult | None = None
+    tokens: int = 0  # running count of thinking tokens for "thinking" events
+    valid: frozenset[int] = frozenset()  # source numbers the answer may cite ("retrieved" events)
+
+
+@dataclass
+class Turn:
+    question: str
+    query: str
+    followup: bool
+    user_content: str  # exactly as sent
+    answer: str  # exactly as sent back next time (no reasoning)
+    sources: list[prompt.Source]
+
+
+# --- follow-up rewrite -----------------------------------------------------------------------
+
+_ANAPHORA = re.compile(
+    r"\b(it|its|it's|this|these|those|they|them|their|there|he|she|him|her|same|former|latter)\b",
+    re.IGNORECASE,
+)
+_CONNECTIVE = re.compile(r"^\s*(and|but|or|so|then|what about|how about|why|also|ok|okay)\b", re.IGNORECASE)
+_ZH_ANAPHORA = re.compile(r"(它|它们|这个|那个|这些|那些|这样|那样|其|他们|该|此|呢)")
+_CJK = re.compile(r"[\u3400-\u9fff]")
+
+
+def is_followup(question: str) -> bool:
+    """A question that leans on the previous one: very short, a connective opener ("and on
+    Windows?"), or a short question with a pronoun that points back ("how do I enable it?").
+    Long questions stand alone even with a pronoun: they usually carry their own subject."""
+    q = question.strip()
+    if _CJK.search(q):
+        return len(q) <= 10 or (len(q) <= 24 and bool(_ZH_ANAPHORA.search(q)))
+    words = re.findall(r"\w+", q)
+    if len(words) <= 4 or _CONNECTIVE.match(q):
+        return True
+    return len(words) <= 12 and bool(_ANAPHORA.search(q))
+
+
+def retrieval_query(question: str, previous: list[Turn]) -> tuple[str, bool]:
+    """(query to search, whether it was rewritten): prepend the previous question to a follow-up."""
+    if not previous or not is_followup(question):
+        return question, False
+    last = previous[-1]
+    # Carry the thread back to its last self-contained question, not further.
+    base = last.query if last.followup else last.question
+    return f"{base} {question}", True
+
+
+# --- relevance gate --------------------------------------------------------------------------
+
+
+def relevant(hits: list) -> bool:
+    """Whether the best hit is close enough to the question to be worth the model's time.
+
+    Uses the strongest available signal: the cross-encoder score when a reranker ran, else the
+    dense cosine. A lexical-only hit (no dense score) passes: BM25 found the user's own words.
+    """
+    if not hits:
+        return False
+    reranked = [h.rerank_score for h in hits if getattr(h, "rerank_score", None) is not None]
+    if reranked:
+        return max(reranked) >= RELEVANCE["rerank"]
+    dense = [h.dense_score for h in hits if getattr(h, "dense_score", None) is not None]
+    if dense:
+        return max(dense) >= RELEVANCE["dense"]
+    return True
+
+
+def not_found_message(kb: str) -> str:
+    return (
+        f"The documents in the knowledge base '{kb}' don't say. Nothing in them is close enough to this "
+        "question to answer it, so I won't guess."
+    )
+
+
+# --- the prefill-speed memory ----------------------------------------------------------------
+
+
+def _perf_path(settings) -> Path:
+    return settings.home / "perf.json"
+
+
+def _perf_key(info: ModelInfo) -> str:
+    return f"{info.id}:{info.quant}:gpu{info.n_gpu_layers}"
+
+
+def load_prefill_speed(settings, info: ModelInfo) -> float | None:
+    try:
+        data = json.loads(_perf_path(settings).read_text(encoding="utf-8"))
+        value = data.get(_perf_key(info), {}).get("prefill_tok_s")
+        return float(value) if value else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def save_prefill_speed(settings, info: ModelInfo, tok_s: float) -> None:
+    """Remember this machine's measured prompt-reading speed so the next ``ask`` sizes its prompt
+    from a measurement instead of a guess (a running average keeps one noisy run from ruling)."""
+    path = _perf_path(settings)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        if not isinstance(data, dict):
+            data = {}
+    except (OSError, ValueError):
+        data = {}
+    old = data.get(_perf_key(info), {}).get("prefill_tok_s")
+    value = tok_s if not old else 0.5 * float(old) + 0.5 * tok_s
+    data[_perf_key(info)] = {"prefill_tok_s": round(value, 1)}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        tmp.replace(path)
+    except OSError:
+        pass  # a read-only data dir only costs us the better estimate
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def load_model(settings, spec: str | None, progress: Progress | None = None):
+    """Resolve, plan and load a model: (Engine, ModelInfo). UserError when none can be had."""
+    from localrag import fit, hardware, modelstore
+    from localrag.catalogue import load_catalogue
+    from localrag.engine import Engine
+
+    say = progress or (lambda _msg: None)
+    catalogue = load_catalogue(settings.catalogue_path)
+    hw = hardware.detect(settings.models_dir)
+    installed = modelstore.resolve(settings, catalogue, spec, hw)
+    ms = installed.spec
+    candidate = fit.plan_model(catalogue, hw, ms.id, installed.quant)
+    n_gpu_layers = candidate.n_gpu_layers if candidate is not None else 0
+    n_ctx = settings.generation.ctx or (candidate.ctx if candidate is not None and candidate.ctx else 4096)
+    n_ctx = min(n_ctx, ms.ctx_max)
+    say(f"loading {ms.name} {installed.quant} (ctx {n_ctx}{', GPU layers ' + str(n_gpu_layers) if n_gpu_layers else ''})")
+    started = time.perf_counter()
+    engine = Engine.load(
+        installed.path,
+        n_ctx=n_ctx,
+        n_gpu_layers=n_gpu_layers,
+        n_threads=settings.generation.threads,
+        template=ms.template,
+    )
+    info = ModelInfo(
+        id=ms.id,
+        name=ms.name,
+        quant=installed.quant,
+        path=installed.path,
+        starter=bool(installed.starter or ms.starter),
+        reasoning=ms.reasoning,
+        n_ctx=engine.n_ctx,
+        n_gpu_layers=n_gpu_layers,
+        load_s=time.perf_counter() - started,
+        params=(ms.params_b or 1.5) * 1e9,
+        cores=hw.cpu_cores_physical or 1,
+        note=installed.note,
+    )
+    return engine, info
+
+
+# --- the session -----------------------------------------------------------------------------
+
+
+class Session:
+    """A loaded model + a knowledge base + the conversation so far."""
+
+    def __init__(self, settings, kb: str, *, model: str | None = None, progress: Progress | None = None,
+                 engine=None, info: ModelInfo | None = None, retriever=None):
+        self.settings = settings
+        self.kb = kb
+        self.model_spec = model if model is not None else settings.model
+        self.progress = progress
+        self.engine = engine
+        self.info = info
+        self.retriever = retriever
+        self.turns: list[Turn] = []
+        self.last: AnswerResult | None = None
+        self.next_n = 1
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def ensure_loaded(self) -> None:
+        if self.retriever is None:
+            self.retriever = open_retriever(self.settings, self.kb, self.progress)
+        if self.engine is None:
+            self.engine, self.info = load_model(self.settings, self.model_spec, self.progress)
+
+    def close(self) -> None:
+        if self.retriever is not None and hasattr(self.retriever, "close"):
+            self.retriever.close()
+        self.retriever = None
+        close = getattr(self.engine, "close", None)
+        if close:
+            close()
+        self.engine = None
+
+    def reset(self) -> None:
+        self.turns.clear()
+        self.last = None
+        self.next_n = 1
+
+    def switch_kb(self, kb: str) -> None:
+        retriever = open_retriever(self.settings, kb, self.progress)  # fails before we let go
+        if self.retriever is not None and hasattr(self.retriever, "close"):
+            self.retriever.close()
+        self.retriever, self.kb = retriever, kb
+        self.reset()  # earlier sources belong to the other knowledge base
+
+    def switch_model(self, spec: str) -> None:
+        engine, info = load_model(self.settings, spec, self.progress)
+        old, self.engine, self.info, self.model_spec = self.engine, engine, info, spec
+        close = getattr(old, "close", None)
+        if close:
+            close()
+        # The answers stay valid; the new model just reads them as a fresh prefix.
+
+    # -- the table of sources the model can see ---------------------------------------------
+
+    def visible_sources(self) -> dict[int, prompt.Source]:
+        return {s.n: s for t in self.turns for s in t.sources}
+
+    # -- asking ---------------------------------------------------------------------------
+
+    def ask(self, question: str) -> Iterator[Event]:
+        question = question.strip()
+        if not question:
+            raise UserError("the question is empty")
+        self.ensure_loaded()
+        gen = self.settings.generation
+        engine, info = self.engine, self.info
+        t0 = time.perf_counter()
+        timings = Timings()
+
+        query, followup = retrieval_query(question, self.turns)
+        hits = self.retriever.search(query, k=self.settings.retrieval.top_k)
+        timings.retrieve_s = time.perf_counter() - t0
+
+        if not relevant(hits):
+            packing = prompt.Packing()
+            yield Event("retrieved", packing=packing)
+            answer = not_found_message(self.kb)
+            timings.total_s = time.perf_counter() - t0
+            result = AnswerResult(question, query, answer, "", [], [], [], [], True, None, timings, info)
+            self.last = result
+            yield Event("answer", text=answer)
+            yield Event("done", result=result)
+            return
+
+        reasoning_budget = gen.reasoning_budget if info.reasoning else 0
+        packing, turn_text = self._pack(question, hits, followup, reasoning_budget)
+        valid = set(self.visible_sources()) | {s.n for s in packing.sources}
+        yield Event("retrieved", packing=packing, valid=frozenset(valid))
+
+        history = [(t.user_content, t.answer) for t in self.turns]
+        messages = prompt.messages_for(history, turn_text)
+        thinking_parts: list[str] = []
+        answer_parts: list[str] = []
+        stats = None
+        gen_start = time.perf_counter()
+        first_token_at = None
+        first_answer_at = None
+        thinking_tokens = 0
+        for ev in engine.stream(
+            messages,
+            max_tokens=reasoning_budget + gen.max_answer_tokens,
+            reasoning_budget=reasoning_budget if info.reasoning else None,
+            temperature=gen.temperature,
+            top_p=gen.top_p,
+        ):
+            now = time.perf_counter()
+            if ev.kind == "thinking":
+                first_token_at = first_token_at or now
+                thinking_tokens += 1
+                thinking_parts.append(ev.text)
+                yield Event("thinking", text=ev.text, tokens=thinking_tokens)
+            elif ev.kind == "answer":
+                first_token_at = first_token_at or now
+                first_answer_at = first_answer_at or now
+                answer_parts.append(ev.text)
+                yield Event("answer", text=ev.text)
+            elif ev.kind == "done":
+                stats = ev.stats
+        end = time.perf_counter()
+
+        thinking = "".join(thinking_parts).strip()
+        raw_answer = "".join(answer_parts).strip()
+        answer, cited, dropped = prompt.clean_citations(raw_answer, valid)
+
+        self._fill_timings(timings, stats, gen_start, first_token_at, first_answer_at, end, thinking_tokens)
+        timings.total_s = end - t0
+        if timings.prompt_tokens - timings.cached_tokens >= 64 and timings.prompt_tok_s > 0:
+            save_prefill_speed(self.settings, info, timings.prompt_tok_s)
+
+        self.turns.append(Turn(question, query, followup, turn_text, raw_answer or answer, packing.sources))
+        self.next_n += len(packing.sources)
+        table = self.visible_sources()
+        citations = [
+            Citation(n, table[n].source, table[n].page, table[n].heading, table[n].text) for n in cited if n in table
+        ]
+        result = AnswerResult(
+            question, query, answer, thinking, citations, dropped, packing.sources, packing.left_out,
+            False, getattr(stats, "stop_reason", None), timings, info,
+        )
+        self.last = result
+        yield Event("done", result=result)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _pack(self, question: str, hits: list, followup: bool, reasoning_budget: int):
+        """Fit history + new sources in the window and the new part in the prefill-time budget."""
+        engine, info, gen = self.engine, self.info, self.settings.generation
+        known = {s.chunk_id: s.n for t in self.turns for s in t.sources}
+        is_followup = bool(self.turns)
+        while True:
+            history = [(t.user_content, t.answer) for t in self.turns]
+            skeleton = prompt.user_turn(question, prompt.Packing(), followup=is_followup)
+            used = engine.count_tokens(
+                "\n".join(m["content"] for m in prompt.messages_for(history, skeleton))
+            ) + 8 * (2 * len(history) + 1)  # template tokens per message
+            room = info.n_ctx - used - reasoning_budget - gen.max_answer_tokens
+            if room >= prompt.MIN_SOURCE_TOKENS or not self.turns:
+                break
+            # The window is full: forget the oldest turn (its sources go with it). The prefix
+            # changes once here; later turns are stable again.
+            self.turns.pop(0)
+            known = {s.chunk_id: s.n for t in self.turns for s in t.sources}
+            is_followup = bool(self.turns)
+        speed = load_prefill_speed(self.settings, info) or prompt.estimate_prefill_tok_s(
+            params=info.params,
+            cores=info.cores,
+            gpu=info.n_gpu_layers > 0,
+        )
+        # The new text of a follow-up also includes the previous answer, which costs prefill too.
+        new_history = engine.count_tokens(self.turns[-1].answer) if self.turns else 0
+        budget = prompt.prompt_token_budget(
+            n_ctx=info.n_ctx,
+            used_tokens=used,
+            reasoning_budget=reasoning_budget,
+            max_answer_tokens=gen.max_answer_tokens,
+            prefill_tok_s=speed,
+        )
+        if speed:
+            budget = min(budget, max(prompt.MIN_SOURCE_TOKENS, budget - new_history))
+        packing = prompt.pack_sources(hits, engine.count_tokens, budget, first_n=self.next_n, known=known)
+        return packing, prompt.user_turn(question, packing, followup=is_followup)
+
+    @staticmethod
+    def _fill_timings(t: Timings, stats, gen_start, first_token_at, first_answer_at, end, thinking_tokens):
+        if stats is not None:
+            t.prompt_tokens = int(getattr(stats, "prompt_tokens", 0) or 0)
+            t.cached_tokens = int(getattr(stats, "cached_tokens", 0) or 0)
+            t.prompt_s = float(getattr(stats, "prompt_s", 0.0) or 0.0)
+            t.ttft_s = float(getattr(stats, "ttft_s", 0.0) or 0.0)
+            t.gen_tokens = int(getattr(stats, "gen_tokens", 0) or 0)
+            t.gen_s = float(getattr(stats, "gen_s", 0.0) or 0.0)
+            t.thinking_tokens = int(getattr(stats, "reasoning_tokens", 0) or 0)
+        if not t.ttft_s and first_token_at:
+            t.ttft_s = first_token_at - gen_start
+        if not t.thinking_tokens:
+            t.thinking_tokens = thinking_tokens
+        new = t.prompt_tokens - t.cached_tokens
+        if t.prompt_s > 0 and new > 0:
+            t.prompt_tok_s = new / t.prompt_s
+        if first_token_at:
+            t.thinking_s = (first_answer_at or end) - first_token_at if t.thinking_tokens else 0.0
+            t.answer_s = end - first_answer_at if first_answer_at else 0.0
+        if not t.gen_s and first_token_at:
+            t.gen_s = end - first_token_at
+        if t.gen_s > 0 and t.gen_tokens:
+            t.gen_tok_s = t.gen_tokens / t.gen_s
+
+
+def open_retriever(settings, kb: str, progress: Progress | None = None):
+    """The knowledge base's retriever; the shipped sample is indexed on first use."""
+    from localrag.retrieve import Retriever
+
+    if kb == SAMPLE_KB and not _kb_exists(settings, kb):
+        ingest_sample(settings, progress)
+    return Retriever(settings, kb)
+
+
+SAMPLE_KB = "sample"
+
+
+def sample_dir() -> Path:
+    return Path(__file__).resolve().parent / "data" / "sample"
+
+
+def _kb_exists(settings, kb: str) -> bool:
+    from localrag import index
+
+    return kb in index.list_kbs(settings)
+
+
+def ingest_sample(settings, progress: Progress | None = None) -> None:
+    """Index the sample corpus shipped with localrag into the knowledge base 'sample'."""
+    from localrag import ingest
+
+    if progress:
+        progress(f"indexing the sample documents shipped with localrag into the knowledge base '{SAMPLE_KB}'")
+    ingest.ingest(settings, [sample_dir()], kb=SAMPLE_KB)

@@ -1,0 +1,271 @@
+"""``localrag ask`` and ``localrag chat``: render the answer stream, sources and timings.
+
+The reasoning is shown apart from the answer: by default one status line with its token count
+("thought for 312 tokens (4.1 s)"), in full with --show-thinking or /think. Progress and loading
+messages go to stderr so stdout carries only the answer (and JSON with --json).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Iterator
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.markdown import Markdown
+from rich.panel import Panel
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+
+from localrag.console import UserError, stderr, stdout
+
+STARTER_NOTE = (
+    "Answered by the offline starter model {name} — it is tiny and its answers are weak. "
+    "For real answers get a DeepSeek-R1 distill: `localrag models pull` (downloads the one that fits "
+    "this machine) or, offline, `localrag models import FILE.gguf`."
+)
+
+
+class AnswerView:
+    """Renders a ``Session.ask`` event stream to a person."""
+
+    def __init__(self, console: Console, *, show_thinking: bool, verbose: bool, err: Console | None = None):
+        self.console = console
+        self.err = err or stderr()
+        self.show_thinking = show_thinking
+        self.verbose = verbose
+
+    # -- status -------------------------------------------------------------------------
+
+    def progress(self, message: str) -> None:
+        self.err.print(f"[dim]{message}…[/]", highlight=False)
+
+    def info(self, message: str) -> None:
+        self.console.print(message, highlight=False)
+
+    def error(self, exc: UserError) -> None:
+        self.err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        if exc.hint:
+            self.err.print(f"[dim]{exc.hint}[/]", highlight=False)
+
+    def model_banner(self, info) -> None:
+        if info is None:
+            return
+        where = f"{info.n_gpu_layers} layers on GPU" if info.n_gpu_layers else "CPU"
+        self.err.print(
+            f"[dim]model {info.name} {info.quant} · ctx {info.n_ctx} · {where} · loaded in {info.load_s:.1f} s[/]",
+            highlight=False,
+        )
+        if info.note and not info.starter:
+            self.err.print(f"[yellow]note:[/] {info.note}", highlight=False)
+
+    # -- the answer ---------------------------------------------------------------------
+
+    def render(self, events: Iterator) -> object:
+        """Stream thinking and answer live; return the AnswerResult."""
+        from localrag import prompt
+
+        thinking: list[str] = []
+        answer: list[str] = []
+        think_tokens = 0
+        think_start = think_end = None
+        valid: set[int] = set()
+        result = None
+        state = {"phase": "wait"}
+        started = time.perf_counter()
+
+        def view():
+            parts = []
+            if thinking or state["phase"] == "thinking":
+                secs = (think_end or time.perf_counter()) - (think_start or started)
+                if self.show_thinking:
+                    parts.append(
+                        Panel(
+                            Text("".join(thinking).strip(), style="dim italic"),
+                            title=f"thinking · {think_tokens} tokens · {secs:.1f} s",
+                            title_align="left",
+                            border_style="dim",
+                        )
+                    )
+                elif state["phase"] == "thinking":
+                    parts.append(Spinner("dots", Text(f" thinking… {think_tokens} tokens ({secs:.1f} s)", style="dim")))
+                else:
+                    parts.append(Text(f"thought for {think_tokens} tokens ({secs:.1f} s)", style="dim"))
+            elif state["phase"] == "wait":
+                parts.append(Spinner("dots", Text(" reading the sources…", style="dim")))
+            if answer:
+                text, _, _ = prompt.clean_citations("".join(answer), valid)
+                parts.append(Markdown(text))
+            return Group(*parts)
+
+        with Live(view(), console=self.console, refresh_per_second=8, vertical_overflow="visible",
+                  transient=False) as live:
+            for ev in events:
+                if ev.kind == "retrieved":
+                    valid = set(ev.valid) if getattr(ev, "valid", None) else {s.n for s in ev.packing.sources}
+                    self._left_out_note(ev.packing)
+                elif ev.kind == "thinking":
+                    if think_start is None:
+                        think_start = time.perf_counter()
+                    state["phase"] = "thinking"
+                    thinking.append(ev.text)
+                    think_tokens = max(think_tokens + 1, ev.tokens)
+                elif ev.kind == "answer":
+                    if state["phase"] == "thinking":
+                        think_end = time.perf_counter()
+                    state["phase"] = "answer"
+                    answer.append(ev.text)
+                elif ev.kind == "done":
+                    result = ev.result
+                    if think_start is not None and think_end is None:
+                        think_end = time.perf_counter()
+                    if result is not None:
+                        think_tokens = result.timings.thinking_tokens or think_tokens
+                        answer[:] = [result.answer]
+                    state["phase"] = "done"
+                live.update(view())
+            live.update(view())
+        if result is not None:
+            self._footer(result)
+        return result
+
+    def _left_out_note(self, packing) -> None:
+        if packing is None or not packing.left_out:
+            return
+        names = ", ".join(_where(lo.source, lo.page, lo.heading) for lo in packing.left_out)
+        self.err.print(
+            f"[yellow]note:[/] {len(packing.left_out)} retrieved source(s) left out to keep the prompt fast "
+            f"on this machine ({packing.tokens} tokens of sources kept): {names}",
+            highlight=False,
+        )
+
+    def _footer(self, result) -> None:
+        c = self.console
+        if result.dropped_citations:
+            nums = ", ".join(f"[{n}]" for n in result.dropped_citations)
+            c.print(
+                Text(f"removed citation(s) {nums}: the model cited sources that do not exist", style="yellow")
+            )
+        if result.citations:
+            c.print(Text("Sources", style="bold"))
+            for cit in result.citations:
+                line = Text(f" [{cit.n}] ", style="cyan")
+                line.append(_where(cit.source, cit.page, cit.heading))
+                c.print(line)
+        elif result.sources and not result.not_found:
+            c.print(Text("The answer cites no source. It was given:", style="yellow"))
+            for s in result.sources:
+                c.print(Text(f" [{s.n}] {s.location}", style="dim"))
+        m = result.model
+        if m is not None and m.starter and not result.not_found:
+            c.print(Text(STARTER_NOTE.format(name=m.name), style="yellow"))
+        if result.stop_reason == "length":
+            c.print(Text("(the answer hit the length limit and was cut)", style="yellow"))
+        if self.verbose:
+            c.print(timings_table(result))
+
+    def sources(self, result) -> None:
+        """/sources: everything the last answer was given, cited or not, with a snippet."""
+        if result is None:
+            self.info("[dim]no answer yet[/]")
+            return
+        if not result.sources:
+            self.info("[dim]the last answer had no sources[/]")
+            return
+        cited = {c.n for c in result.citations}
+        for s in result.sources:
+            mark = "cited" if s.n in cited else "not cited"
+            self.console.print(Text(f"[{s.n}] {s.location}  ({mark}, score {s.score:.3f})", style="bold" if s.n in cited else ""))
+            snippet = " ".join(s.text.split())
+            self.console.print(Text("    " + (snippet[:300] + ("…" if len(snippet) > 300 else "")), style="dim"))
+        for lo in result.left_out:
+            self.console.print(Text(f"    left out: {_where(lo.source, lo.page, lo.heading)} ({lo.reason})", style="yellow"))
+
+
+def _where(source: str, page, heading: str) -> str:
+    parts = [source]
+    if page is not None:
+        parts.append(f"p. {page}")
+    if heading:
+        parts.append(heading)
+    return " · ".join(parts)
+
+
+def timings_table(result) -> Table:
+    t = result.timings
+    table = Table(title="where the time went", title_justify="left", show_header=False, box=None, padding=(0, 2))
+    table.add_column(style="dim")
+    table.add_column(justify="right")
+    table.add_column(style="dim")
+    table.add_row("retrieve", f"{t.retrieve_s:.2f} s", result.query if result.query != result.question else "")
+    if not result.not_found:
+        new = t.prompt_tokens - t.cached_tokens
+        table.add_row(
+            "read prompt", f"{t.prompt_s:.2f} s",
+            f"{t.prompt_tokens} tokens ({t.cached_tokens} cached, {new} new) at {t.prompt_tok_s:.0f} tok/s",
+        )
+        table.add_row("first token", f"{t.ttft_s:.2f} s", "after the prompt was built")
+        if t.thinking_tokens:
+            table.add_row("thinking", f"{t.thinking_s:.2f} s", f"{t.thinking_tokens} tokens")
+        table.add_row("answer", f"{t.answer_s:.2f} s", f"{t.gen_tokens} tokens generated in all at {t.gen_tok_s:.1f} tok/s")
+    table.add_row("total", f"{t.total_s:.2f} s", "")
+    return table
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+def _open_session(settings, kb: str, view: AnswerView | None):
+    from localrag.answer import Session
+
+    progress = view.progress if view is not None else None
+    session = Session(settings, kb, progress=progress)
+    if view is not None:
+        with view.err.status("[dim]loading…[/]", spinner="dots"):
+            session.ensure_loaded()
+        view.model_banner(session.info)
+    else:
+        session.ensure_loaded()
+    return session
+
+
+def ask(settings, question: str, *, kb: str, json_out: bool, show_thinking: bool, verbose: bool) -> int:
+    from localrag.answer import Session
+
+    if json_out:
+        session = Session(settings, kb)
+        try:
+            result = None
+            for ev in session.ask(question):
+                if ev.kind == "done":
+                    result = ev.result
+            data = result.to_json()
+            if session.info is not None and session.info.note:
+                data["note"] = session.info.note
+            sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+            return 0
+        finally:
+            session.close()
+
+    view = AnswerView(stdout(), show_thinking=show_thinking, verbose=verbose)
+    session = _open_session(settings, kb, view)
+    try:
+        view.render(session.ask(question))
+    finally:
+        session.close()
+    return 0
+
+
+def chat(settings, *, kb: str, show_thinking: bool, verbose: bool) -> int:
+    from localrag.chat import ChatLoop
+
+    view = AnswerView(stdout(), show_thinking=show_thinking, verbose=verbose)
+    session = _open_session(settings, kb, view)
+    try:
+        ChatLoop(session, view, history_path=settings.home / "chat_history").run()
+    finally:
+        session.close()
+    return 0

@@ -100,27 +100,58 @@ def decode_text(data: bytes) -> tuple[str, str, list[str]]:
         return data.decode("utf-8"), "utf-8", []
     except UnicodeDecodeError:
         pass
-    non_ascii = sum(1 for b in data if b >= 0x80)
     try:
         text = data.decode("gb18030")
         chars = [c for c in text if ord(c) >= 0x80]
         if chars and sum(1 for c in chars if _CJK.match(c)) / len(chars) >= 0.9:
-            return text, "gb18030", []
+            return _east_asian(data, text)
     except UnicodeDecodeError:
         pass
     replaced = data.decode("utf-8", errors="replace")
     bad = replaced.count("\ufffd") - data.count(b"\xef\xbf\xbd")
-    if non_ascii and bad / non_ascii < 0.1:
+    valid = sum(1 for c in replaced if ord(c) >= 0x80) - bad
+    # valid multi-byte sequences say "UTF-8 with damage"; none say "a legacy codepage" (café in cp1252)
+    if valid > 0 and bad < valid:
         return replaced, "utf-8", [f"invalid UTF-8: {bad} byte sequence(s) replaced"]
     from charset_normalizer import from_bytes
 
-    best = from_bytes(data[: 4 * 1024 * 1024]).best()
+    matches = from_bytes(data[: 4 * 1024 * 1024])
+    best = matches.best()
     if best is not None and best.encoding:
+        encoding = best.encoding
+        # short Western text fits several codepages equally well ("très" is "trčs" in cp1250):
+        # among equally good readings, take the most common one
+        tied = [m for m in matches if m.chaos <= best.chaos and m.coherence >= best.coherence - 0.05]
+        if any("cp1252" in m.could_be_from_charset for m in tied):
+            encoding = "cp1252"
         try:
-            return data.decode(best.encoding), best.encoding, []
+            return data.decode(encoding), encoding, []
         except (UnicodeDecodeError, LookupError):
             pass
     return replaced, "utf-8", [f"unknown encoding: {bad} invalid UTF-8 sequence(s) replaced"]
+
+
+_EAST_ASIAN = ["gb18030", "big5", "cp932", "euc_jp", "cp949"]
+
+
+def _east_asian(data: bytes, as_gb18030: str) -> tuple[str, str, list[str]]:
+    """Bytes that read as Chinese in GB18030: keep that unless Japanese/Korean/Big5 reads better.
+
+    Shift-JIS and EUC-KR also decode as (nonsense) hanzi in GB18030; the detector tells them
+    apart, but on a short GBK text it ties several encodings, and then GB18030 wins.
+    """
+    from charset_normalizer import from_bytes
+
+    matches = from_bytes(data[:65536], cp_isolation=_EAST_ASIAN)
+    best = matches.best()
+    if best is None or any(
+        m.chaos <= best.chaos and "gb18030" in (m.encoding, *m.could_be_from_charset) for m in matches
+    ):
+        return as_gb18030, "gb18030", []
+    try:
+        return data.decode(best.encoding), best.encoding, []
+    except (UnicodeDecodeError, LookupError):
+        return as_gb18030, "gb18030", []
 
 
 def _clean(text: str) -> str:

@@ -419,6 +419,22 @@ def _choose(cands: list[Candidate], catalogue: Catalogue, hw: Hardware) -> Candi
     return max((c for c in fitting if c.model == fastest), key=lambda c: QUANT_PREFERENCE.get(c.quant, 0))
 
 
+def _preference_order(cands: list[Candidate], choice: Candidate | None, hw: Hardware) -> list[Candidate]:
+    """Candidates best first: the choice, then the others that qualify (strongest first), then
+    those that fit but are slow (fastest first), then those that do not fit (smallest first)."""
+
+    def key(c: Candidate):
+        if c is choice:
+            return (0,)
+        if qualifies(c, hw):
+            return (1, -STRENGTH.get(c.model, 0), -QUANT_PREFERENCE.get(c.quant, 0), c.estimated_bytes)
+        if c.fits:
+            return (2, -(c.tok_s or 0), -QUANT_PREFERENCE.get(c.quant, 0))
+        return (3, c.estimated_bytes)
+
+    return sorted(cands, key=key)
+
+
 def _embedder_for(catalogue: Catalogue, hw: Hardware, embedder: str | None) -> EmbedderSpec:
     if embedder:
         return catalogue.embedder(embedder)
@@ -454,6 +470,7 @@ def plan(
     if ctx is None and not any(c.fits for c in cands):
         cands = place_all(FALLBACK_CTX)
     choice = _choose(cands, catalogue, hardware)
+    cands = _preference_order(cands, choice, hardware)
     emb_device = "cpu"
     if choice is not None:
         model = catalogue.model(choice.model)
@@ -554,6 +571,9 @@ def _where(hw: Hardware) -> str:
     return f"{_gib(ram_budget(hw))} usable RAM"
 
 
+_PLACE_WORDS = {"gpu": "fully on the GPU", "partial": "partly on the GPU", "cpu": "on the CPU", "none": "nowhere"}
+
+
 def _reason(choice, cands, catalogue, hw, emb, emb_device, *, forced_ctx) -> str:
     parts = []
     if hw.gpus and not hw.gpu_offload_supported:
@@ -597,7 +617,7 @@ def _reason(choice, cands, catalogue, hw, emb, emb_device, *, forced_ctx) -> str
         nm = catalogue.model(nxt.model)
         if nxt.fits:
             parts.append(
-                f"{_label(nm, nxt.quant)} would also fit ({nxt.fit}{', ' + nxt.note if nxt.note else ''}) but decodes at "
+                f"{_label(nm, nxt.quant)} would also fit ({_PLACE_WORDS[nxt.fit]}{', ' + nxt.note if nxt.note else ''}) but decodes at "
                 f"about {nxt.tok_s:.1f} tokens/s, under the {min_tok_s(hw):g} tokens/s localrag wants for a reasoning model here; "
                 f"pick it with --model {nm.aliases[0] if nm.aliases else nm.id}:{nxt.quant} if you can wait."
             )

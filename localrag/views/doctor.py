@@ -1,0 +1,186 @@
+"""`localrag doctor`: this machine's hardware, what every model needs here, and the choice."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from localrag.console import UserError, stdout
+
+FIT_LABEL = {"gpu": "GPU", "partial": "GPU+RAM", "cpu": "CPU", "none": "does not fit"}
+
+
+def _size(text: str | None, flag: str) -> int | None:
+    from localrag.hardware import parse_size
+
+    if text is None:
+        return None
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise UserError(f"{flag}: {exc}", hint=f"e.g. {flag} 8GiB", exit_code=2) from None
+
+
+def _hardware(settings, *, gpu, vram, ram):
+    from localrag import hardware
+
+    vram_b, ram_b = _size(vram, "--vram"), _size(ram, "--ram")
+    if gpu is not None and gpu.lower().strip() == "none" and vram_b is not None:
+        raise UserError("--gpu none and --vram contradict each other", hint="drop one of them", exit_code=2)
+    hw = hardware.detect(settings.models_dir)
+    if gpu is None and vram_b is None and ram_b is None:
+        return hw
+    try:
+        return hardware.simulate(hw, gpu=gpu, vram=vram_b, ram=ram_b)
+    except ValueError as exc:
+        raise UserError(str(exc), hint="e.g. localrag doctor --gpu nvidia --vram 8GiB", exit_code=2) from None
+
+
+def _hardware_json(hw) -> dict:
+    from localrag import fit
+
+    data = asdict(hw)
+    data["gpu_usable"] = fit.gpu_usable(hw)
+    data["ram_budget"] = fit.ram_budget(hw)
+    data["gpu_budget"] = fit.gpu_budget(hw)
+    data["cpu_bandwidth_estimate"] = fit.cpu_bandwidth(hw)
+    return data
+
+
+def _candidate_json(c, catalogue) -> dict:
+    model = catalogue.model(c.model)
+    q = model.quants[c.quant]
+    return {
+        "model": c.model,
+        "name": model.name,
+        "quant": c.quant,
+        "fit": c.fit,
+        "n_gpu_layers": c.n_gpu_layers,
+        "n_layers": model.n_layers,
+        "ctx": c.ctx,
+        "estimated_bytes": c.estimated_bytes,
+        "budget_bytes": c.budget_bytes,
+        "file_bytes": q.size_bytes,
+        "file_bytes_exact": q.size_exact,
+        "tok_s_estimate": round(c.tok_s, 2) if c.tok_s else None,
+        "breakdown": c.breakdown,
+        "note": c.note,
+    }
+
+
+def doctor(settings, *, json_out: bool = False, gpu: str | None = None, vram: str | None = None,
+           ram: str | None = None, ctx: int | None = None) -> int:
+    from localrag import fit
+    from localrag.catalogue import load_catalogue
+
+    if ctx is not None and ctx < 512:
+        raise UserError(f"--ctx {ctx} is too small", hint="use 4096 or more", exit_code=2)
+    catalogue = load_catalogue(settings.catalogue_path)
+    hw = _hardware(settings, gpu=gpu, vram=vram, ram=ram)
+    want_ctx = ctx or settings.generation.ctx
+    plan = fit.plan(catalogue, hw, ctx=want_ctx, embedder=settings.embedder)
+
+    if json_out:
+        choice = None
+        if plan.choice is not None:
+            choice = _candidate_json(plan.choice, catalogue)
+        out = {
+            "hardware": _hardware_json(hw),
+            "simulated": hw.simulated,
+            "choice": choice,
+            "reason": plan.reason,
+            "rule": plan.rule,
+            "embedder": {"id": plan.embedder, "device": plan.embedder_device},
+            "candidates": [_candidate_json(c, catalogue) for c in _display_order(plan.candidates, catalogue)],
+        }
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+        return 0
+    _print(plan, hw, catalogue, settings)
+    return 0
+
+
+def _display_order(cands, catalogue):
+    order = {m.id: i for i, m in enumerate(catalogue.models)}
+    quant_order = {"Q3_K_M": 0, "Q4_K_M": 1}
+    return sorted(cands, key=lambda c: (order.get(c.model, 99), quant_order.get(c.quant, 2)))
+
+
+def _print(plan, hw, catalogue, settings) -> None:
+    from rich.panel import Panel
+    from rich.table import Table
+
+    from localrag import fit
+    from localrag.hardware import GiB
+    from localrag.hardware import format_size as fs
+
+    con = stdout()
+    title = "Hardware (simulated)" if hw.simulated else "Hardware"
+    info = Table.grid(padding=(0, 2))
+    info.add_column(style="bold")
+    info.add_column()
+    info.add_row("CPU", f"{hw.cpu_name or 'unknown'}: {hw.cpu_cores_physical} cores ({hw.cpu_cores_logical} threads)")
+    info.add_row("RAM", f"{fs(hw.ram_total)} total, {fs(hw.ram_available)} available, "
+                        f"{fs(fit.ram_budget(hw))} usable for localrag")
+    if hw.gpus:
+        for g in hw.gpus:
+            kind = "unified memory, Metal working set" if g.unified else "VRAM"
+            src = f" [dim]({g.source})[/]" if g.source else ""
+            info.add_row("GPU", f"{g.name}: {fs(g.vram_total)} {kind}, {fs(g.vram_free)} free{src}")
+    else:
+        info.add_row("GPU", "none found")
+    offload = "yes" if hw.gpu_offload_supported else "no (CPU-only build)"
+    info.add_row("llama.cpp GPU offload", offload)
+    info.add_row("Disk", f"{fs(hw.disk_free)} free in {settings.models_dir}")
+    con.print(Panel(info, title=title, expand=False))
+    for note in hw.notes:
+        con.print(f"[yellow]![/] {note}")
+    if hw.gpus and not hw.gpu_offload_supported:
+        con.print("[yellow]![/] This llama-cpp-python cannot use the GPU: the plan below is for the CPU. "
+                  "Reinstall llama-cpp-python with GPU support (e.g. CMAKE_ARGS=\"-DGGML_CUDA=on\") to use it.")
+
+    usable = f"usable: {fs(fit.ram_budget(hw))} RAM"
+    if fit.gpu_usable(hw):
+        usable = (f"usable: {fs(sum(g.vram_free for g in hw.gpus))} Metal working set" if hw.unified_memory
+                  else f"usable: {fs(fit.gpu_budget(hw))} VRAM + {fs(fit.ram_budget(hw))} RAM")
+    table = Table(title=f"What each model needs here ({usable})", title_justify="left", pad_edge=False)
+    table.add_column("Model", no_wrap=True)
+    table.add_column("Quant", no_wrap=True)
+    table.add_column("File GiB", justify="right", no_wrap=True)
+    table.add_column("Needs GiB", justify="right", no_wrap=True)
+    table.add_column("Runs on", min_width=12)
+    table.add_column("Ctx", justify="right", no_wrap=True)
+    table.add_column("tok/s", justify="right", no_wrap=True)
+    for c in _display_order(plan.candidates, catalogue):
+        m = catalogue.model(c.model)
+        q = m.quants[c.quant]
+        where = FIT_LABEL[c.fit]
+        if c.fit == "partial":
+            where = f"GPU {c.n_gpu_layers}/{m.n_layers} + RAM"
+        chosen = c is plan.choice
+        style = "bold green" if chosen else ("dim" if c.fit == "none" else "")
+        if c.fit != "none" and not chosen and not fit.qualifies(c, hw):
+            where += " (slow)"
+        table.add_row(
+            ("→ " if chosen else "  ") + m.short_name,
+            c.quant,
+            ("~" if not q.size_exact else "") + f"{q.size_bytes / GiB:.1f}",
+            f"{c.estimated_bytes / GiB:.1f}",
+            where,
+            str(c.ctx),
+            f"~{c.tok_s:.0f}" if c.tok_s else "-",
+            style=style,
+        )
+    con.print(table)
+    if plan.choice is not None:
+        m = catalogue.model(plan.choice.model)
+        q = m.quants[plan.choice.quant]
+        con.print(f"[bold]Choice:[/] {m.name} {plan.choice.quant}, context {plan.choice.ctx}, "
+                  f"n_gpu_layers {plan.choice.n_gpu_layers}, embedder {plan.embedder} on {plan.embedder_device}")
+        if q.size_bytes > hw.disk_free and not hw.simulated:
+            con.print(f"[yellow]![/] the download needs {fs(q.size_bytes)} but only {fs(hw.disk_free)} is free "
+                      f"in {settings.models_dir}")
+    else:
+        con.print("[bold red]No DeepSeek-R1 distill fits this machine.[/]")
+    con.print(f"[bold]Why:[/] {plan.reason}", highlight=False)
+    con.print(f"[dim]Rule: {plan.rule} Estimates: weights + KV cache + llama.cpp compute buffer + "
+              f"embedder + app + 5% margin; speeds are rough (memory bandwidth / model bytes).[/]", highlight=False)

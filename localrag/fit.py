@@ -54,7 +54,9 @@ CPU_BW_MAX = 60e9
 GPU_BW_BY_VRAM = ((12 * GiB, 250e9), (20 * GiB, 400e9), (40 * GiB, 800e9))
 GPU_BW_LARGEST = 1000e9
 MIN_TOK_S = 5.0  # below this a reasoning model's answer takes minutes
-MIN_TOK_S_WITH_GPU = 10.0  # with a usable GPU, a model spilling into RAM must still be this fast
+# With a usable GPU, a model spilling into RAM must still reach this: about a third of what a
+# full offload gives; whoever has a GPU expects answers in seconds, not minutes.
+MIN_TOK_S_WITH_GPU = 15.0
 
 CHOICE_RULE = (
     "For every distill and quantization, localrag places the model as fast as memory allows: fully on "
@@ -209,6 +211,23 @@ def llama_memory(
         compute_cpu=compute_cpu,
         output=4 * model.vocab,
     )
+
+
+def parse_llama_log(text: str) -> dict[str, int]:
+    """Buffer sizes from llama.cpp's verbose load log, summed per kind, in bytes:
+    {"model": ..., "kv": ..., "compute": ..., "output": ...} (keys absent when not logged).
+
+    Lines look like "load_tensors:   CPU_Mapped model buffer size =    92.10 MiB" or
+    "sched_reserve:        CPU compute buffer size =    99.38 MiB".
+    """
+    import re
+
+    sizes: dict[str, int] = {}
+    pattern = re.compile(r"^\S+:\s+(\S+)\s+(model|KV|compute|output) buffer size =\s+([\d.]+) MiB", re.MULTILINE)
+    for _device, kind, mib in pattern.findall(text):
+        key = kind.lower()
+        sizes[key] = sizes.get(key, 0) + int(float(mib) * MiB)
+    return sizes
 
 
 # --- budgets ------------------------------------------------------------------------------------
@@ -414,9 +433,9 @@ def _choose(cands: list[Candidate], catalogue: Catalogue, hw: Hardware) -> Candi
     if usable:
         # strongest model; within it, the better quant; then the smaller footprint
         return max(usable, key=lambda c: (strength(c), QUANT_PREFERENCE.get(c.quant, 0), -size(c)))
-    # Nothing is fast enough: the fastest model, at its better quant that fits.
-    fastest = max(fitting, key=lambda c: (c.tok_s or 0, strength(c))).model
-    return max((c for c in fitting if c.model == fastest), key=lambda c: QUANT_PREFERENCE.get(c.quant, 0))
+    # Nothing is fast enough: the fastest that fits (the smallest model and quant, as far up the
+    # GPU as it goes), so that more memory can only ever move the choice up.
+    return max(fitting, key=lambda c: (c.tok_s or 0, strength(c)))
 
 
 def _preference_order(cands: list[Candidate], choice: Candidate | None, hw: Hardware) -> list[Candidate]:
@@ -598,8 +617,11 @@ def _reason(choice, cands, catalogue, hw, emb, emb_device, *, forced_ctx) -> str
     elif choice.fit == "gpu":
         head = f"{label} fits fully in {_where(hw)} with {choice.ctx} context ({_gib(choice.breakdown['gpu_bytes'])} needed{speed})."
     elif choice.fit == "partial":
-        head = (f"{label} runs with {choice.n_gpu_layers} of {model.n_layers} layers on the GPU and the rest in RAM, "
-                f"{choice.ctx} context{speed} (estimated).")
+        if choice.n_gpu_layers >= model.n_layers:
+            split = f"all {model.n_layers} layers on the GPU and the output layer in RAM"
+        else:
+            split = f"{choice.n_gpu_layers} of {model.n_layers} layers on the GPU and the rest in RAM"
+        head = f"{label} runs with {split}, {choice.ctx} context{speed} (estimated)."
     else:
         head = f"{label} runs on the CPU from {_where(hw)} with {choice.ctx} context ({_gib(choice.estimated_bytes)} needed{speed} on {hw.cpu_cores_physical} cores)."
     parts.append(head)

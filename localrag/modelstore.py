@@ -166,9 +166,10 @@ def read_gguf(path: Path) -> GGUFInfo:
     try:
         reader = gguf.GGUFReader(path)
     except (ValueError, KeyError, IndexError, OverflowError, TypeError) as exc:
+        # The reader maps every tensor; a short file fails there (numpy cannot shape the rest).
         raise UserError(
-            f"{path} is a damaged GGUF file ({exc})",
-            hint="the copy is probably truncated: copy or download it again",
+            f"{path} is truncated or damaged: its GGUF header does not match its {_gb(size)} of data ({exc})",
+            hint="the copy or download was probably cut short: copy or download it again",
         ) from None
 
     def scalar(key: str):

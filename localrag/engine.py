@@ -19,6 +19,7 @@ as if the model had written it and goes on sampling: the user always gets an ans
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -120,12 +121,15 @@ class Engine:
         flash_attn: bool | None = None,
         verbose: bool = False,
         kv_bytes_per_token: int | None = None,
+        repack: bool = True,
     ) -> "Engine":
         """Load a GGUF; UserError (not a crash) for a missing/foreign file or too little memory.
 
         ``n_batch``/``n_ubatch`` are llama.cpp's defaults (512): measured on this CPU, larger ones
         did not speed prefill up (docs in the README's performance notes). ``verbose`` lets
-        llama.cpp's own log through to stderr for debugging.
+        llama.cpp's own log through to stderr for debugging. ``repack=False`` turns off llama.cpp's
+        CPU weight repacking (``use_extra_bufts``): on some CPUs that trades a little decode speed
+        for much faster prefill, which long RAG prompts feel most.
         """
         from localrag.modelstore import quick_check_gguf
 
@@ -150,7 +154,8 @@ class Engine:
         if flash_attn is not None:
             kwargs["flash_attn"] = flash_attn
         try:
-            llm = llama_cpp.Llama(str(path), **kwargs)
+            with _model_params(use_extra_bufts=repack):
+                llm = llama_cpp.Llama(str(path), **kwargs)
         except ValueError as exc:
             raise _explain_load_failure(path, exc) from None
         engine = cls(llm=llm, path=path, n_ctx=llm.n_ctx(), template=template, n_gpu_layers=n_gpu_layers, n_threads=threads)
@@ -438,6 +443,33 @@ class Engine:
 # --- loading helpers ------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _model_params(**fields):
+    """Set llama_model_params fields that ``Llama()`` has no keyword for, for one load.
+
+    Llama() builds its params from llama_model_default_params(); wrap that while the model
+    loads and put it back right after (loads are not concurrent in localrag).
+    """
+    import llama_cpp.llama_cpp as C
+
+    if all(getattr(C.llama_model_default_params(), k) == v for k, v in fields.items()):
+        yield
+        return
+    original = C.llama_model_default_params
+
+    def patched():
+        params = original()
+        for k, v in fields.items():
+            setattr(params, k, v)
+        return params
+
+    C.llama_model_default_params = patched
+    try:
+        yield
+    finally:
+        C.llama_model_default_params = original
+
+
 def _shard_paths(path: Path) -> list[Path]:
     """All files of a split GGUF (name-00001-of-00003.gguf), or just ``path``."""
     import re
@@ -535,24 +567,20 @@ def open_engine(
 
     Refuses, with the numbers, a model the fit says does not fit at all.
     """
+    from localrag import fit, hardware as hw
+
     spec = model.spec
-    n_ctx = ctx or settings.generation.ctx
-    n_gpu_layers = 0
-    try:
-        from localrag import fit, hardware as hw
-    except ImportError:
-        fit = None
-    if fit is not None:
-        hardware = hardware or hw.detect(settings.models_dir)
-        cand = fit.plan_model(catalogue, hardware, spec.id, model.quant)
-        if cand.fit == "none":
-            raise UserError(
-                f"{model.label} does not fit this machine: needs ~{cand.estimated_bytes / 2**30:.1f} GiB, "
-                f"{cand.budget_bytes / 2**30:.1f} GiB usable",
-                hint="`localrag doctor` shows what fits; pick a smaller model or quantization with --model",
-            )
-        n_gpu_layers = cand.n_gpu_layers
-        n_ctx = n_ctx or cand.ctx
+    hardware = hardware or hw.detect(settings.models_dir)
+    want_ctx = ctx or settings.generation.ctx
+    cand = fit.plan_model(catalogue, hardware, spec.id, model.quant, ctx=want_ctx, embedder=settings.embedder)
+    if not cand.fits:
+        raise UserError(
+            f"{model.label} does not fit this machine: needs ~{cand.estimated_bytes / 2**30:.1f} GiB, "
+            f"{cand.budget_bytes / 2**30:.1f} GiB usable" + (f" ({cand.note})" if cand.note else ""),
+            hint="`localrag doctor` shows what fits; pick a smaller model or quantization with --model, or a smaller --ctx",
+        )
+    n_gpu_layers = cand.n_gpu_layers
+    n_ctx = want_ctx or cand.ctx
     n_ctx = min(n_ctx or 4096, spec.ctx_max)
     params = dict(
         n_ctx=n_ctx,

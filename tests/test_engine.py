@@ -196,3 +196,16 @@ def test_engine_cache_keeps_one_model():
         assert b is not a and a.llm is None and b.n_ctx == 512
     finally:
         cache.close()
+
+
+def test_repack_off_loads_and_generates():
+    import llama_cpp.llama_cpp as C
+
+    original = C.llama_model_default_params
+    path = make_gguf("r1-distill-qwen-1.5b", "Q4_K_M", tiny=True)
+    with Engine.load(path, n_ctx=256, repack=False, **T1) as engine:
+        _, _, stats, _ = collect(
+            engine.stream([{"role": "user", "content": "Hi"}], max_tokens=3, reasoning_budget=3, **SAMPLE)
+        )
+    assert stats.gen_tokens == 6
+    assert C.llama_model_default_params is original  # patched only while loading

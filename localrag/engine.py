@@ -58,6 +58,8 @@ class GenerationStats:
     reasoning_tokens: int = 0
     stop_reason: str = ""
     thinking_closed_by: str | None = None  # "model" | "budget" | "end" (model stopped while thinking)
+    # The model "thought" its answer and ended without one: the thinking text was sent as the answer.
+    answer_from_thinking: bool = False
 
     @property
     def prefill_tps(self) -> float:
@@ -358,6 +360,8 @@ class Engine:
         sample_kw = dict(top_k=top_k, top_p=top_p, min_p=min_p, temp=temperature, repeat_penalty=1.0)
 
         generated: list[int] = []
+        thought: list[str] = []
+        answered = False
         answer_tokens = 0
         t_first = 0.0
         if budget is not None and budget <= 0:
@@ -389,6 +393,10 @@ class Engine:
                     was_thinking = splitter.in_thinking
                     piece = decoder.decode(to_piece(tok))
                     for p in splitter.feed(piece) if piece else ():
+                        if p.kind == THINKING:
+                            thought.append(p.text)
+                        else:
+                            answered = True
                         yield StreamEvent(p.kind, p.text)
                     if was_thinking:
                         stats.reasoning_tokens += 1
@@ -412,18 +420,32 @@ class Engine:
                     break
                 gen.close()
                 for p in splitter.close_thinking():
+                    thought.append(p.text)
                     yield StreamEvent(p.kind, p.text)
                 tokens, generated = restart, []
                 if len(tokens) >= limit_ctx or max_tokens <= 0:
                     stats.stop_reason = STOP_CONTEXT if max_tokens > 0 else STOP_LENGTH
                     break
+                if seed is not None:
+                    # generate() re-seeds its sampler: a new seed, or the answer would replay the
+                    # random draws that started the thinking.
+                    llm.set_seed((seed + 1) & 0xFFFFFFFF)
                 # Evaluates the last sampled token and the closing tags, then samples the answer.
                 gen = llm.generate(tokens, **sample_kw)
         finally:
             gen.close()
         tail = decoder.decode(b"", final=True)
         for p in splitter.feed(tail) + splitter.finish():
+            if p.kind == THINKING:
+                thought.append(p.text)
+            else:
+                answered = True
             yield StreamEvent(p.kind, p.text)
+        if not answered and stats.thinking_closed_by == "end" and "".join(thought).strip():
+            # Distills sometimes answer inside the forced <think> and stop; an empty answer
+            # would hide a usable reply, so the thinking text is the answer.
+            stats.answer_from_thinking = True
+            yield StreamEvent(ANSWER, "".join(thought).strip())
         stats.gen_s = time.perf_counter() - t_first if t_first else 0.0
         yield StreamEvent("done", stats=stats)
 

@@ -125,11 +125,14 @@ def make_gguf(
     directory: Path | None = None,
     keep_f16: bool | None = None,
     favour: int | str | None = None,
+    favour_logit: float | None = None,
 ) -> Path:
     """A cached random-weight GGUF of ``model``'s architecture at ``quant`` (F32, F16, Q4_K_M, ...).
 
     ``favour``: a token (id or special-token text) the model then samples almost always, e.g.
     the end-of-sentence token to test stopping; random weights otherwise never emit it.
+    ``favour_logit``: about the logit it gets instead (~12 is a coin toss against a 150k vocab
+    sampled without top-k/min-p).
     """
     params = arch_params(model, tiny=tiny, layers=layers)
     if favour is not None:
@@ -138,6 +141,9 @@ def make_gguf(
             favour = next(i for i, (text, _) in specials.items() if text == favour)
         params["favour"] = int(favour)
         params["name"] += f"-favour{favour}"
+        if favour_logit is not None:
+            params["favour_logit"] = float(favour_logit)
+            params["name"] += f"-{favour_logit:g}"
     quant = quant.upper()
     directory = Path(directory) if directory else cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
@@ -356,7 +362,7 @@ def _write_float(p: dict, path: Path, *, seed: int, dtype) -> None:
                     # every dimension, so a row of +0.5 in the output matrix wins by a mile.
                     data += 1.0
                 if favour is not None and name == "output.weight":
-                    data[favour] = 0.5
+                    data[favour] = p.get("favour_logit", 0.5 * p["n_embd"]) / p["n_embd"]
                 data = data.astype(dtype)
             w.write_tensor_data(data)
         w.close()

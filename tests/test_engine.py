@@ -209,3 +209,23 @@ def test_repack_off_loads_and_generates():
         )
     assert stats.gen_tokens == 6
     assert C.llama_model_default_params is original  # patched only while loading
+
+
+def test_thinking_that_ends_without_an_answer_becomes_the_answer():
+    # A model that ends its reply about every other token: some runs think a word, stop, get the
+    # thinking closed for them and stop again -> the thinking text is what the user gets.
+    path = make_gguf("r1-distill-qwen-1.5b", "Q4_K_M", tiny=True, favour=EOS, favour_logit=12)
+    seen = 0
+    with Engine.load(path, n_ctx=256, **T1) as engine:
+        for seed in range(40):
+            thinking, answer, stats, _ = collect(
+                engine.stream([{"role": "user", "content": "Hi"}], max_tokens=20, reasoning_budget=20,
+                              temperature=1.0, top_p=1.0, top_k=0, min_p=0.0, seed=seed)
+            )
+            assert stats.stop_reason == "eos"
+            if stats.answer_from_thinking:
+                seen += 1
+                assert stats.thinking_closed_by == "end" and answer == thinking.strip() != ""
+            elif thinking.strip() and stats.thinking_closed_by == "end":
+                assert answer  # it did answer after the forced close
+    assert seen >= 3

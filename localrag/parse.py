@@ -161,7 +161,9 @@ def _clean(text: str) -> str:
 
 
 def _strip_blank_edges(text: str) -> str:
-    """Drop leading/trailing blank lines and trailing spaces, keep a first line's indentation."""
+    """Drop leading/trailing blank lines and trailing spaces, keep a first line's indentation;
+    runs of blank lines become one."""
+    text = re.sub(r"\n(?:[ \t]*\n){2,}", "\n\n", text)
     return re.sub(r"^(?:[ \t]*\n)+", "", text).rstrip()
 
 
@@ -196,6 +198,8 @@ def _parse_markdown(text: str) -> list[Section]:
     tokens = MarkdownIt("commonmark", {"html": True}).disable("inline").parse(text)
     headings = []  # (first line, end line, level, text)
     for i, tok in enumerate(tokens):
+        if tok.type == "html_block" and tok.map and re.fullmatch(r"\s*<!--.*-->\s*", tok.content, re.S):
+            lines[tok.map[0] : tok.map[1]] = [""] * (tok.map[1] - tok.map[0])  # <!-- TOC --> and such
         if tok.type == "heading_open" and tok.level == 0 and tok.map:
             headings.append((tok.map[0], tok.map[1], int(tok.tag[1]), _heading_text(tokens[i + 1].content)))
     has_h1 = any(level == 1 for _, _, level, _ in headings)
@@ -320,6 +324,10 @@ _CJK_LINEBREAK = re.compile(
 _SOFT_HYPHEN = re.compile(r"(\S*)\x02")
 
 
+# table-of-contents dot leaders ". . . . . ." cost one token per dot and carry nothing
+_DOT_LEADER = re.compile(r"(?:[ \t]*\.){5,}[ \t]*")
+
+
 def _dehyphenate(match: re.Match) -> str:
     before = match.group(1)
     if re.search(r"[/.:_]", before) or not before[-1:].islower():
@@ -413,6 +421,7 @@ def _parse_pdf(path: Path, data_tail: bytes) -> list[Section]:
         while lines and (not lines[-1].strip() or _edge_key(lines[-1]) in running):
             lines = lines[:-1]
         text = "\n".join(ln.rstrip() for ln in lines)
+        text = _DOT_LEADER.sub(" … ", text)
         text = _SOFT_HYPHEN.sub(_dehyphenate, text)
         text = _CJK_LINEBREAK.sub("", text).strip()
         if text:

@@ -45,9 +45,10 @@ FALLBACK_CTX = 4096  # the least worth running with; below this "does not fit"
 GROW_CTX = {"gpu": (16384, 32768), "cpu": (16384,)}  # extra context tried once the model is chosen
 
 # Decode speed: every weight (but the token embedding) is read once per token, so
-# tokens/s ~ bandwidth / bytes. CPU: llama.cpp's K-quant dot products run at ~7.5 GB/s of
-# weights per physical core here (measured: bench/bench_memory_estimate.py --speed), up to what
-# two DDR channels deliver. Discrete GPUs: by memory size, the low end of the cards sold with it
+# tokens/s ~ bandwidth / bytes. CPU: llama.cpp streams ~7.5 GB/s of weights per physical core on
+# a current x86 laptop/desktop (R1-14B at 5.8 tok/s on a 6-core Ryzen AI 5 340 = 8 GB/s per core;
+# 3.8 GB/s per core measured on this shared 2-core VM under load, bench_memory_estimate.py --speed),
+# up to what two DDR channels deliver. Discrete GPUs: by memory size, the low end of the cards sold with it
 # (8 GB cards ~250-450 GB/s, 24 GB ~900, 48 GB+ workstation/data-centre 0.8-3 TB/s).
 CPU_BW_PER_CORE = 7.5e9
 CPU_BW_MAX = 60e9

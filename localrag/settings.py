@@ -50,6 +50,7 @@ class GenerationSettings:
     max_answer_tokens: int = 1024
     ctx: int | None = None  # None: chosen by the hardware fit
     threads: int | None = None  # None: physical cores
+    repack: bool | None = None  # llama.cpp CPU weight repacking; None: off on CPU-only (faster prefill), on with a GPU
 
 
 @dataclass(frozen=True)

@@ -395,3 +395,26 @@ def test_two_gpus_pool_their_memory():
     assert _rank(p2.choice) > _rank(p1.choice)
     _assert_within_budget(p2.choice)
     assert p2.choice.model == "r1-distill-llama-70b" and p2.choice.fit == "gpu"
+
+
+def test_doctor_gpu_found_but_cpu_only_build(home, tmp_path, monkeypatch):
+    """A real NVIDIA card (nvidia-smi on PATH) with this CPU-only llama-cpp-python: said, and planned for the CPU."""
+    import types
+
+    fake = types.ModuleType("pynvml")
+    fake.nvmlInit = lambda: (_ for _ in ()).throw(RuntimeError("no NVML"))
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    tool = bindir / "nvidia-smi"
+    tool.write_text(f"#!/bin/sh\ncat '{Path(__file__).parent / 'data/hw/nvidia-smi-1gpu.csv'}'\n", encoding="utf-8")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    result = _doctor()
+    assert result.exit_code == 0, result.output
+    assert "RTX 3060" in result.output and "CPU-only" in result.output and "GGML_CUDA" in result.output
+    data = json.loads(_doctor("--json").output)
+    assert data["hardware"]["gpus"][0]["name"] == "NVIDIA GeForce RTX 3060"
+    assert data["hardware"]["gpu_usable"] is False
+    assert data["choice"]["fit"] == "cpu" and data["choice"]["n_gpu_layers"] == 0
+    assert data["embedder"]["device"] == "cpu"

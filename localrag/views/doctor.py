@@ -147,8 +147,10 @@ def _print(plan, hw, catalogue, settings, installed: set) -> None:
     for note in hw.notes:
         con.print(f"[yellow]![/] {note}")
     if hw.gpus and not hw.gpu_offload_supported:
-        con.print("[yellow]![/] This llama-cpp-python cannot use the GPU: the plan below is for the CPU. "
-                  "Reinstall llama-cpp-python with GPU support (e.g. CMAKE_ARGS=\"-DGGML_CUDA=on\") to use it.")
+        flag = {"nvidia": "-DGGML_CUDA=on", "amd": "-DGGML_HIP=on", "apple": "-DGGML_METAL=on"}.get(hw.gpus[0].vendor, "")
+        con.print(f"  [dim]to use the GPU, reinstall llama-cpp-python built for it: "
+                  f"CMAKE_ARGS=\"{flag}\" pip install --force-reinstall --no-cache-dir llama-cpp-python[/]",
+                  highlight=False)
 
     usable = f"usable: {fs(fit.ram_budget(hw))} RAM"
     if fit.gpu_usable(hw):

@@ -102,11 +102,11 @@ def prompt_text(n_words: int) -> str:
 class Bare:
     """llama-cpp-python alone: Llama + generate, the way its README drives it."""
 
-    def __init__(self, path: Path, n_ctx: int, threads: int, template: str):
+    def __init__(self, path: Path, n_ctx: int, threads: int, template: str, **load):
         import llama_cpp
 
         self.llm = llama_cpp.Llama(str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                                   n_batch=512, n_ubatch=512, verbose=False)
+                                   verbose=False, **load)
 
     def tokens(self, text: str) -> list[int]:
         return [self.llm.token_bos()] + self.llm.tokenize(text.encode(), add_bos=False, special=False)
@@ -135,21 +135,19 @@ class Bare:
 class ViaEngine:
     """localrag.engine.Engine.stream, the path `localrag ask` takes."""
 
-    def __init__(self, path: Path, n_ctx: int, threads: int, template: str):
+    def __init__(self, path: Path, n_ctx: int, threads: int, template: str, **load):
         from localrag.engine import Engine
 
         self.template = template
-        self.engine = Engine.load(path, n_ctx=n_ctx, n_threads=threads, template=template)
+        self.engine = Engine.load(path, n_ctx=n_ctx, n_threads=threads, template=template, **load)
 
     def run(self, text: str, n_gen: int, seed: int) -> dict:
         self.engine.llm.reset()  # same as Bare: no KV reuse between runs (bench_followup measures that)
         messages = [{"role": "user", "content": text}]
-        if self.template == "r1":
-            # Random weights never close <think>: the budget bounds the thinking, max_tokens=0
-            # stops right there (no forced close, no answer), so exactly n_gen tokens are sampled.
-            kw = dict(max_tokens=0, reasoning_budget=n_gen)
-        else:
-            kw = dict(max_tokens=n_gen, reasoning_budget=None)
+        # Random weights never close <think> by themselves, and max_tokens bounds only the answer;
+        # a reasoning budget of 0 starts the reply with the thinking closed (the engine's "no
+        # thinking" path), so exactly n_gen answer tokens are sampled through the same loop.
+        kw = dict(max_tokens=n_gen, reasoning_budget=0 if self.template == "r1" else None)
         st = None
         for ev in self.engine.stream(messages, temperature=SAMPLE["temp"], top_p=SAMPLE["top_p"], seed=seed, **kw):
             if ev.kind == "done":
@@ -162,10 +160,11 @@ class ViaEngine:
 
 
 def bench_model(name: str, path: Path, template: str, repack: bool, *, n_ctx: int, threads: int,
-                prompt_words: int, n_gen: int, runs: int) -> list[dict]:
+                prompt_words: int, n_gen: int, runs: int, load: dict) -> list[dict]:
     text = prompt_text(prompt_words)
     with extra_bufts(repack):
-        sides = {"bare": Bare(path, n_ctx, threads, template), "engine": ViaEngine(path, n_ctx, threads, template)}
+        sides = {"bare": Bare(path, n_ctx, threads, template, **load),
+                 "engine": ViaEngine(path, n_ctx, threads, template, **load)}
     try:
         for side in sides.values():  # warm-up: page the weights in, spin up the thread pool
             side.run(text[:200], 4, seed=0)
@@ -202,6 +201,10 @@ def main() -> None:
             p.add_argument("--prompt-words", type=int, default=None, help="default 400 (~512 tokens); 80 with --quick"),
             p.add_argument("--gen", type=int, default=None, help="tokens to decode (default 128; 24 with --quick)"),
             p.add_argument("--no-bandwidth", action="store_true", help="skip the bandwidth bound"),
+            p.add_argument("--tag", default="", help="suffix of the JSON file name (exploration runs)"),
+            p.add_argument("--batch", type=int, default=512, help="n_batch and n_ubatch, both sides"),
+            p.add_argument("--flash-attn", choices=("default", "on", "off"), default="default",
+                           help="default: whatever each side does by itself"),
         ),
     )
     from localrag.engine import physical_cores
@@ -212,6 +215,9 @@ def main() -> None:
     wanted = [m.strip() for m in args.models.split(",") if m.strip()]
     repacks = [r.strip() == "on" for r in args.repack.split(",") if r.strip()]
     load = load_check("generation")
+    llama_load = {"n_batch": args.batch, "n_ubatch": args.batch}
+    if args.flash_attn != "default":
+        llama_load["flash_attn"] = args.flash_attn == "on"
 
     models: list[tuple[str, Path, str]] = []
     if "q4" in wanted or "q3" in wanted:
@@ -241,7 +247,7 @@ def main() -> None:
         for repack in repacks:
             t0 = time.perf_counter()
             got = bench_model(name, path, template, repack, n_ctx=args.ctx, threads=threads,
-                              prompt_words=prompt_words, n_gen=n_gen, runs=args.runs)
+                              prompt_words=prompt_words, n_gen=n_gen, runs=args.runs, load=llama_load)
             print(f"{name} repack={'on' if repack else 'off'}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
             bare, eng = got[0], got[1]
             if bandwidth is not None:
@@ -263,14 +269,14 @@ def main() -> None:
 
     table_rows = [{k: v for k, v in r.items() if k != "raw"} for r in rows]
     report(
-        "generation",
+        "generation" + (f"-{args.tag}" if args.tag else ""),
         table_rows,
         args=args,
         load=load,
         columns=["model", "repack", "side", "prompt_tok", "gen_tok", "prefill_tok_s", "decode_tok_s",
                  "vs_bare_prefill", "vs_bare_decode", "bound_tok_s", "of_bound"],
         targets=targets,
-        extra={"raw_rows": rows, "threads": threads, "n_ctx": args.ctx, "sampler": SAMPLE,
+        extra={"raw_rows": rows, "threads": threads, "n_ctx": args.ctx, "sampler": SAMPLE, "load_kwargs": llama_load,
                "bandwidth_gbs": bandwidth, "model_bytes": model_bytes},
     )
 

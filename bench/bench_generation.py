@@ -15,8 +15,8 @@ runs alternate in one process so drift in the machine hits both equally.
     decode tok/s  = (generated - 1) / (first -> last sampled token)
 
 Each model is measured with llama.cpp's CPU weight repacking on (its default) and off
-(``use_extra_bufts=False``; llama-cpp-python has no keyword for it, so the model-params default is
-patched for the duration of the load). The decode bound is bench_bandwidth's bandwidth / streamed
+(``use_extra_bufts=False``): the Engine through its own ``repack=`` argument, bare llama-cpp-python
+(no keyword for it) by patching the model-params default for the duration of the load. The decode bound is bench_bandwidth's bandwidth / streamed
 bytes per token, measured in the same run.
 
     .venv/bin/python bench/bench_generation.py [--quick] [--models q4,q3,smollm2] [--repack on,off]
@@ -164,7 +164,7 @@ def bench_model(name: str, path: Path, template: str, repack: bool, *, n_ctx: in
     text = prompt_text(prompt_words)
     with extra_bufts(repack):
         sides = {"bare": Bare(path, n_ctx, threads, template, **load),
-                 "engine": ViaEngine(path, n_ctx, threads, template, **load)}
+                 "engine": ViaEngine(path, n_ctx, threads, template, repack=repack, **load)}
     try:
         for side in sides.values():  # warm-up: page the weights in, spin up the thread pool
             side.run(text[:200], 4, seed=0)
@@ -198,7 +198,7 @@ def main() -> None:
             p.add_argument("--repack", default="on,off", help="comma list of on, off"),
             p.add_argument("--ctx", type=int, default=4096),
             p.add_argument("--threads", type=int, default=None, help="default: physical cores"),
-            p.add_argument("--prompt-words", type=int, default=None, help="default 400 (~512 tokens); 80 with --quick"),
+            p.add_argument("--prompt-words", type=int, default=None, help="default 240 (~512 tokens); 80 with --quick"),
             p.add_argument("--gen", type=int, default=None, help="tokens to decode (default 128; 24 with --quick)"),
             p.add_argument("--no-bandwidth", action="store_true", help="skip the bandwidth bound"),
             p.add_argument("--tag", default="", help="suffix of the JSON file name (exploration runs)"),
@@ -210,7 +210,7 @@ def main() -> None:
     from localrag.engine import physical_cores
 
     threads = args.threads or physical_cores()
-    prompt_words = args.prompt_words or (80 if args.quick else 400)
+    prompt_words = args.prompt_words or (80 if args.quick else 240)
     n_gen = args.gen or (24 if args.quick else 128)
     wanted = [m.strip() for m in args.models.split(",") if m.strip()]
     repacks = [r.strip() == "on" for r in args.repack.split(",") if r.strip()]

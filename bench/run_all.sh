@@ -35,9 +35,17 @@ done
   echo "# $(lscpu | grep 'Model name' | sed 's/  */ /g'), $(nproc) CPUs, $(free -g | awk '/Mem:/{print $2}') GiB RAM"
 } | tee "$LOG"
 
+# Need a GPU and a CUDA build of llama-cpp-python (the lent accelerator machine; bench/gpu/).
+GPU_ONLY=" bench_gpu_estimate.py "
+has_gpu=0
+command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && has_gpu=1
+
 failed=()
 for s in "${SCRIPTS[@]}"; do
   [ -f "bench/$s" ] || { echo "## $s: not present, skipped" | tee -a "$LOG"; continue; }
+  if [[ "$GPU_ONLY" == *" $s "* && $has_gpu -eq 0 ]]; then
+    echo "## $s: needs a GPU, skipped" | tee -a "$LOG"; continue
+  fi
   echo "## $s  (load: $(cut -d' ' -f1-3 /proc/loadavg))" | tee -a "$LOG"
   start=$(date +%s)
   if "$PY" "bench/$s" "$@" 2>&1 | tee -a "$LOG"; [ "${PIPESTATUS[0]}" -ne 0 ]; then

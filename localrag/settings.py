@@ -49,7 +49,7 @@ class GenerationSettings:
     reasoning_budget: int = 1024  # tokens of <think> before it is closed for the answer
     max_answer_tokens: int = 1024
     ctx: int | None = None  # None: chosen by the hardware fit
-    threads: int | None = None  # None: physical cores
+    threads: int | None = None  # None: the physical cores other programs are not keeping busy
     repack: bool | None = None  # llama.cpp CPU weight repacking; None: off on CPU-only (faster prefill), on with a GPU
 
 

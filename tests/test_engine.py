@@ -229,3 +229,9 @@ def test_thinking_that_ends_without_an_answer_becomes_the_answer():
             elif thinking.strip() and stats.thinking_closed_by == "end":
                 assert answer  # it did answer after the forced close
     assert seen >= 3
+
+
+def test_default_threads_within_the_physical_cores():
+    from localrag.engine import default_threads, physical_cores
+
+    assert 1 <= default_threads(sample_s=0.05) <= physical_cores()

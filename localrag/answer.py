@@ -32,12 +32,17 @@ from localrag.console import UserError
 
 Progress = Callable[[str], None]
 
-# Relevance gate on the best hit's scores (see _relevant). Measured on
-# /work/shared/eval/milvus-dev.jsonl over the Milvus docs: see the report in bench/ and README.
-RELEVANCE = {
-    "dense": 0.30,  # cosine of query and chunk embeddings (normalised embedders)
-    "rerank": -4.0,  # cross-encoder logit, when a reranker ran
+# Relevance gate: the least dense cosine of the best hit for a question the documents can answer,
+# per embedder (cosine ranges differ a lot between embedders: e5 puts unrelated text near 0.7).
+# Only measured values are listed; with another embedder the gate is off and the prompt's
+# "say the documents do not say" instruction is the only guard. Measured with all-MiniLM-L6-v2:
+# see the figures in the module's report (docs in README) -- off-topic questions score 0.10-0.15
+# over the sample corpus, answerable ones 0.37-0.74.
+DENSE_GATE: dict[str, float] = {
+    "all-minilm-l6-v2": 0.30,
 }
+STARTER_MAX_ANSWER_TOKENS = 384
+RERANK_GATE = -4.0  # cross-encoder logit (ms-marco style), when a reranker ran
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -190,21 +195,22 @@ def retrieval_query(question: str, previous: list[Turn]) -> tuple[str, bool]:
 # --- relevance gate --------------------------------------------------------------------------
 
 
-def relevant(hits: list) -> bool:
+def relevant(hits: list, embedder: str | None = None) -> bool:
     """Whether the best hit is close enough to the question to be worth the model's time.
 
     Uses the strongest available signal: the cross-encoder score when a reranker ran, else the
-    dense cosine. A lexical-only hit (no dense score) passes: BM25 found the user's own words.
+    dense cosine against the embedder's measured gate. No gate known: only "no hits" fails.
     """
     if not hits:
         return False
     reranked = [h.rerank_score for h in hits if getattr(h, "rerank_score", None) is not None]
     if reranked:
-        return max(reranked) >= RELEVANCE["rerank"]
+        return max(reranked) >= RERANK_GATE
+    gate = DENSE_GATE.get((embedder or "").lower())
     dense = [h.dense_score for h in hits if getattr(h, "dense_score", None) is not None]
-    if dense:
-        return max(dense) >= RELEVANCE["dense"]
-    return True
+    if gate is None or not dense:
+        return True
+    return max(dense) >= gate
 
 
 def not_found_message(kb: str) -> str:
@@ -260,38 +266,31 @@ def save_prefill_speed(settings, info: ModelInfo, tok_s: float) -> None:
 
 
 def load_model(settings, spec: str | None, progress: Progress | None = None):
-    """Resolve, plan and load a model: (Engine, ModelInfo). UserError when none can be had."""
-    from localrag import fit, hardware, modelstore
+    """Resolve and load a model with the fit's offload and context: (Engine, ModelInfo).
+
+    UserError when none can be had (the hint says how to pull or import one).
+    """
+    from localrag import hardware, modelstore
     from localrag.catalogue import load_catalogue
-    from localrag.engine import Engine
+    from localrag.engine import open_engine
 
     say = progress or (lambda _msg: None)
     catalogue = load_catalogue(settings.catalogue_path)
     hw = hardware.detect(settings.models_dir)
     installed = modelstore.resolve(settings, catalogue, spec, hw)
     ms = installed.spec
-    candidate = fit.plan_model(catalogue, hw, ms.id, installed.quant)
-    n_gpu_layers = candidate.n_gpu_layers if candidate is not None else 0
-    n_ctx = settings.generation.ctx or (candidate.ctx if candidate is not None and candidate.ctx else 4096)
-    n_ctx = min(n_ctx, ms.ctx_max)
-    say(f"loading {ms.name} {installed.quant} (ctx {n_ctx}{', GPU layers ' + str(n_gpu_layers) if n_gpu_layers else ''})")
+    say(f"loading {ms.name} {installed.quant}")
     started = time.perf_counter()
-    engine = Engine.load(
-        installed.path,
-        n_ctx=n_ctx,
-        n_gpu_layers=n_gpu_layers,
-        n_threads=settings.generation.threads,
-        template=ms.template,
-    )
+    engine = open_engine(settings, catalogue, installed, hardware=hw)
     info = ModelInfo(
         id=ms.id,
         name=ms.name,
         quant=installed.quant,
         path=installed.path,
         starter=bool(installed.starter or ms.starter),
-        reasoning=ms.reasoning,
+        reasoning=bool(ms.reasoning and engine.reasoning),
         n_ctx=engine.n_ctx,
-        n_gpu_layers=n_gpu_layers,
+        n_gpu_layers=engine.n_gpu_layers,
         load_s=time.perf_counter() - started,
         params=(ms.params_b or 1.5) * 1e9,
         cores=hw.cpu_cores_physical or 1,
@@ -356,6 +355,10 @@ class Session:
             close()
         # The answers stay valid; the new model just reads them as a fresh prefix.
 
+    @property
+    def embedder_id(self) -> str | None:
+        return getattr(getattr(self.retriever, "embedder", None), "id", None)
+
     # -- the table of sources the model can see ---------------------------------------------
 
     def visible_sources(self) -> dict[int, prompt.Source]:
@@ -377,7 +380,7 @@ class Session:
         hits = self.retriever.search(query, k=self.settings.retrieval.top_k)
         timings.retrieve_s = time.perf_counter() - t0
 
-        if not relevant(hits):
+        if not relevant(hits, self.embedder_id):
             packing = prompt.Packing()
             yield Event("retrieved", packing=packing)
             answer = not_found_message(self.kb)
@@ -404,7 +407,7 @@ class Session:
         thinking_tokens = 0
         for ev in engine.stream(
             messages,
-            max_tokens=reasoning_budget + gen.max_answer_tokens,
+            max_tokens=self._max_answer_tokens(),
             reasoning_budget=reasoning_budget if info.reasoning else None,
             temperature=gen.temperature,
             top_p=gen.top_p,
@@ -435,10 +438,7 @@ class Session:
 
         self.turns.append(Turn(question, query, followup, turn_text, raw_answer or answer, packing.sources))
         self.next_n += len(packing.sources)
-        table = self.visible_sources()
-        citations = [
-            Citation(n, table[n].source, table[n].page, table[n].heading, table[n].text) for n in cited if n in table
-        ]
+        citations = citations_for(cited, self.visible_sources())
         result = AnswerResult(
             question, query, answer, thinking, citations, dropped, packing.sources, packing.left_out,
             False, getattr(stats, "stop_reason", None), timings, info,
@@ -448,6 +448,12 @@ class Session:
 
     # -- internals --------------------------------------------------------------------------
 
+    def _max_answer_tokens(self) -> int:
+        # The 135M starter tends to loop once it has said its piece; a short cap keeps a CPU
+        # user from waiting minutes for repetition.
+        limit = self.settings.generation.max_answer_tokens
+        return min(limit, STARTER_MAX_ANSWER_TOKENS) if self.info.starter else limit
+
     def _pack(self, question: str, hits: list, followup: bool, reasoning_budget: int):
         """Fit history + new sources in the window and the new part in the prefill-time budget."""
         engine, info, gen = self.engine, self.info, self.settings.generation
@@ -456,10 +462,8 @@ class Session:
         while True:
             history = [(t.user_content, t.answer) for t in self.turns]
             skeleton = prompt.user_turn(question, prompt.Packing(), followup=is_followup)
-            used = engine.count_tokens(
-                "\n".join(m["content"] for m in prompt.messages_for(history, skeleton))
-            ) + 8 * (2 * len(history) + 1)  # template tokens per message
-            room = info.n_ctx - used - reasoning_budget - gen.max_answer_tokens
+            used = len(engine.format_prompt(prompt.messages_for(history, skeleton)))
+            room = info.n_ctx - used - reasoning_budget - self._max_answer_tokens()
             if room >= prompt.MIN_SOURCE_TOKENS or not self.turns:
                 break
             # The window is full: forget the oldest turn (its sources go with it). The prefix
@@ -478,7 +482,7 @@ class Session:
             n_ctx=info.n_ctx,
             used_tokens=used,
             reasoning_budget=reasoning_budget,
-            max_answer_tokens=gen.max_answer_tokens,
+            max_answer_tokens=self._max_answer_tokens(),
             prefill_tok_s=speed,
         )
         if speed:
@@ -510,6 +514,11 @@ class Session:
             t.gen_s = end - first_token_at
         if t.gen_s > 0 and t.gen_tokens:
             t.gen_tok_s = t.gen_tokens / t.gen_s
+
+
+def citations_for(cited: list[int], table: dict[int, prompt.Source]) -> list[Citation]:
+    """The sources behind the numbers an answer cites, in the order it cites them."""
+    return [Citation(n, table[n].source, table[n].page, table[n].heading, table[n].text) for n in cited if n in table]
 
 
 def open_retriever(settings, kb: str, progress: Progress | None = None):

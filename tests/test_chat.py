@@ -75,3 +75,53 @@ def test_commands_without_a_model(tmp_path):
     assert session.resets == 1
     assert "sources of None" in text
     assert text.count("Ask a question") == 1  # nothing after /exit ran
+
+
+def test_chat_through_a_terminal(tmp_path, minilm_zip, smollm2_gguf):
+    """A person types a question, asks for /sources, mistypes a command, and leaves -- on the
+    shipped sample, which the first `--kb sample` indexes by itself."""
+    pexpect = pytest.importorskip("pexpect")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text("[retrieval]\ntop_k = 3\n\n[generation]\nmax_answer_tokens = 16\n", encoding="utf-8")
+    env = {
+        **os.environ, "LOCALRAG_HOME": str(home), "HF_HUB_OFFLINE": "1", "PROMPT_TOOLKIT_NO_CPR": "1",
+        "COLUMNS": "160", "LINES": "50", "TERM": "xterm",
+    }
+    child = pexpect.spawn(str(LOCALRAG), ["chat", "--kb", "sample"], env=env, encoding="utf-8", timeout=240,
+                          dimensions=(50, 160))
+    try:
+        child.expect("/help for commands")
+        child.expect("›")
+        child.sendline("How do I import a model on an air-gapped machine?")
+        child.expect("offline starter model")  # the answer's footer
+        child.expect("›")
+        child.sendline("/sources")
+        child.expect(r"\[1\] installing-models-offline\.md")
+        child.expect("›")
+        child.sendline("/bogus")
+        child.expect("unknown command /bogus")
+        child.expect("›")
+        child.sendline("/exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+    history = (home / "chat_history").read_text(encoding="utf-8")
+    assert "air-gapped" in history and "/sources" in history
+
+
+def test_chat_from_a_pipe(tmp_path, minilm_zip, smollm2_gguf):
+    """No terminal: lines come from stdin, the chat still answers and ends at EOF."""
+    import subprocess
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text("[retrieval]\ntop_k = 2\n\n[generation]\nmax_answer_tokens = 8\n", encoding="utf-8")
+    env = {**os.environ, "LOCALRAG_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [str(LOCALRAG), "chat", "--kb", "sample"], input="What is localrag?\n/sources\n", capture_output=True,
+        text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "offline starter model" in proc.stdout and "[1]" in proc.stdout

@@ -144,6 +144,7 @@ class AnswerView:
 
     def _footer(self, result) -> None:
         c = self.console
+        c.print()
         if result.dropped_citations:
             nums = ", ".join(f"[{n}]" for n in result.dropped_citations)
             c.print(

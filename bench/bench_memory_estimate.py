@@ -19,7 +19,7 @@ choice's speed rule uses (fit.CPU_BW_PER_CORE: bytes of weights streamed per sec
 
     .venv/bin/python bench/bench_memory_estimate.py                  # Qwen-1.5B Q4_K_M at 4k/8k/32k
     .venv/bin/python bench/bench_memory_estimate.py --quick          # 2-layer model of the family
-    .venv/bin/python bench/bench_memory_estimate.py --model r1-distill-llama-8b --ctx 4096 --speed
+    .venv/bin/python bench/bench_memory_estimate.py --model r1-distill-llama-8b --layers 1
 """
 
 from __future__ import annotations
@@ -85,6 +85,9 @@ def main() -> None:
         p.add_argument("--quant", default="Q4_K_M")
         p.add_argument("--ctx", default="4096,8192,32768", help="comma-separated contexts")
         p.add_argument("--speed", action="store_true", help="also decode tokens to check the CPU bandwidth constant")
+        p.add_argument("--layers", type=int, default=None,
+                       help="only N layers of the exact dimensions, zero weights at F16 (fast to write; "
+                            "checks the KV/compute formulas of a big architecture, e.g. --model r1-distill-llama-8b --layers 1)")
 
     args = bench_args("memory estimate vs llama.cpp's real buffers", runs=1, quick_runs=1, extra=extra)
     from synthgguf import TINY, make_gguf
@@ -99,6 +102,18 @@ def main() -> None:
     if args.quick:
         spec = dataclasses.replace(spec, **TINY)
         path = make_gguf(args.model, args.quant, tiny=True)
+    elif args.layers:
+        import numpy as np
+        import synthgguf
+
+        class Zeros:  # buffer sizes do not depend on the weights; zeros write at disk speed
+            def standard_normal(self, shape, dtype=np.float32):
+                return np.zeros(shape, dtype=dtype)
+
+        synthgguf.np.random.default_rng = lambda seed=None: Zeros()
+        args.quant = "F16"
+        spec = dataclasses.replace(spec, n_layers=args.layers)
+        path = make_gguf(args.model, "F16", layers=args.layers, directory=synthgguf.cache_dir() / "zeros")
     else:
         path = make_gguf(args.model, args.quant)
     size = path.stat().st_size
@@ -141,11 +156,13 @@ def main() -> None:
                     "model_constant_GB_s_per_core": fit.CPU_BW_PER_CORE / 1e9,
                 }
     name = "memory-estimate" if args.model == "r1-distill-qwen-1.5b" and args.quant == "Q4_K_M" else f"memory-estimate-{args.model}-{args.quant}"
+    if args.layers:
+        name += f"-{args.layers}L"
     report(
         name,
         rows,
         args=args,
-        title=f"{spec.name}{' (2-layer)' if args.quick else ''} {args.quant}: fit.llama_memory vs llama.cpp ({path.name}, {size / MIB:.1f} MiB)",
+        title=f"{spec.name}{' (2-layer)' if args.quick else ''}{f' ({args.layers}-layer, zero weights)' if args.layers else ''} {args.quant}: fit.llama_memory vs llama.cpp ({path.name}, {size / MIB:.1f} MiB)",
         targets=[Target("largest |error| of the estimate", round(100 * max(errors), 1), 10.0, higher_is_better=False, unit="%")],
         extra={"model": spec.id, "quant": args.quant, "file": str(path), "file_bytes": size, "speed": speed},
         load=load,

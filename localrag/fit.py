@@ -343,7 +343,7 @@ def _place(
     n_all = model.n_layers + 1
     ram_b = ram_budget(hw)
     base = {"weights": size, "kv": kv_bytes(model, ctx), "compute": compute_bytes(model, ctx, flash_attn=flash_attn),
-            "embedder": emb_bytes, "app": APP_OVERHEAD, "ctx": ctx}
+            "embedder": emb_bytes, "app_reserved": APP_OVERHEAD, "ctx": ctx}
 
     def candidate(fit, ngl, est, budget, extra, tok_s, note=""):
         return Candidate(model.id, quant, fit, ngl, ctx, int(est), int(budget), {**base, **extra}, tok_s, note)

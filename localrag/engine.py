@@ -177,7 +177,11 @@ class Engine:
         except ValueError as exc:
             raise _explain_load_failure(path, exc) from None
         engine = cls(llm=llm, path=path, n_ctx=llm.n_ctx(), template=template, n_gpu_layers=n_gpu_layers, n_threads=threads)
-        engine._setup_tokens()
+        try:
+            engine._setup_tokens()
+        except BaseException:
+            engine.close()  # free the weights now, not whenever the GC gets to them
+            raise
         return engine
 
     def _setup_tokens(self) -> None:

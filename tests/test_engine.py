@@ -235,3 +235,12 @@ def test_default_threads_within_the_physical_cores():
     from localrag.engine import default_threads, physical_cores
 
     assert 1 <= default_threads(sample_s=0.05) <= physical_cores()
+
+
+def test_r1_follow_up_reuses_the_prefix(r1):
+    first = [{"role": "user", "content": "Sources: [1] Milvus listens on port 19530.\n\nWhich port?"}]
+    _, answer, stats1, _ = collect(r1.stream(first, max_tokens=4, reasoning_budget=4, **SAMPLE))
+    follow = first + [{"role": "assistant", "content": answer or "19530"}, {"role": "user", "content": "And gRPC?"}]
+    _, _, stats2, _ = collect(r1.stream(follow, max_tokens=4, reasoning_budget=4, **SAMPLE))
+    # Everything up to the first reply's "<｜Assistant｜>" is reused; only "<think>\n" differs.
+    assert stats2.cached_tokens == stats1.prompt_tokens - 2

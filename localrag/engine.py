@@ -42,7 +42,7 @@ THINK_PREFIX = "<think>\n"
 
 # Stop reasons in GenerationStats.
 STOP_EOS = "eos"  # the model ended its reply
-STOP_MARKER = "stop"  # the model started another turn (<｜User｜>)
+STOP_MARKER = "stop"  # an R1 model started another turn (<｜User｜>, <｜Assistant｜>)
 STOP_LENGTH = "length"  # max_tokens answer tokens
 STOP_CONTEXT = "context"  # the context window is full
 
@@ -202,8 +202,9 @@ class Engine:
                 )
         self._marker_ids = markers
         stops = {llm.token_eos()}
-        if self.template == "r1" and USER in markers:
-            stops.add(markers[USER])  # the model starting the next turn itself
+        if self.template == "r1":
+            # The model starting another turn (Ollama's R1 stop list): nothing after it is the answer.
+            stops.update(markers[t] for t in (USER, ASSISTANT, BOS) if t in markers)
         self._stop_ids = frozenset(t for t in stops if t >= 0)
         vocab = llama_cpp.llama_model_get_vocab(llm.model)
         self._vocab = vocab
@@ -377,6 +378,7 @@ class Engine:
         limit_ctx = self.n_ctx - len(close_ids) - 1
         budget = reasoning_budget if thinking else None
         stop_ids, is_eog, to_piece = self._stop_ids, self._is_eog, self.piece
+        turn_markers = {self._marker_ids[t] for t in (USER, ASSISTANT, BOS) if t in self._marker_ids and thinking}
         sample_kw = dict(top_k=top_k, top_p=top_p, min_p=min_p, temp=temperature, repeat_penalty=1.0)
 
         generated: list[int] = []
@@ -406,7 +408,7 @@ class Engine:
                             stats.thinking_closed_by = "end"
                             restart = tokens + generated + close_ids
                             break
-                        stats.stop_reason = STOP_MARKER if tok == self._marker_ids.get(USER) else STOP_EOS
+                        stats.stop_reason = STOP_MARKER if tok in turn_markers else STOP_EOS
                         break
                     generated.append(tok)
                     stats.gen_tokens += 1

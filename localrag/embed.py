@@ -83,10 +83,15 @@ class Embedder:
         """Tokens the model sees for ``text`` (without special tokens): the chunker's ruler."""
         return len(self._tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
 
-    def passage_text(self, text: str, heading: str = "") -> str:
-        """The string embedded for a chunk: heading path as context, then the text."""
-        body = f"{heading}\n{text}" if heading and heading not in text[: len(heading) + 8] else text
-        return self.info.passage_prefix + body
+    def passage_text(self, text: str) -> str:
+        """The string embedded for a chunk (its ``embed_text``: heading path, then the text)."""
+        return self.info.passage_prefix + text
+
+    @property
+    def chunk_budget(self) -> int:
+        """Tokens a chunk's embed_text may have: the model's length less special tokens and prefix."""
+        prefix = self.count_tokens(self.info.passage_prefix) if self.info.passage_prefix else 0
+        return self.max_tokens - 2 - prefix
 
     def embed_passages(
         self, texts: Sequence[str], progress: Callable[[int], None] | None = None

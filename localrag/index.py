@@ -95,6 +95,7 @@ class ChunkRow:
     file_hash: str
     text: str
     vector: Sequence[float]
+    search_text: str = ""
 
 
 def chunk_id(path: str, file_hash: str, ordinal: int) -> str:
@@ -173,6 +174,9 @@ def _quiet_libraries() -> None:
     # (Set after pymilvus is imported: importing it configures its logger.)
     logging.getLogger("milvus_lite").setLevel(logging.CRITICAL)
     logging.getLogger("pymilvus").setLevel(logging.ERROR)
+    # Milvus Lite's in-process gRPC server lacks AllocTimestamp, which query iterators try
+    # first (then fall back); grpc logs the refusal with a traceback.
+    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
     try:
         import jieba
 
@@ -182,6 +186,8 @@ def _quiet_libraries() -> None:
 
 
 def _client(uri: str, token: str | None):
+    # gRPC's C core prints keepalive chatter ("too_many_pings") straight to stderr otherwise.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     from pymilvus import MilvusClient
 
     _quiet_libraries()
@@ -281,11 +287,13 @@ class Index:
             s.add_field("char_start", DataType.INT64)
             s.add_field("char_end", DataType.INT64)
             s.add_field("file_hash", DataType.VARCHAR, max_length=64)
-            s.add_field("text", DataType.VARCHAR, max_length=_TEXT_MAX, enable_analyzer=True, analyzer_params=ANALYZER)
+            s.add_field("text", DataType.VARCHAR, max_length=_TEXT_MAX)
+            # What BM25 sees: the heading path and the text (a question often names the section).
+            s.add_field("search_text", DataType.VARCHAR, max_length=_TEXT_MAX, enable_analyzer=True, analyzer_params=ANALYZER)
             s.add_field("dense", DataType.FLOAT_VECTOR, dim=dim)
             s.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
             s.add_function(
-                Function(name="bm25", function_type=FunctionType.BM25, input_field_names=["text"], output_field_names=["sparse"])
+                Function(name="bm25", function_type=FunctionType.BM25, input_field_names=["search_text"], output_field_names=["sparse"])
             )
             ip = c.prepare_index_params()
             # FLAT: exact, and a very selective filter still returns its matches (graph indexes
@@ -368,7 +376,8 @@ class Index:
                 "char_start": r.char_start,
                 "char_end": r.char_end,
                 "file_hash": r.file_hash,
-                "text": r.text,
+                "text": _clip_utf8(r.text),
+                "search_text": _clip_utf8(r.search_text or r.text),
                 "dense": list(map(float, r.vector)),
             }
             for r in rows
@@ -449,6 +458,11 @@ class Index:
         if self.settings.milvus_uri:
             return None
         return _dir_size(kb_path(self.settings, self.name))
+
+
+def _clip_utf8(text: str, limit: int = _TEXT_MAX) -> str:
+    data = text.encode("utf-8")
+    return text if len(data) <= limit else data[:limit].decode("utf-8", errors="ignore")
 
 
 def _dir_size(path: Path) -> int:

@@ -155,8 +155,7 @@ class _Run:
         return _Prepared(work, doc.filetype, chunks)
 
     def _max_tokens(self, embedder) -> int:
-        # Room for the heading line and the passage prefix, which are embedded with the text.
-        return max(32, min(self.settings.chunk.max_tokens, embedder.max_tokens - 16))
+        return max(32, min(self.settings.chunk.max_tokens, embedder.chunk_budget))
 
     def skip(self, source: str, reason: str) -> None:
         self.report.outcomes.append(FileOutcome(source, "skipped", reason))
@@ -167,7 +166,7 @@ class _Run:
         if not batch:
             return
         embedder = self.get_embedder()
-        texts = [embedder.passage_text(c.text, c.heading) for p in batch for c in p.chunks]
+        texts = [embedder.passage_text(_embed_text(c)) for p in batch for c in p.chunks]
         t0 = time.perf_counter()
         base = self.chunks_done
 
@@ -220,6 +219,7 @@ class _Run:
                         file_hash=w.hash,
                         text=c.text,
                         vector=vectors[i],
+                        search_text=_embed_text(c),
                     )
                 )
                 i += 1
@@ -300,7 +300,7 @@ def ingest(
         seen: set[str] = set()
         for item in files_mod.discover([p for p in roots if p not in missing]):
             if isinstance(item, files_mod.Skipped):
-                report.outcomes.append(FileOutcome(item.path, "skipped", item.reason))
+                report.outcomes.append(FileOutcome(_display(item.path, roots), "skipped", item.reason))
                 seen.add(_resolved(item.path))
                 continue
             path = str(Path(item.path).resolve())
@@ -364,6 +364,22 @@ def ingest(
         return report
     finally:
         index.close()
+
+
+def _display(path: str, roots: list[Path]) -> str:
+    """A skipped file as the summary shows it: relative to the PATH it was found under."""
+    p = Path(path)
+    for root in roots:
+        try:
+            rel = p.relative_to(root)
+        except ValueError:
+            continue
+        return rel.as_posix() if str(rel) != "." else p.name
+    return str(path)
+
+
+def _embed_text(chunk) -> str:
+    return getattr(chunk, "embed_text", None) or chunk.text
 
 
 def _resolved(path: str) -> str:

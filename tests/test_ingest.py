@@ -1,0 +1,187 @@
+"""Ingest: summary, incremental re-runs, change/delete/rename with prune, kill -9 recovery, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import textwrap
+import time
+
+import pytest
+
+from localrag import ingest as ingest_mod
+from localrag.console import UserError
+from localrag.index import Index
+from tests.kb_helpers import (  # noqa: F401
+    MINILM,
+    PYTHON,
+    REPO,
+    chunk_snapshot,
+    embedder,
+    install_minilm,
+    minilm_dir,
+    run_cli,
+    settings_for,
+    small_corpus,
+)
+
+
+@pytest.fixture
+def corpus(tmp_path, shared_dir):
+    root = small_corpus(shared_dir, tmp_path / "corpus")
+    (root / "empty.md").write_text("", encoding="utf-8")
+    (root / "broken.pdf").write_bytes(b"%PDF-1.4\nthis is not really a pdf\n")
+    return root
+
+
+def _no_embedder_load(monkeypatch):
+    from localrag import embed
+
+    def refuse(*a, **k):
+        raise AssertionError("the embedder was loaded although nothing needed embedding")
+
+    monkeypatch.setattr(embed, "load_for", refuse)
+
+
+def test_ingest_then_unchanged_then_change_delete_rename(home, corpus, embedder, monkeypatch):
+    settings = settings_for(home)
+    seen = []
+    report = ingest_mod.ingest(settings, [corpus], kb="t", embedder=embedder, progress=seen.append)
+    counts = report.summary()
+    assert counts["added"] == 6 and counts["removed"] == 0
+    skipped = {o.source: o.reason for o in report.outcomes if o.status == "skipped"}
+    assert set(skipped) >= {"empty.md", "broken.pdf"} and all(skipped.values())
+    assert seen and seen[-1].phase == "done" and seen[-1].chunks == report.chunks_written > 6
+    first = chunk_snapshot(settings, "t")
+    assert len(first) == report.chunks_written
+    assert {s for s, _ in first.values()} >= {"en/product_faq.md", "zh/" + sorted(os.listdir(corpus / "zh"))[0]}
+
+    # unchanged: nothing is read beyond stat, and the embedder is never loaded
+    _no_embedder_load(monkeypatch)
+    again = ingest_mod.ingest(settings, [corpus], kb="t")
+    assert again.summary()["unchanged"] == 6 and again.chunks_written == 0
+    # touched but identical: still unchanged (content hash), mtime remembered
+    os.utime(corpus / "en" / "product_faq.md", ns=(time.time_ns(), time.time_ns()))
+    assert ingest_mod.ingest(settings, [corpus], kb="t").summary()["unchanged"] == 6
+    monkeypatch.undo()
+
+    # change one file, delete one, rename one; --prune mirrors the folder
+    faq = corpus / "en" / "performance_faq.md"
+    faq.write_text(faq.read_text(encoding="utf-8") + "\n\n## Zebra tuning\n\nZebras index quickly with IVF_FLAT.\n", encoding="utf-8")
+    (corpus / "en" / "rerankers-bge.md").unlink()
+    (corpus / "en" / "product_faq.md").rename(corpus / "en" / "faq-renamed.md")
+    report = ingest_mod.ingest(settings, [corpus], kb="t", embedder=embedder, prune=True)
+    by = {o.source: o.status for o in report.outcomes}
+    assert by["en/performance_faq.md"] == "updated"
+    assert by["en/faq-renamed.md"] == "added"
+    assert by["en/rerankers-bge.md"] == "removed" and by["en/product_faq.md"] == "removed"
+
+    # the result is exactly what a clean build of the current folder gives: no stale, no duplicates
+    after = chunk_snapshot(settings, "t")
+    ingest_mod.ingest(settings_for(home), [corpus], kb="clean", embedder=embedder)
+    clean = chunk_snapshot(settings, "clean")
+    assert sorted(after.values()) == sorted(clean.values())
+    assert any("Zebras index quickly" in t for _, t in after.values())
+    with Index.open(settings, "t") as index:
+        files = index.files()
+        assert {f.source for f in files.values()} == {s for s, _ in after.values()}
+        assert all(f.status == "ok" for f in files.values())
+
+
+def test_embedder_mismatch_is_refused(home, corpus, embedder):
+    settings = settings_for(home)
+    ingest_mod.ingest(settings, [corpus / "en"], kb="t", embedder=embedder)
+    with pytest.raises(UserError, match="was built with embedder 'all-minilm-l6-v2'"):
+        ingest_mod.ingest(settings, [corpus / "en"], kb="t", embedder_id="multilingual-e5-small")
+
+
+def test_missing_path_is_a_usage_error(home):
+    with pytest.raises(UserError, match="no such file"):
+        ingest_mod.ingest(settings_for(home), [home / "nope"], kb="t")
+
+
+_SLOW_INGEST = textwrap.dedent(
+    """
+    import sys, time, zipfile
+    from pathlib import Path
+    from localrag.settings import load_settings
+    from localrag.embed import Embedder, EmbedderInfo
+    from localrag import ingest
+    home, corpus, model = sys.argv[1:4]
+    emb = Embedder.load(Path(model), EmbedderInfo("all-minilm-l6-v2", 256))
+    orig = emb.embed_passages
+    def slow(texts, progress=None):  # give the killer time to strike between batches
+        out = orig(texts, progress)
+        print("batch", flush=True)
+        time.sleep(0.3)
+        return out
+    emb.embed_passages = slow
+    ingest._FLUSH_CHUNKS = 8
+    ingest.ingest(load_settings(home=home), [Path(corpus)], kb="k", embedder=emb)
+    print("finished", flush=True)
+    """
+)
+
+
+def test_killed_mid_ingest_converges_to_a_clean_build(home, tmp_path, corpus, embedder, minilm_dir):
+    settings = settings_for(home)
+    proc = subprocess.Popen(
+        [PYTHON, "-c", _SLOW_INGEST, str(home), str(corpus), str(minilm_dir)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    batches = 0
+    for line in proc.stdout:
+        batches += line.startswith("batch")
+        if batches == 2:
+            # strike while the process is writing the next batch's manifest rows and chunks
+            time.sleep(0.35)
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the ingest finished before it could be killed"
+    partial = chunk_snapshot(settings, "k")
+
+    report = ingest_mod.ingest(settings, [corpus], kb="k", embedder=embedder)
+    resumed = chunk_snapshot(settings, "k")
+    other = tmp_path / "other-home"
+    other.mkdir()
+    ingest_mod.ingest(settings_for(other), [corpus], kb="k", embedder=embedder)
+    clean = chunk_snapshot(settings_for(other), "k")
+    assert resumed == clean  # same chunk ids and texts
+    assert len(partial) < len(clean)
+    assert report.count("unchanged") >= 1  # work finished before the kill was kept
+
+
+def test_cli_ingest_sync_list_info_rm_and_exit_codes(home, tmp_path, corpus, minilm_dir):
+    install_minilm(home, minilm_dir)
+    r = run_cli(["ingest", str(corpus), "--kb", "docs"], home)
+    # the catalogue's CPU default is not installed offline: a fallback, said clearly; skips -> 3
+    assert r.returncode == 3, r.stderr
+    assert "not installed; using 'all-minilm-l6-v2'" in r.stderr.replace("\n", " ")
+    assert "6 added" in r.stdout and "2 skipped" in r.stdout and "broken.pdf" in r.stdout
+
+    shutil.rmtree(corpus / "zh")
+    (corpus / "empty.md").unlink()
+    (corpus / "broken.pdf").unlink()
+    r = run_cli(["sync", str(corpus), "--kb", "docs"], home)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "3 removed" in r.stdout and "3 unchanged" in r.stdout
+
+    r = run_cli(["kb", "list", "--json"], home)
+    [row] = json.loads(r.stdout)
+    assert row["name"] == "docs" and row["files"] == 3 and row["embedder"] == MINILM and row["dimensions"] == 384
+    assert row["chunks"] > 3 and row["size_bytes"] > 0
+    r = run_cli(["kb", "info", "docs"], home)
+    assert r.returncode == 0 and "all-minilm-l6-v2" in r.stdout and "chunks" in r.stdout
+
+    r = run_cli(["kb", "rm", "docs"], home, stdin=subprocess.DEVNULL)
+    assert r.returncode == 2 and "--yes" in r.stderr
+    r = run_cli(["kb", "rm", "docs", "--yes"], home)
+    assert r.returncode == 0
+    r = run_cli(["kb", "info", "docs"], home)
+    assert r.returncode == 1 and "does not exist" in r.stderr and "Traceback" not in r.stderr

@@ -143,8 +143,9 @@ class Engine:
     ) -> "Engine":
         """Load a GGUF; UserError (not a crash) for a missing/foreign file or too little memory.
 
-        ``n_batch``/``n_ubatch`` are llama.cpp's defaults (512): measured on this CPU, larger ones
-        did not speed prefill up (docs in the README's performance notes). ``verbose`` lets
+        ``n_batch``/``n_ubatch`` stay at llama.cpp's 512: on R1-Distill-Qwen-1.5B Q4_K_M with a
+        1024-token prompt (1 thread, best of 3) prefill was 58 tok/s at 512/512 against 40 at
+        2048/2048, 48 at 1024/256 and 51 at 256/256. ``verbose`` lets
         llama.cpp's own log through to stderr for debugging. ``repack=False`` turns off llama.cpp's
         CPU weight repacking (``use_extra_bufts``), None leaves llama.cpp's default (on); see
         ``open_engine`` for the trade-off.
@@ -612,8 +613,9 @@ def open_engine(
     Refuses, with the numbers, a model the fit says does not fit at all.
 
     CPU weight repacking: llama.cpp repacks Q4_K/Q4_0 weights for its AVX2 kernels by default.
-    Measured here (R1-Distill-Qwen-1.5B Q4_K_M, 512-token prompt) repacking off made prefill
-    1.7x faster (81.5 vs 47.4 tok/s) for 7% slower decode (14.1 vs 15.2 tok/s); a RAG prompt
+    Measured here (R1-Distill-Qwen-1.5B Q4_K_M, 1 thread) repacking off made prefill 1.7-1.8x
+    faster (512-token prompt 81.5 vs 47.4 tok/s, 1024-token 58.0 vs 32.7) for 6-7% slower decode
+    (14.1 vs 15.2, 9.6 vs 10.2 tok/s); a RAG prompt
     of a few thousand tokens plus ~1k generated tokens finishes sooner and the first token comes
     much sooner, so with no GPU offload it is off unless ``settings.generation.repack`` says
     otherwise. With layers on a GPU, llama.cpp does big-batch prefill there, so it stays on.

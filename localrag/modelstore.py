@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 import zipfile

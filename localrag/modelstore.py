@@ -714,6 +714,9 @@ def _install_gguf(
     if qspec.size_exact and len(sources) == 1 and total != qspec.size_bytes:
         notes.append(f"size {total} differs from the catalogue's {qspec.size_bytes} (another uploader's file?)")
     final = quant_dir(settings, model.id, quant)
+    same = _same_as_installed(settings, model, quant, sources, progress)
+    if same is not None:
+        return same
     if not move:
         _check_free_disk(settings.models_dir, total)
     with _staging_dir(final.parent, quant) as tmp:
@@ -750,6 +753,22 @@ def _install_gguf(
     assert item is not None
     item.note = "; ".join(notes) or None
     return item
+
+
+def _same_as_installed(settings, model, quant, sources: list[Path], progress: Progress) -> InstalledModel | None:
+    """The installed quant when ``sources`` are byte for byte what it holds (no second copy)."""
+    existing = _stored(settings, model, quant)
+    if existing is None or len(existing.files) != len(sources):
+        return None
+    manifest = _read_manifest(existing.path.parent / MODEL_MANIFEST) or {}
+    hashes = manifest.get("sha256", {})
+    if [f.stat().st_size for f in existing.files] != [f.stat().st_size for f in sources]:
+        return None
+    for have, src in zip(existing.files, sources):
+        if hashes.get(have.name) != sha256_file(src, progress, f"comparing {src.name}"):
+            return None
+    existing.note = "already installed"
+    return existing
 
 
 def import_file(
@@ -1102,4 +1121,25 @@ def verify(
                 res.notes.append("size differs from the catalogue (another uploader's file)")
         res.ok = not res.problems
         results.append(res)
+    if spec is None:
+        results += _verify_embedders(settings, catalogue)
     return results
+
+
+def _verify_embedders(settings: "Settings", catalogue: "Catalogue") -> list[VerifyResult]:
+    """Embedders in the store: their folder still holds a loadable sentence-transformers model."""
+    out = []
+    for emb in catalogue.embedders:
+        path = embedder_dir(settings, emb.id)
+        if not path.exists():
+            continue
+        res = VerifyResult(f"embedder {emb.id}", path, ok=True)
+        if not _is_st_dir(path):
+            res.problems.append("config.json or the weights are missing")
+        else:
+            weights = next((path / f for f in ("model.safetensors", "pytorch_model.bin") if (path / f).is_file()), None)
+            if weights is not None and weights.stat().st_size == 0:
+                res.problems.append(f"{weights.name} is empty")
+        res.ok = not res.problems
+        out.append(res)
+    return out

@@ -351,3 +351,16 @@ def test_pull_an_embedder_with_a_mocked_hub(home, minilm_zip, monkeypatch):
     assert item.path == settings.models_dir / "embedders" / "all-minilm-l6-v2"
     assert (item.path / "model.safetensors").is_file() and not (item.path / ".cache").exists()
     assert modelstore.resolve_embedder(settings, catalogue, "all-minilm-l6-v2") == item.path
+
+
+def test_importing_the_same_file_twice_keeps_one_copy(tiny_store):
+    settings, catalogue, tiny = tiny_store
+    first = modelstore.import_file(settings, catalogue, tiny)
+    stamp = first.path.stat().st_mtime_ns
+    again = modelstore.import_file(settings, catalogue, tiny)
+    assert again.note == "already installed" and again.path == first.path
+    assert again.path.stat().st_mtime_ns == stamp
+    modelstore.resolve_embedder(settings, catalogue, "minilm")
+    results = modelstore.verify(settings, catalogue)
+    labels = {r.label: r.ok for r in results}
+    assert labels["r1-tiny:Q4_K_M"] and labels["embedder all-minilm-l6-v2"]

@@ -229,6 +229,7 @@ def verify(settings, spec: str | None) -> int:
     bad = [r for r in results if not r.ok]
     if bad:
         stderr().print(
-            f"[dim]fix: `localrag models rm {bad[0].label}` then pull or import it again[/]", highlight=False
+            f"[dim]fix: `localrag models rm {bad[0].label.removeprefix('embedder ')}` then pull or import it again[/]",
+            highlight=False,
         )
     return 1 if bad else 0

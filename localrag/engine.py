@@ -140,6 +140,7 @@ class Engine:
         verbose: bool = False,
         kv_bytes_per_token: int | None = None,
         repack: bool | None = None,
+        check_header: bool = False,
     ) -> "Engine":
         """Load a GGUF; UserError (not a crash) for a missing/foreign file or too little memory.
 
@@ -148,14 +149,18 @@ class Engine:
         2048/2048, 48 at 1024/256 and 51 at 256/256. ``verbose`` lets
         llama.cpp's own log through to stderr for debugging. ``repack=False`` turns off llama.cpp's
         CPU weight repacking (``use_extra_bufts``), None leaves llama.cpp's default (on); see
-        ``open_engine`` for the trade-off.
+        ``open_engine`` for the trade-off. ``check_header``: walk the whole GGUF header with the
+        gguf package first (a second or two on a 150k-token vocabulary; the store does it once
+        when a model comes in), else only its magic and version are checked up front.
         """
-        from localrag.modelstore import quick_check_gguf
+        from localrag.modelstore import quick_check_gguf, read_gguf
 
         path = Path(path)
         if template not in ("r1", "gguf"):
             raise ValueError(f"unknown template {template!r}")
         quick_check_gguf(path)
+        if check_header:
+            read_gguf(path)
         _check_memory(path, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, kv_bytes_per_token=kv_bytes_per_token)
         threads = n_threads or default_threads()
 
@@ -649,6 +654,7 @@ def open_engine(
         verbose=verbose,
         kv_bytes_per_token=spec.kv_bytes_per_token,
         repack=repack,
+        check_header=not getattr(model, "header_checked", False),
     )
     if cache is not None:
         return cache.get(model.path, **params)

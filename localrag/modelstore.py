@@ -60,6 +60,7 @@ class InstalledModel:
     size_bytes: int = 0
     note: str | None = None  # why this model rather than the one asked for / the machine's choice
     files: tuple[Path, ...] = field(default=())
+    header_checked: bool = False  # the GGUF header was checked when it entered the store, same size since
 
     @property
     def label(self) -> str:
@@ -143,7 +144,10 @@ def quick_check_gguf(path: Path) -> None:
 
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"model file not found: {path}", hint="run `localrag models list` to see what is installed")
+        raise UserError(
+            f"model file not found: {path}",
+            hint="get one with `localrag models pull` or `localrag models import FILE`; `localrag models list` shows what is installed",
+        )
     with path.open("rb") as fh:
         head = fh.read(8)
     if len(head) < 8 or int.from_bytes(head[:4], "little") != gguf.GGUF_MAGIC:
@@ -350,14 +354,16 @@ def _stored(settings: "Settings", spec: "ModelSpec", quant: str) -> InstalledMod
     main = qdir / manifest.get("file", "")
     if not files or not main.is_file():
         return None
+    size = sum(f.stat().st_size for f in files if f.is_file())
     return InstalledModel(
         spec=spec,
         quant=quant,
         path=main,
         source=manifest.get("source", "import"),
         starter=spec.starter,
-        size_bytes=sum(f.stat().st_size for f in files if f.is_file()),
+        size_bytes=size,
         files=files,
+        header_checked=size == manifest.get("size_bytes"),
     )
 
 

@@ -244,3 +244,12 @@ def test_r1_follow_up_reuses_the_prefix(r1):
     _, _, stats2, _ = collect(r1.stream(follow, max_tokens=4, reasoning_budget=4, **SAMPLE))
     # Everything up to the first reply's "<｜Assistant｜>" is reused; only "<think>\n" differs.
     assert stats2.cached_tokens == stats1.prompt_tokens - 2
+
+
+def test_check_header_refuses_a_truncated_file_before_llama_cpp(tmp_path):
+    src = make_gguf("r1-distill-qwen-1.5b", "Q4_K_M", tiny=True)
+    cut = tmp_path / "cut.gguf"
+    with src.open("rb") as fh:
+        cut.write_bytes(fh.read(src.stat().st_size - 1000))
+    with pytest.raises(UserError, match="truncated"):
+        Engine.load(cut, n_ctx=256, check_header=True, **T1)

@@ -897,7 +897,7 @@ def _hub_error(exc: Exception, what: str) -> UserError:
 
 def _tqdm_class(progress: Progress, label: str):
     """A tqdm that reports to ``progress`` instead of drawing (huggingface_hub drives it)."""
-    from tqdm.auto import tqdm
+    from huggingface_hub.utils import tqdm  # the bar class the hub client itself drives
 
     class _Report(tqdm):
         def __init__(self, *args, **kwargs):

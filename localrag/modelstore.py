@@ -447,7 +447,7 @@ def resolve(settings: "Settings", catalogue: "Catalogue", spec: str | None, hard
     distills = [m for m in installed if not m.spec.starter]
     if distills:
         plan = _plan(settings, catalogue, hardware)
-        if plan is not None and plan.choice is not None:
+        if plan.choice is not None:
             choice_id, choice_q = _candidate_id(plan.choice), plan.choice.quant
             for m in distills:
                 if m.spec.id == choice_id and m.quant == choice_q:
@@ -464,13 +464,6 @@ def resolve(settings: "Settings", catalogue: "Catalogue", spec: str | None, hard
                             f"(`localrag models pull {choice_id}:{choice_q}` to get it)"
                         )
                         return m
-            fitting = False
-        else:
-            fitting = plan is None  # no plan at all: trust what the user installed
-        if fitting:
-            order = {m.id: i for i, m in enumerate(catalogue.models)}
-            best = sorted(distills, key=lambda m: (-order.get(m.spec.id, 0), _quant_rank(m.quant)))[0]
-            return best
         too_big = ", ".join(m.label for m in distills)
         starter = _first_starter(installed)
         if starter is not None:

@@ -75,11 +75,12 @@ def content_hash(path: Path) -> str:
     return h.hexdigest()
 
 
-def recover(index: Index) -> int:
-    """Roll back files an interrupted run left pending; returns how many."""
-    pending = [r for r in index.files().values() if r.status != "ok"]
+def recover(index: Index, manifest: dict[str, FileRecord]) -> int:
+    """Roll back files an interrupted run left pending (removing them from ``manifest`` too)."""
+    pending = [r for r in manifest.values() if r.status != "ok"]
     for record in pending:
         index.delete_file_versions(record)
+        del manifest[record.path]
     index.drop_files([r.path for r in pending])
     return len(pending)
 
@@ -291,8 +292,8 @@ def ingest(
             return loaded["e"]
 
         run = _Run(settings, index, report, get_embedder, progress)
-        report.recovered = recover(index)
         manifest = index.files()
+        report.recovered = recover(index, manifest)
 
         # scan: what changed, without reading files whose size and mtime still match
         t0 = time.perf_counter()

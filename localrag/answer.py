@@ -142,7 +142,11 @@ class AnswerResult:
 
 @dataclass
 class Event:
-    """What ``Session.ask`` yields, in order: retrieved, (thinking|answer)*, done."""
+    """What ``Session.ask`` yields, in order: [loading, loaded,] retrieved, (thinking|answer)*, done.
+
+    "loading"/"loaded" come only when the model was not loaded yet (it is loaded after the
+    relevance gate, so a question the documents do not cover never waits for it).
+    """
 
     kind: str  # "retrieved" | "thinking" | "answer" | "done"
     text: str = ""
@@ -150,6 +154,7 @@ class Event:
     result: AnswerResult | None = None
     tokens: int = 0  # running count of thinking tokens for "thinking" events
     valid: frozenset[int] = frozenset()  # source numbers the answer may cite ("retrieved" events)
+    info: ModelInfo | None = None  # "loaded" events: the model just loaded
 
 
 @dataclass
@@ -324,10 +329,10 @@ class Session:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def ensure_loaded(self) -> None:
+    def ensure_loaded(self, *, model: bool = True) -> None:
         if self.retriever is None:
             self.retriever = open_retriever(self.settings, self.kb, self.progress)
-        if self.engine is None:
+        if model and self.engine is None:
             self.engine, self.info = load_model(self.settings, self.model_spec, self.progress)
 
     def close(self) -> None:
@@ -381,9 +386,10 @@ class Session:
         question = question.strip()
         if not question:
             raise UserError("the question is empty")
-        self.ensure_loaded()
+        # The model is loaded only once a question passed the relevance gate: `ask` about
+        # something the documents do not cover answers at once, without touching the model.
+        self.ensure_loaded(model=False)
         gen = self.settings.generation
-        engine, info = self.engine, self.info
         t0 = time.perf_counter()
         timings = Timings()
 
@@ -396,12 +402,17 @@ class Session:
             yield Event("retrieved", packing=packing)
             answer = not_found_message(self.kb)
             timings.total_s = time.perf_counter() - t0
-            result = AnswerResult(question, query, answer, "", [], [], [], [], True, None, timings, info)
+            result = AnswerResult(question, query, answer, "", [], [], [], [], True, None, timings, self.info)
             self.last = result
             yield Event("answer", text=answer)
             yield Event("done", result=result)
             return
 
+        if self.engine is None:
+            yield Event("loading")
+            self.ensure_loaded()
+            yield Event("loaded", info=self.info)
+        engine, info = self.engine, self.info
         reasoning_budget = gen.reasoning_budget if info.reasoning else 0
         packing, turn_text = self._pack(question, hits, followup, reasoning_budget)
         valid = set(self.visible_sources()) | {s.n for s in packing.sources}

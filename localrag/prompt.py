@@ -268,6 +268,7 @@ def messages_for(history: Sequence[tuple[str, str]], turn: str) -> list[dict]:
 
 # --- citations ----------------------------------------------------------------------------------
 
+_CODE = re.compile(r"(```.*?(?:```|$)|`[^`\n]*(?:`|$))", re.DOTALL)
 _CITE = re.compile(r"\[(\s*\d{1,3}\s*(?:(?:,|;|，|and|-|–)\s*\d{1,3}\s*)*)\]")
 
 
@@ -305,6 +306,9 @@ def clean_citations(answer: str, valid: set[int] | Sequence[int]) -> tuple[str, 
                 target.append(n)
         return "".join(f"[{n}]" for n in dict.fromkeys(good))
 
-    text = _CITE.sub(repl, answer)
+    # Code is left alone: `vectors[0]` in an answer is an index, not a citation. An unclosed
+    # fence or backtick (mid-stream) counts as code until it closes.
+    parts = _CODE.split(answer)
+    text = "".join(part if i % 2 else _CITE.sub(repl, part) for i, part in enumerate(parts))
     text = re.sub(r"[ \t]+([.,;:!?。，])", r"\1", text) if dropped else text
     return text, cited, dropped

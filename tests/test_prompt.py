@@ -109,6 +109,8 @@ def test_budget_from_prefill_speed():
         ("See [1, 9] and [2-3].", {1, 2, 3}, "See [1] and [2][3].", [1, 2, 3], [9]),
         ("Released in [2023] per [1][1].", {1}, "Released in [2023] per [1][1].", [1], []),
         ("Nothing cited.", {1}, "Nothing cited.", [], []),
+        ("Use `hits[0]` [1].\n```py\nx = v[0]\n```", {1}, "Use `hits[0]` [1].\n```py\nx = v[0]\n```", [1], []),
+        ("数据存储在对象存储中[1]，元数据在 etcd[3]。", {1}, "数据存储在对象存储中[1]，元数据在 etcd。", [1], [3]),
     ],
 )
 def test_citations_out_of_range_are_dropped(text, valid, expected, cited, dropped):

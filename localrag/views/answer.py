@@ -94,6 +94,8 @@ class AnswerView:
                     parts.append(Spinner("dots", Text(f" thinking… {think_tokens} tokens ({secs:.1f} s)", style="dim")))
                 else:
                     parts.append(Text(f"thought for {think_tokens} tokens ({secs:.1f} s)", style="dim"))
+            elif state["phase"] == "loading":
+                parts.append(Spinner("dots", Text(" loading the model…", style="dim")))
             elif state["phase"] == "wait":
                 parts.append(Spinner("dots", Text(" reading the sources…", style="dim")))
             if answer:
@@ -104,7 +106,12 @@ class AnswerView:
         with Live(view(), console=self.console, refresh_per_second=8, vertical_overflow="visible",
                   transient=False) as live:
             for ev in events:
-                if ev.kind == "retrieved":
+                if ev.kind == "loading":
+                    state["phase"] = "loading"
+                elif ev.kind == "loaded":
+                    state["phase"] = "wait"
+                    self.model_banner(ev.info)
+                elif ev.kind == "retrieved":
                     valid = set(ev.valid) if getattr(ev, "valid", None) else {s.n for s in ev.packing.sources}
                     self._left_out_note(ev.packing)
                 elif ev.kind == "thinking":
@@ -219,17 +226,15 @@ def timings_table(result) -> Table:
 # --- commands ----------------------------------------------------------------------------
 
 
-def _open_session(settings, kb: str, view: AnswerView | None):
+def _open_session(settings, kb: str, view: AnswerView, *, model: bool):
+    """The knowledge base (and, for chat, the model) loaded before the first question."""
     from localrag.answer import Session
 
-    progress = view.progress if view is not None else None
-    session = Session(settings, kb, progress=progress)
-    if view is not None:
-        with view.err.status("[dim]loading…[/]", spinner="dots"):
-            session.ensure_loaded()
+    session = Session(settings, kb, progress=view.progress)
+    with view.err.status("[dim]loading…[/]", spinner="dots"):
+        session.ensure_loaded(model=model)
+    if model:
         view.model_banner(session.info)
-    else:
-        session.ensure_loaded()
     return session
 
 
@@ -252,7 +257,7 @@ def ask(settings, question: str, *, kb: str, json_out: bool, show_thinking: bool
             session.close()
 
     view = AnswerView(stdout(), show_thinking=show_thinking, verbose=verbose)
-    session = _open_session(settings, kb, view)
+    session = _open_session(settings, kb, view, model=False)
     try:
         view.render(session.ask(question))
     finally:
@@ -264,7 +269,7 @@ def chat(settings, *, kb: str, show_thinking: bool, verbose: bool) -> int:
     from localrag.chat import ChatLoop
 
     view = AnswerView(stdout(), show_thinking=show_thinking, verbose=verbose)
-    session = _open_session(settings, kb, view)
+    session = _open_session(settings, kb, view, model=True)
     try:
         ChatLoop(session, view, history_path=settings.home / "chat_history").run()
     finally:

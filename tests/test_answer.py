@@ -237,8 +237,14 @@ def test_r1_format_thinking_apart_and_kv_prefix_reuse(starter_session):
     """An R1-format GGUF (random weights, the distills' tokenizer markers): the reply is forced to
     think, the thinking is bounded by the budget and never enters the history, and a follow-up
     reuses the first prompt's KV cache."""
+    import io
+    import re
+
+    from rich.console import Console
+
     from localrag.engine import Engine
     from localrag.prompt import messages_for
+    from localrag.views.answer import AnswerView
     from tests.synthgguf import make_gguf
 
     path = make_gguf("r1-distill-qwen-1.5b", "Q4_K_M", tiny=True)
@@ -253,6 +259,7 @@ def test_r1_format_thinking_apart_and_kv_prefix_reuse(starter_session):
         events = list(session.ask("How does localrag pick a model for my machine?"))
         first = events[-1].result
         assert any(e.kind == "thinking" for e in events)
+        assert not any(e.kind == "thinking" and e.text in first.answer and len(e.text) > 8 for e in events)
         assert first.thinking and 0 < first.timings.thinking_tokens <= settings.generation.reasoning_budget
         turn = session.turns[0]
         prompt1 = engine.format_prompt(messages_for([], turn.user_content))
@@ -263,7 +270,14 @@ def test_r1_format_thinking_apart_and_kv_prefix_reuse(starter_session):
         assert turn.answer == first.answer or first.dropped_citations
         assert first.thinking not in turn.answer
 
-        second = list(session.ask("and on a GPU?"))[-1].result
+        # Shown to a person: the reasoning folds into one line with its token count.
+        out = io.StringIO()
+        view = AnswerView(Console(file=out, width=120), show_thinking=False, verbose=True)
+        second = view.render(session.ask("and on a GPU?"))
+        shown = out.getvalue()
+        assert re.search(r"thought for \d+ tokens \(\d+\.\d s\)", shown)
+        assert second.thinking.strip()[:30] not in shown
+        assert "where the time went" in shown and "cached" in shown
         assert second.query.startswith("How does localrag pick a model for my machine?")
         # Everything up to the first reply is reused; only the answer and the new turn are read.
         assert second.timings.cached_tokens >= len(prompt1) - 3
@@ -272,5 +286,13 @@ def test_r1_format_thinking_apart_and_kv_prefix_reuse(starter_session):
         text2 = engine.llm.detokenize(prompt2, special=True).decode("utf-8", "replace")
         assert first.thinking.strip() not in text2.split("<｜Assistant｜>", 1)[1]
         assert text2.count("<think>") == 1  # only the forced opening of the new reply
+
+        # With --show-thinking (or /think) the reasoning is shown in full, apart from the answer.
+        out = io.StringIO()
+        view = AnswerView(Console(file=out, width=120), show_thinking=True, verbose=False)
+        third = view.render(session.ask("What does localrag do when the documents do not know?"))
+        shown = out.getvalue()
+        assert re.search(r"thinking · \d+ tokens", shown)
+        assert third.thinking.split()[0] in shown
     finally:
         engine.close()

@@ -142,10 +142,10 @@ class AnswerView:
     def _left_out_note(self, packing) -> None:
         if packing is None or not packing.left_out:
             return
-        names = ", ".join(_where(lo.source, lo.page, lo.heading) for lo in packing.left_out)
+        names = "; ".join(dict.fromkeys(_where(lo.source, lo.page, lo.heading) for lo in packing.left_out))
         self.err.print(
-            f"[yellow]note:[/] {len(packing.left_out)} retrieved source(s) left out to keep the prompt fast "
-            f"on this machine ({packing.tokens} tokens of sources kept): {names}",
+            f"[yellow]note:[/] {len(packing.left_out)} retrieved passage(s) left out so the prompt fits the context "
+            f"and this machine's reading speed ({len(packing.sources)} kept, {packing.tokens} tokens): {names}",
             highlight=False,
         )
 
@@ -186,7 +186,9 @@ class AnswerView:
         cited = {c.n for c in result.citations}
         for s in result.sources:
             mark = "cited" if s.n in cited else "not cited"
-            self.console.print(Text(f"[{s.n}] {s.location}  ({mark}, score {s.score:.3f})", style="bold" if s.n in cited else ""))
+            if s.cut:
+                mark += ", shortened to fit"
+            self.console.print(Text(f"[{s.n}] {s.location}  ({mark})", style="bold" if s.n in cited else ""))
             snippet = " ".join(s.text.split())
             self.console.print(Text("    " + (snippet[:300] + ("…" if len(snippet) > 300 else "")), style="dim"))
         for lo in result.left_out:

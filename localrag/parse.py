@@ -436,6 +436,28 @@ def _parse_pdf(path: Path, data_tail: bytes) -> list[Section]:
 # ---------------------------------------------------------------- docx
 
 
+_DOCX_HEADING_STYLE = re.compile(r"(?i)^(?:heading|标题|標題|titre|überschrift|título|titolo|заголовок)\s*(\d)$")
+
+
+def _docx_heading_level(paragraph) -> int | None:
+    """0 for the title, 1-9 for headings: by style name (English or localized), else by the
+    outline level Word stores on the paragraph or its style."""
+    style = paragraph.style
+    name = ((style.name if style is not None else "") or "").strip()
+    if name.lower() == "title":
+        return 0
+    m = _DOCX_HEADING_STYLE.match(name)
+    if m:
+        return int(m.group(1))
+    for element in (paragraph._p, style.element if style is not None else None):
+        if element is None:
+            continue
+        values = element.xpath("./w:pPr/w:outlineLvl/@w:val")
+        if values and values[0].isdigit() and int(values[0]) < 9:
+            return int(values[0]) + 1
+    return None
+
+
 def _parse_docx(path: Path) -> list[Section]:
     import zipfile
 
@@ -472,14 +494,7 @@ def _parse_docx(path: Path) -> list[Section]:
             buf.append("\n".join(rows))
             continue
         text = block.text.strip()
-        style = (block.style.name if block.style is not None else "") or ""
-        level = None
-        if style == "Title":
-            level = 0
-        else:
-            m = re.match(r"Heading (\d)", style)
-            if m:
-                level = int(m.group(1))
+        level = _docx_heading_level(block)
         if level is not None and text:
             flush()
             while stack and stack[-1][0] >= level:

@@ -166,3 +166,22 @@ def test_unreadable_file(tmp_path):
     os.chmod(f, 0)
     with pytest.raises(ParseError, match="permission denied"):
         parse_file(f)
+
+
+def test_docx_outline_level_marks_a_heading_without_a_heading_style(tmp_path):
+    import docx
+    from docx.oxml import OxmlElement
+    from docx.oxml.ns import qn
+
+    document = docx.Document()
+    document.add_heading("Manual", level=1)
+    custom = document.add_paragraph("Custom styled chapter")
+    level = OxmlElement("w:outlineLvl")
+    level.set(qn("w:val"), "1")
+    custom._p.get_or_add_pPr().append(level)
+    document.add_paragraph("Body under the custom chapter.")
+    path = tmp_path / "outline.docx"
+    document.save(str(path))
+    doc = parse_file(path)
+    assert doc.sections[-1].heading == ("Manual", "Custom styled chapter")
+    assert "Body under the custom chapter." in doc.sections[-1].text

@@ -183,3 +183,16 @@ def test_invariants_hold_for_any_document(sections, max_tokens, overlap, count):
     spans = [(st, st + len(s.text), s.page) for st, s in zip(doc.section_starts(), secs)]
     for c in chunks:  # a chunk never spans two pages
         assert {p for a, b, p in spans if a < c.char_end and c.char_start < b} == {c.page}
+
+
+def test_rows_cut_from_a_long_table_keep_its_header_in_the_context(count):
+    rows = "\n".join(f"| param_{i} | the value of setting number {i} in the config | {i * 10} |" for i in range(60))
+    body = "## Settings\n\n| Name | Meaning | Default |\n|---|---|---|\n" + rows
+    doc = ParsedDocument(Path("s.md"), "markdown", [Section(body, None, ("Config", "Settings"))], "utf-8")
+    chunks = chunk_document(doc, "s.md", count, 128, 16)
+    _check(doc, chunks, count, 128)
+    assert len(chunks) > 3
+    for c in chunks[1:]:
+        assert c.text.startswith("| param_")
+        assert c.context == "Config > Settings\n| Name | Meaning | Default |"
+        assert "| Name |" not in c.text  # the header is context, never a false quote

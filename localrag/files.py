@@ -5,7 +5,8 @@ with a one-line reason and goes on. What it skips:
 
 * reported: nonexistent arguments, broken symlinks, symlink loops, unreadable files and folders,
   unsupported types, binary content behind a text extension, empty files, files over the size limit,
-  hidden folders other than the well-known tool folders below.
+  hidden folders other than the well-known tool folders below, and names that are not UTF-8
+  (POSIX allows any bytes; the path is stored and cited as text, which needs valid UTF-8).
 * quiet (never documents, and listing them would drown the summary): hidden files (``.DS_Store``,
   ``.gitignore``...) and tool folders (``.git``, ``.venv``, ``node_modules``, ``__pycache__``...).
   A hidden file or folder named explicitly as an argument is taken.
@@ -139,8 +140,23 @@ def _rel(path: Path, root: Path) -> str:
     return display_name(path.relative_to(root).as_posix())
 
 
+def _utf8_name(path: Path | str) -> bool:
+    try:
+        str(path).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+_NOT_UTF8 = "name is not valid UTF-8 (rename it to index it)"
+
+
 def _check_file(path: Path, root: Path, st: os.stat_result, max_bytes: int) -> FileEntry | Skipped:
     shown = display_name(str(path))
+    if not _utf8_name(path):
+        # the path is stored, searched and cited as text (Milvus, JSON, the terminal): a name
+        # that is not UTF-8 cannot be kept without losing the way back to the file
+        return Skipped(shown, f"file {_NOT_UTF8}")
     filetype = filetype_of(path)
     if filetype is None and path.suffix:
         return Skipped(shown, f"unsupported file type {display_name(path.suffix)}")
@@ -208,6 +224,9 @@ def _walk(
                 continue
             if key in seen:
                 continue  # reached before through another link: its files are already listed
+            if not _utf8_name(entry.name):
+                yield Skipped(shown, f"folder {_NOT_UTF8}")
+                continue
             seen.add(key)
             yield from _walk(path, root, real_root, seen, ancestors | {key}, max_bytes)
         elif stat.S_ISREG(st.st_mode):
@@ -244,6 +263,9 @@ def discover(paths: Iterable[Path], *, max_bytes: int = DEFAULT_MAX_BYTES) -> It
         key = (st.st_dev, st.st_ino)
         if stat.S_ISDIR(st.st_mode):
             if key in seen:
+                continue
+            if not _utf8_name(path):
+                yield Skipped(shown, f"folder {_NOT_UTF8}")
                 continue
             seen.add(key)
             yield from _walk(path, path, Path(os.path.realpath(path)), seen, frozenset({key}), max_bytes)

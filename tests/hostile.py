@@ -159,7 +159,11 @@ def build_hostile_corpus(root: Path) -> dict[str, Expected]:
     raw = os.fsencode(str(root)) + b"/caf\xe9-latin1.txt"
     with open(raw, "wb") as fh:
         fh.write(b"A name that is not UTF-8.\n")
-    out["caf\\xe9-latin1.txt"] = Expected("ok", text="not UTF-8")
+    out["caf\\xe9-latin1.txt"] = Expected("skipped", "name is not valid UTF-8")
+    os.mkdir(os.fsencode(str(root)) + b"/dossier-\xe9t\xe9")
+    with open(os.fsencode(str(root)) + b"/dossier-\xe9t\xe9/note.md", "wb") as fh:
+        fh.write(b"# inside a Latin-1 named folder\n")
+    out["dossier-\\xe9t\\xe9"] = Expected("skipped", "folder name is not valid UTF-8")
 
     # --- hostile files that discover rejects
     write("empty.txt", b"", Expected("skipped", "empty file"))

@@ -468,7 +468,7 @@ def _parse_docx(path: Path) -> list[Section]:
     try:
         document = docx.Document(str(path))
     except (PackageNotFoundError, zipfile.BadZipFile, KeyError) as exc:
-        raise ParseError(f"not a valid DOCX file ({type(exc).__name__})") from None
+        raise ParseError("damaged DOCX (not a readable Word package)") from None
 
     sections: list[Section] = []
     stack: list[tuple[int, str]] = []

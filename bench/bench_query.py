@@ -26,13 +26,14 @@ KB = "milvus"
 
 def _extra(p) -> None:
     p.add_argument("--home", type=Path, default=OUT_DIR / "ingest-home", help="LOCALRAG_HOME holding the KB")
+    p.add_argument("--kb", default=KB, help="knowledge base name")
 
 
 def main() -> None:
     args = bench_args("retrieval latency over the dev questions", runs=5, quick_runs=1, extra=_extra)
     os.environ["HF_HUB_OFFLINE"] = "1"
     home = args.home
-    if not (home / "kb" / KB).is_dir():
+    if not (home / "kb" / args.kb).is_dir():
         print("no KB yet: running bench_ingest.py first", file=sys.stderr)
         cmd = [sys.executable, str(REPO / "bench" / "bench_ingest.py"), "--home", str(home)] + (["--quick"] if args.quick else [])
         subprocess.run(cmd, check=True, stdout=sys.stderr)
@@ -46,7 +47,7 @@ def main() -> None:
     if args.quick:
         questions = questions[:10]
     parts = {"embed": [], "search": [], "fuse": [], "total": []}
-    with Retriever(settings, KB) as retriever:
+    with Retriever(settings, args.kb) as retriever:
         for q in questions[:5]:  # warm-up: first-call allocations, jieba's dictionary
             retriever.search(q, k=5)
         load = load_check("queries")

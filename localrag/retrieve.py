@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from localrag.console import UserError
@@ -186,7 +186,7 @@ class Retriever:
 
         t0 = time.perf_counter()
         dense = self.index.search_dense(qvec, n, expr) if r.dense_weight > 0 else []
-        sparse = self.index.search_sparse(query, n, expr, with_vectors=True) if r.sparse_weight > 0 else []
+        sparse = self.index.search_sparse(query, n, expr) if r.sparse_weight > 0 else []
         t.search = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -199,10 +199,16 @@ class Retriever:
         for cid, score, ent in sparse:
             sparse_scores[cid] = score
             entities.setdefault(cid, ent)
-            if cid not in dense_scores and ent.get("dense") is not None:
-                # Cosine of a BM25-only hit, so every hit carries both signals.
-                dense_scores[cid] = float(sum(a * b for a, b in zip(qvec, ent["dense"])))
-        fused = rrf([[c for c, _, _ in dense], [c for c, _, _ in sparse]], [r.dense_weight, r.sparse_weight], r.rrf_k)
+        lists = [[c for c, _, _ in dense], [c for c, _, _ in sparse]]
+        weights = [r.dense_weight, r.sparse_weight]
+        if is_cjk(query):
+            # A Chinese question is best answered by Chinese text, but English terms in it
+            # ("Milvus", "HNSW") pull English chunks up in BM25; the same-language BM25 hits
+            # count once more. (English questions need no such help: the corpus' Chinese
+            # pages rarely match English queries anyway.)
+            lists.append([c for c, _, _ in sparse if is_cjk(entities[c]["text"])])
+            weights.append(r.sparse_weight)
+        fused = rrf(lists, weights, r.rrf_k)
         order = sorted(fused, key=lambda c: (-fused[c], c))
         t.fuse = time.perf_counter() - t0
 
@@ -215,6 +221,15 @@ class Retriever:
             order = sorted(pool, key=lambda c: -rerank_scores[c]) + order[len(pool) :]
             t.rerank = time.perf_counter() - t0
         self.last_timings = t
+
+        # Cosine of the BM25-only hits that made the cut, so every hit carries both signals
+        # (fetching vectors for all BM25 candidates would cost more than the search).
+        missing = [c for c in order[:k] if c not in dense_scores]
+        if missing:
+            t0 = time.perf_counter()
+            for cid, vec in self.index.vectors(missing).items():
+                dense_scores[cid] = float(sum(a * b for a, b in zip(qvec, vec)))
+            t.search += time.perf_counter() - t0
 
         hits = []
         for rank, cid in enumerate(order[:k], start=1):
@@ -239,6 +254,19 @@ class Retriever:
                 )
             )
         return hits
+
+
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
+_WORDISH = re.compile(r"[^\W\d_]")
+
+
+def is_cjk(text: str, threshold: float = 0.3) -> bool:
+    """Mostly CJK text, counting a CJK character like a word and four other letters as one
+    (so a Chinese page full of English identifiers still counts as Chinese)."""
+    sample = text[:2000]
+    cjk = len(_CJK.findall(sample))
+    other = len(_WORDISH.findall(sample)) - cjk
+    return cjk > 0 and cjk / (cjk + other / 4) >= threshold
 
 
 def _file_id(path: str) -> int:

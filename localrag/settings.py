@@ -31,7 +31,7 @@ class RetrievalSettings:
     top_k: int = 5
     dense_weight: float = 1.0
     sparse_weight: float = 1.0
-    rrf_k: int = 60
+    rrf_k: int = 10  # measured on the milvus-docs dev set: 10 beats the textbook 60 (hit@5 en 0.78 vs 0.76, zh 0.71 vs 0.50)
     candidates: int = 40  # per retriever, before fusion
     rerank: bool = True  # use a cross-encoder when one is installed
 

@@ -142,12 +142,17 @@ class AnswerView:
     def _left_out_note(self, packing) -> None:
         if packing is None or not packing.left_out:
             return
-        names = "; ".join(dict.fromkeys(_where(lo.source, lo.page, lo.heading) for lo in packing.left_out))
-        self.err.print(
-            f"[yellow]note:[/] {len(packing.left_out)} retrieved passage(s) left out so the prompt fits the context "
-            f"and this machine's reading speed ({len(packing.sources)} kept, {packing.tokens} tokens): {names}",
-            highlight=False,
-        )
+        by_reason: dict[str, list[str]] = {}
+        for lo in packing.left_out:
+            by_reason.setdefault(lo.reason, []).append(_where(lo.source, lo.page, lo.heading))
+        for reason, where in by_reason.items():
+            names = "; ".join(dict.fromkeys(where))
+            if reason == "over the prompt budget":
+                why = (f"so the prompt fits the context and this machine's reading speed "
+                       f"({len(packing.sources)} kept, {packing.tokens} tokens)")
+            else:
+                why = f"({reason})"
+            self.err.print(f"[yellow]note:[/] {len(where)} retrieved passage(s) left out {why}: {names}", highlight=False)
 
     def _footer(self, result) -> None:
         c = self.console

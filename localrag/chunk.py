@@ -23,7 +23,7 @@ the text. The prefix (``context``) is kept out of ``text`` and of the spans, so 
 document exactly; ``count_tokens(embed_text) <= max_tokens`` holds.
 
 Measured on /work/shared/corpora/milvus-docs (305 files) with the MiniLM tokenizer, max 254 / overlap
-32: 5.4k chunks, median 182 tokens, ~3.4 s CPU; all 63 dev-set evidence strings lie whole in one chunk.
+32: 5.3k chunks, median 183 tokens, ~3.5 s CPU; all 63 dev-set evidence strings lie whole in one chunk.
 """
 
 from __future__ import annotations
@@ -222,12 +222,13 @@ def _select(units: list[_Unit], i: int, budget: float) -> int:
 
 
 def _pack(
-    units: list[_Unit], budget: int, overlap: int, exact: Callable[[int, int], int]
+    units: list[_Unit], budget: int, limit: int, overlap: int, exact: Callable[[int, int], int]
 ) -> list[tuple[int, int, bool]]:
     """Windows over units -> (first unit, last unit + 1, verified), overlapping by ``overlap``.
 
-    ``exact(a, b)`` is the true token count of a window; a window the estimate let through over
-    budget is chosen again with a proportionally smaller estimated budget.
+    Windows are chosen on estimated unit tokens against ``budget``; ``exact(a, b)`` is the true
+    count of what gets embedded (context included), which must not pass ``limit``: a window the
+    estimate let through over it is chosen again with a proportionally smaller budget.
     """
     windows: list[tuple[int, int, bool]] = []
     i, n = 0, len(units)
@@ -237,20 +238,30 @@ def _pack(
         ok = True
         for _ in range(8):
             tokens = exact(i, j)
-            if tokens <= budget:
+            if tokens <= limit:
                 break
             if j == i + 1:
                 ok = False  # one unit over budget on its own: cut again downstream
                 break
-            target = min(target, sum(u[2] for u in units[i:j])) * budget / tokens * 0.95
+            target = min(target, sum(u[2] for u in units[i:j])) * limit / tokens * 0.95
             j = _select(units, i, target)
         else:
             ok = False
+        if windows and ok and sum(u[2] for u in units[i:j]) < budget // 8:
+            # a scrap ("-", "and") left before a unit too big to join it: back into the window
+            # before, when the two fit together
+            pa, _pb, pok = windows[-1]
+            if pok and sum(u[2] for u in units[pa:j]) <= budget and exact(pa, j) <= limit:
+                windows[-1] = (pa, j, True)
+                i = j  # no overlap after a merged scrap: the next window starts fresh
+                continue
         windows.append((i, j, ok))
         if j >= n:
             break
-        m, carried = j, 0
-        while m - 1 > i and carried + units[m - 1][2] <= overlap:
+        # the overlap: the window's last units, as long as the next unit still fits after them
+        # (else the next window would be nothing but repeated text)
+        m, carried, following = j, 0, units[j][2]
+        while m - 1 > i and carried + units[m - 1][2] <= overlap and carried + units[m - 1][2] + following <= budget:
             m -= 1
             carried += units[m][2]
         i = m
@@ -339,29 +350,46 @@ def chunk_document(
         def exact(a: int, b: int, units=units, heading=heading) -> int:
             return count_tokens(embed_of(units[a][0], units[b - 1][1], heading)[3])
 
-        for a, b, ok in _pack(units, max_tokens, overlap, exact):
+        for a, b, ok in _pack(units, budget, max_tokens, overlap, exact):
             spans.append((units[a][0], units[b - 1][1], heading, page, ok))
 
-    # 3. exact check of what gets embedded; a span over budget (rare) is cut again, smaller
+    # 3. exact check of what gets embedded; a span over budget (the estimate missed: long URLs,
+    #    dense code) is cut again on exact counts and packed, smaller
     chunks: list[Chunk] = []
-    pending = list(reversed(spans))
+    pending = [(s, e, h, p, ok, 0) for s, e, h, p, ok in reversed(spans)]
     while pending:
-        s, e, heading, page, verified = pending.pop()
+        s, e, heading, page, verified, depth = pending.pop()
         s, e, context, embed = embed_of(s, e, heading)
         if s >= e:
             continue
         if not verified and count_tokens(embed) > max_tokens:
-            budget = max(8, (max_tokens - counter.prefix(context + "\n") if context else max_tokens) * 3 // 4)
-            units = _units(text, s, e, budget, counter, counter(text[s:e]) / (e - s))
-            if len(units) <= 1:
-                units = [(a, b, t, _PIECE) for a, b, t in _split_long(text, s, e, budget, counter)]
-            if len(units) <= 1:  # cannot happen with a sane tokenizer; never loop
-                units = [(s, (s + e) // 2, 0, _PIECE), ((s + e) // 2, e, 0, _PIECE)]
-            for u in reversed(units):
-                pending.append((u[0], u[1], heading, page, False))
+            for a, b, ok in reversed(_recut(text, s, e, heading, context, depth, counter, max_tokens, overlap, embed_of)):
+                pending.append((a, b, heading, page, ok, depth + 1))
             continue
         chunks.append(Chunk(text[s:e], source, page, HEADING_JOIN.join(heading), s, e, len(chunks), context))
     return chunks
+
+
+def _recut(text, s, e, heading, context, depth, counter, max_tokens, overlap, embed_of) -> list[tuple[int, int, bool]]:
+    """Spans for text[s:e], which is over budget: exact unit counts, packed again. Deeper
+    attempts (only a tokenizer merging across unit borders gets there) halve the span."""
+    if depth >= 2 or e - s < 2:
+        mid = (s + e) // 2
+        return [(s, mid, False), (mid, e, False)] if s < mid < e else [(s, e, True)]
+    budget = max(8, (max_tokens - (counter.prefix(context + "\n") if context else 0)) * 3 // 4)
+    units: list[_Unit] = []
+    for a, b, _t, strength in _units(text, s, e, budget, counter, counter(text[s:e]) / (e - s), overlap):
+        tokens = counter(text[a:b])
+        if tokens <= budget:
+            units.append((a, b, tokens, strength))
+        else:
+            pieces = _split_long(text, a, b, max(8, min(budget, overlap or budget // 4)), counter)
+            units += [(pa, pb, pt, strength if k == len(pieces) - 1 else _PIECE) for k, (pa, pb, pt) in enumerate(pieces)]
+
+    def exact(a: int, b: int) -> int:
+        return counter.exact(embed_of(units[a][0], units[b - 1][1], heading)[3])
+
+    return [(units[a][0], units[b - 1][1], ok) for a, b, ok in _pack(units, budget, max_tokens, overlap, exact)]
 
 
 def _lcp_all(headings: list[tuple[str, ...]]) -> tuple[str, ...]:

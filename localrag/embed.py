@@ -166,6 +166,16 @@ def info_from_catalogue(settings, embedder_id: str) -> EmbedderInfo:
     )
 
 
+def canonical_id(settings, embedder_id: str) -> str:
+    """The catalogue id for an id or alias ("minilm" -> "all-minilm-l6-v2"); unknown ids unchanged."""
+    try:
+        from localrag.catalogue import load_catalogue
+
+        return load_catalogue(settings.catalogue_path).embedder(embedder_id).id
+    except (ImportError, OSError, LookupError, ValueError, UserError):
+        return embedder_id
+
+
 @dataclass(frozen=True)
 class EmbedderChoice:
     id: str

@@ -272,7 +272,11 @@ def ingest(
                 embedder = embed_mod.load_for(settings, choice.id, choice.device)
             index.initialise(embedder.id, embedder.dim, {"max_tokens": settings.chunk.max_tokens, "overlap": settings.chunk.overlap_tokens})
         else:
-            wanted = embedder.id if embedder is not None else (embedder_id or None)
+            wanted = embedder.id if embedder is not None else embedder_id
+            if wanted:
+                from localrag.embed import canonical_id
+
+                wanted = canonical_id(settings, wanted)
             if wanted and wanted != index.record.embedder:
                 raise UserError(
                     f"knowledge base '{kb}' was built with embedder '{index.record.embedder}', not '{wanted}'",

@@ -114,7 +114,9 @@ class Retriever:
         self.index = Index.open(settings, kb)
         try:
             record = self.index.record
-            if settings.embedder and settings.embedder != record.embedder:
+            from localrag import embed as embed_mod
+
+            if settings.embedder and embed_mod.canonical_id(settings, settings.embedder) != record.embedder:
                 raise UserError(
                     f"knowledge base '{kb}' was built with embedder '{record.embedder}', not '{settings.embedder}'",
                     hint="A query must be embedded by the KB's own embedder; drop --embedder/LOCALRAG_EMBEDDER, "
@@ -126,7 +128,6 @@ class Retriever:
                     hint="Load the KB's own embedder for queries.",
                 )
             if embedder is None:
-                from localrag import embed as embed_mod
                 from localrag.ingest import _device
 
                 embedder = embed_mod.load_for(settings, record.embedder, _device(settings))

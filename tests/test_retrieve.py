@@ -84,12 +84,15 @@ def test_chinese_question_finds_chinese_document(kb, embedder):
         assert hits[0].source.startswith("zh/")
 
 
-def test_query_with_another_embedder_is_refused(kb):
+def test_query_with_another_embedder_is_refused(kb, embedder):
     import dataclasses
 
     other = dataclasses.replace(kb, embedder="multilingual-e5-small")
     with pytest.raises(UserError, match="was built with embedder 'all-minilm-l6-v2'"):
         Retriever(other, "t")
+    alias = dataclasses.replace(kb, embedder="minilm")  # an alias of the KB's own embedder is fine
+    with Retriever(alias, "t", embedder=embedder) as r:
+        assert r.search("flush", k=1)
 
 
 def test_cli_search_json(kb_home, minilm_dir):

@@ -196,3 +196,11 @@ def test_rows_cut_from_a_long_table_keep_its_header_in_the_context(count):
         assert c.text.startswith("| param_")
         assert c.context == "Config > Settings\n| Name | Meaning | Default |"
         assert "| Name |" not in c.text  # the header is context, never a false quote
+
+
+def test_no_scrap_chunks_around_url_heavy_lines(milvus_chunks, count):
+    # long Markdown links tokenize far denser than the section's average: the estimate misses,
+    # the exact check re-cuts, and the pieces must be packed again, not left as "and", "md),"
+    _doc, chunks = milvus_chunks["en/userGuide/use-json-fields.md"]
+    scraps = [c.text for c in chunks if count(c.text) < 8]
+    assert not scraps, scraps

@@ -185,3 +185,28 @@ def test_cli_ingest_sync_list_info_rm_and_exit_codes(home, tmp_path, corpus, min
     assert r.returncode == 0
     r = run_cli(["kb", "info", "docs"], home)
     assert r.returncode == 1 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_hostile_corpus_never_stops_the_run(home, tmp_path, embedder):
+    from tests.hostile import build_hostile_corpus
+
+    root = tmp_path / "hostile"
+    root.mkdir()
+    expected = build_hostile_corpus(root)
+    report = ingest_mod.ingest(settings_for(home), [root], kb="h", embedder=embedder)
+    by = {o.source: o for o in report.outcomes}
+    for name, exp in expected.items():
+        if exp.outcome == "ok":
+            assert by[name].status == "added", (name, by[name])
+        elif exp.outcome in ("skipped", "parse_error"):
+            assert by[name].status == "skipped" and by[name].reason, name
+        else:
+            assert name not in by, name
+    assert all(o.reason for o in report.outcomes if o.status == "skipped")
+    from localrag.retrieve import Retriever
+    from tests.hostile import DEBIAN_ZH_PHRASE
+
+    with Retriever(settings_for(home), "h", embedder=embedder) as r:  # a Chinese PDF page is findable
+        hits = r.search("tmpfs 临时文件系统 虚拟内存", k=3)
+        assert hits[0].source == "debian-zh.pdf" and hits[0].page is not None
+        assert any(DEBIAN_ZH_PHRASE[:10] in h.text.replace("\n", "") for h in hits)

@@ -296,3 +296,20 @@ def test_r1_format_thinking_apart_and_kv_prefix_reuse(starter_session):
         assert third.thinking.split()[0] in shown
     finally:
         engine.close()
+
+
+def test_extractive_answer_quotes_cited_sentences_that_match_the_question():
+    from localrag.prompt import Source
+
+    def src(n, text):
+        return Source(n=n, text=text, source=f"doc{n}.md", page=None, heading="", chunk_id=str(n), score=0.5, tokens=50)
+
+    sources = [
+        src(1, "# Backups\n\nBackups run every night at two o'clock.\nThey are kept for thirty days.\n\n| a | b |"),
+        src(2, "The office plants are watered on Mondays by whoever arrives first in the morning."),
+    ]
+    quoted = answer.extractive_answer("When do the backups run?", sources)
+    # Wrapped lines of one paragraph are one sentence; headings and tables are not quoted.
+    assert quoted.startswith("Backups run every night at two o'clock. [1]")
+    assert "# Backups" not in quoted and "| a |" not in quoted
+    assert answer.extractive_answer("unrelated zebra question", sources) == ""

@@ -51,16 +51,16 @@ class AnswerView:
         if exc.hint:
             self.err.print(f"[dim]{exc.hint}[/]", highlight=False)
 
-    def model_banner(self, info) -> None:
+    def model_banner(self, info, console=None) -> None:
         if info is None:
             return
         where = f"{info.n_gpu_layers} layers on GPU" if info.n_gpu_layers else "CPU"
-        self.err.print(
+        (console or self.err).print(
             f"[dim]model {info.name} {info.quant} · ctx {info.n_ctx} · {where} · loaded in {info.load_s:.1f} s[/]",
             highlight=False,
         )
         if info.note and not info.starter:
-            self.err.print(f"[yellow]note:[/] {info.note}", highlight=False)
+            (console or self.err).print(f"[yellow]note:[/] {info.note}", highlight=False)
 
     # -- the answer ---------------------------------------------------------------------
 
@@ -110,10 +110,11 @@ class AnswerView:
                     state["phase"] = "loading"
                 elif ev.kind == "loaded":
                     state["phase"] = "wait"
-                    self.model_banner(ev.info)
+                    # Printed through the live display, or the spinner's line and the note collide.
+                    self.model_banner(ev.info, console=live.console)
                 elif ev.kind == "retrieved":
                     valid = set(ev.valid) if getattr(ev, "valid", None) else {s.n for s in ev.packing.sources}
-                    self._left_out_note(ev.packing)
+                    self._left_out_note(ev.packing, console=live.console)
                 elif ev.kind == "thinking":
                     if think_start is None:
                         think_start = time.perf_counter()
@@ -139,7 +140,7 @@ class AnswerView:
             self._footer(result)
         return result
 
-    def _left_out_note(self, packing) -> None:
+    def _left_out_note(self, packing, console=None) -> None:
         if packing is None or not packing.left_out:
             return
         by_reason: dict[str, list[str]] = {}
@@ -152,7 +153,9 @@ class AnswerView:
                        f"({len(packing.sources)} kept, {packing.tokens} tokens)")
             else:
                 why = f"({reason})"
-            self.err.print(f"[yellow]note:[/] {len(where)} retrieved passage(s) left out {why}: {names}", highlight=False)
+            (console or self.err).print(
+                f"[yellow]note:[/] {len(where)} retrieved passage(s) left out {why}: {names}", highlight=False
+            )
 
     def _footer(self, result) -> None:
         c = self.console

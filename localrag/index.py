@@ -28,6 +28,7 @@ from typing import Iterable, Sequence
 from localrag.console import UserError
 
 KB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+_HASH_RE = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 SCHEMA_VERSION = 1
 _META_KEY = ""  # the manifest row that holds the KB record; no file has an empty path
 _LOCK_FILE = "localrag.lock"
@@ -418,7 +419,7 @@ class Index:
 
     # search ----------------------------------------------------------------------------
 
-    HIT_FIELDS = ["path", "source", "filetype", "page", "heading", "ordinal", "char_start", "char_end", "text", "file_id"]
+    HIT_FIELDS = ["path", "source", "filetype", "page", "heading", "ordinal", "char_start", "char_end", "text", "file_id", "file_hash"]
 
     def search_dense(self, vector, limit: int, expr: str = "") -> list[tuple[str, float, dict]]:
         res = self._client.search(
@@ -445,6 +446,19 @@ class Index:
         )
         # Milvus Lite reports BM25 as a negated distance, a server as the score itself.
         return [(h["id"], abs(float(h["distance"])), h["entity"]) for h in res[0]]
+
+    def neighbours(self, spans: Sequence[tuple[int, str, int, int]]) -> list[dict]:
+        """The chunks of each (file_id, file_hash, first ordinal, last ordinal) span, in one query.
+        The hash keeps a half-replaced file's other version out of a window."""
+        clauses = []
+        for fid, fhash, lo, hi in spans:
+            if not _HASH_RE.match(fhash or ""):
+                continue
+            clauses.append(f'(file_id == {int(fid)} and file_hash == "{fhash}" and ordinal >= {int(lo)} and ordinal <= {int(hi)})')
+        if not clauses:
+            return []
+        rows = self._client.query(self.chunks_col, filter=" or ".join(clauses), output_fields=["id"] + self.HIT_FIELDS)
+        return [dict(r) for r in rows]
 
     def vectors(self, ids: Sequence[str]) -> dict[str, list[float]]:
         if not ids:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from localrag.console import UserError
@@ -35,6 +35,7 @@ class Hit:
     sparse_score: float | None  # BM25 score; None when BM25 did not retrieve it
     rerank_score: float | None = None
     path: str = ""  # absolute path of the file (extra to the contract)
+    chunk_ids: list[str] = field(default_factory=list)  # the chunks ``text`` spans, in order (extra)
 
     def to_dict(self) -> dict:
         return {
@@ -52,6 +53,7 @@ class Hit:
             "dense_score": self.dense_score,
             "sparse_score": self.sparse_score,
             "rerank_score": self.rerank_score,
+            "chunk_ids": list(self.chunk_ids),
         }
 
 
@@ -76,6 +78,47 @@ def rrf(ranked_lists: list[list[str]], weights: list[float], k: int) -> dict[str
         for rank, cid in enumerate(ids, start=1):
             scores[cid] = scores.get(cid, 0.0) + w / (k + rank)
     return scores
+
+
+def merge_window(chunks: list[dict]) -> str:
+    """The text of consecutive chunks (sorted by ``char_start``) as one span of the document.
+    Overlapping chunks share text, which appears once; between chunks that do not touch the
+    document had only whitespace (chunks are trimmed), which becomes one blank line or a space."""
+    out: list[str] = []
+    end = None
+    for c in chunks:
+        text, start = c["text"], int(c.get("char_start", 0))
+        if end is None:
+            out.append(text)
+        elif start < end:
+            out.append(text[end - start :])
+        else:
+            out.append(("\n\n" if start - end >= 2 else " ") + text)
+        end = max(end or 0, int(c.get("char_end", start + len(text))))
+    return "".join(out)
+
+
+# lines, and sentence ends (Latin ones need the space after them: "milvus.io", "3.14" stay whole)
+_SENTENCE_SPLIT = re.compile(r"\n+|(?<=[.!?;])\s+|(?<=[。！？；])")
+_MIN_SENTENCE = 12  # characters: shorter pieces (list markers, "```", lone headings) say nothing alone
+
+
+def split_sentences(text: str, limit: int = 64) -> list[str]:
+    """The sentences and lines of a chunk worth embedding on their own (the whole text when none)."""
+    out = [p.strip() for p in _SENTENCE_SPLIT.split(text) if p and len(p.strip()) > _MIN_SENTENCE]
+    out = list(dict.fromkeys(out))[:limit]
+    return out or ([text.strip()] if text.strip() else [])
+
+
+def canonical_filetypes(types: list[str]) -> list[str]:
+    """``--type md`` means the stored ``markdown``: extensions and their names both work."""
+    from localrag.files import FILETYPES
+
+    out = []
+    for t in types:
+        t = t.strip().lower().lstrip(".")
+        out.append(FILETYPES.get("." + t, t))
+    return list(dict.fromkeys(out))
 
 
 def find_reranker(settings):
@@ -138,6 +181,7 @@ class Retriever:
             raise
         self.last_timings = Timings()
         self._files_cache: dict | None = None
+        self._sentence_cache: dict[str, object] = {}
 
     def close(self) -> None:
         self.index.close()
@@ -152,7 +196,7 @@ class Retriever:
         """A Milvus expression for the filters; None when nothing can match."""
         parts = []
         if filetypes:
-            types = [t.lower().lstrip(".") for t in filetypes]
+            types = canonical_filetypes(filetypes)
             bad = [t for t in types if not _FILETYPE_RE.match(t)]
             if bad:
                 raise UserError(f"invalid file type: {bad[0]!r}", exit_code=2)
@@ -211,6 +255,14 @@ class Retriever:
             weights.append(r.sparse_weight)
         fused = rrf(lists, weights, r.rrf_k)
         order = sorted(fused, key=lambda c: (-fused[c], c))
+        if r.sentence_pool > 0 and r.sentence_weight > 0 and len(order) > 1:
+            pool = order[: r.sentence_pool]
+            best = self._sentence_scores(qvec, [(c, entities[c]["text"]) for c in pool])
+            if best:
+                lists.append(sorted(best, key=lambda c: (-best[c], c)))
+                weights.append(r.sentence_weight)
+                fused = rrf(lists, weights, r.rrf_k)
+                order = sorted(fused, key=lambda c: (-fused[c], c))
         t.fuse = time.perf_counter() - t0
 
         rerank_scores: dict[str, float] = {}
@@ -223,9 +275,14 @@ class Retriever:
             t.rerank = time.perf_counter() - t0
         self.last_timings = t
 
+        t0 = time.perf_counter()
+        windows = self._windows(order, k, entities) if r.window_tokens > 0 else [[entities[c] | {"id": c}] for c in order[:k]]
+        t.search += time.perf_counter() - t0
+
         # Cosine of the BM25-only hits that made the cut, so every hit carries both signals
         # (fetching vectors for all BM25 candidates would cost more than the search).
-        missing = [c for c in order[:k] if c not in dense_scores]
+        seeds = [w[0]["id"] for w in windows]
+        missing = [c for c in seeds if c not in dense_scores]
         if missing:
             t0 = time.perf_counter()
             for cid, vec in self.index.vectors(missing).items():
@@ -233,28 +290,123 @@ class Retriever:
             t.search += time.perf_counter() - t0
 
         hits = []
-        for rank, cid in enumerate(order[:k], start=1):
-            e = entities[cid]
+        for rank, members in enumerate(windows, start=1):
+            e = members[0]  # the chunk that matched; the others are its context
+            cid = e["id"]
+            span = sorted(members, key=lambda m: int(m.get("char_start", 0)))
             page = int(e.get("page", -1))
             hits.append(
                 Hit(
                     rank=rank,
                     score=rerank_scores.get(cid, fused[cid]),
-                    text=e["text"],
+                    text=merge_window(span),
                     source=e["source"],
                     page=page if page >= 0 else None,
                     heading=e.get("heading", ""),
                     chunk_id=cid,
                     filetype=e.get("filetype", ""),
-                    char_start=int(e.get("char_start", 0)),
-                    char_end=int(e.get("char_end", 0)),
+                    char_start=int(span[0].get("char_start", 0)),
+                    char_end=max(int(m.get("char_end", 0)) for m in span),
                     dense_score=dense_scores.get(cid),
                     sparse_score=sparse_scores.get(cid),
                     rerank_score=rerank_scores.get(cid),
                     path=e.get("path", ""),
+                    chunk_ids=[m["id"] for m in span],
                 )
             )
         return hits
+
+    def _sentence_scores(self, qvec, chunks: list[tuple[str, str]]) -> dict[str, float]:
+        """Each chunk's best cosine between the query and one of its sentences."""
+        embed = getattr(self.embedder, "embed_passages", None)
+        if embed is None:
+            return {}
+        import numpy as np
+
+        per_chunk = {cid: split_sentences(text) for cid, text in chunks}
+        wrap = getattr(self.embedder, "passage_text", lambda x: x)
+        new = sorted({s for ss in per_chunk.values() for s in ss if s not in self._sentence_cache})
+        if new:
+            for s, v in zip(new, embed([wrap(s) for s in new])):
+                self._sentence_cache[s] = np.asarray(v, dtype=np.float32)
+            if len(self._sentence_cache) > 50_000:  # a long chat session: keep memory bounded
+                self._sentence_cache = {s: self._sentence_cache[s] for ss in per_chunk.values() for s in ss}
+        q = np.asarray(qvec, dtype=np.float32)
+        return {cid: max(float(self._sentence_cache[s] @ q) for s in ss) for cid, ss in per_chunk.items() if ss}
+
+    def _windows(self, order: list[str], k: int, entities: dict[str, dict]) -> list[list[dict]]:
+        """The top ``k`` hits as windows: [matched chunk, neighbours...]. A chunk already inside a
+        better hit's window is not a hit of its own (it would repeat that text in another slot),
+        and a window never grows into another window's chunks."""
+        budget = self.settings.retrieval.window_tokens
+        # the chunker merges sections below a quarter of max_tokens, so a window of ``budget``
+        # tokens rarely spans more chunks than this on either side
+        reach = max(1, min(8, budget // max(16, self.settings.chunk.max_tokens // 4)))
+        taken: set[str] = set()
+        windows: list[list[dict]] = []
+        pos = 0
+        while len(windows) < k and pos < len(order):
+            batch = [c for c in order[pos : pos + 2 * k] if c not in taken]
+            pos += 2 * k
+            spans = []
+            for c in batch:
+                e = entities[c]
+                o = int(e.get("ordinal", 0))
+                spans.append((int(e.get("file_id", 0)), str(e.get("file_hash", "")), o - reach, o + reach))
+            by_pos: dict[tuple[int, int], dict] = {}
+            try:
+                rows = self.index.neighbours(spans)
+            except Exception:
+                rows = []  # windows are an improvement; a failed lookup leaves plain chunks
+            for row in rows:
+                by_pos[(int(row["file_id"]), int(row["ordinal"]))] = row
+            for c in batch:
+                if len(windows) >= k:
+                    break
+                if c in taken:
+                    continue
+                seed = entities[c] | {"id": c}
+                members = self._grow(seed, by_pos, taken, budget)
+                taken.update(m["id"] for m in members)
+                windows.append(members)
+        return windows
+
+    def _grow(self, seed: dict, by_pos: dict, taken: set[str], budget: int) -> list[dict]:
+        """Add the same section's neighbours, nearest first and alternating sides, while the
+        merged text stays within ``budget`` embedder tokens."""
+        fid, o = int(seed.get("file_id", 0)), int(seed.get("ordinal", 0))
+        members = [seed]
+        lo = hi = o
+        count = getattr(self.embedder, "count_tokens", None)
+        if count is None:
+            return members
+
+        def fits(row: dict) -> bool:
+            return (
+                row["id"] not in taken
+                and row.get("heading", "") == seed.get("heading", "")
+                and int(row.get("page", -1)) == int(seed.get("page", -1))
+            )
+
+        open_sides = {1, -1}
+        while open_sides:
+            for side in (1, -1):
+                if side not in open_sides:
+                    continue
+                row = by_pos.get((fid, (hi + 1) if side > 0 else (lo - 1)))
+                if row is None or not fits(row):
+                    open_sides.discard(side)
+                    continue
+                trial = sorted(members + [row], key=lambda m: int(m.get("char_start", 0)))
+                if count(merge_window(trial)) > budget:
+                    open_sides.discard(side)
+                    continue
+                members.append(row)
+                if side > 0:
+                    hi += 1
+                else:
+                    lo -= 1
+        return members
 
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")

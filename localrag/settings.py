@@ -34,6 +34,17 @@ class RetrievalSettings:
     rrf_k: int = 10  # measured on the milvus-docs dev set: 10 beats the textbook 60 (hit@5 en 0.78 vs 0.76, zh 0.71 vs 0.50)
     candidates: int = 40  # per retriever, before fusion
     rerank: bool = True  # use a cross-encoder when one is installed
+    # Small-to-big: the search matches chunks (what a 256-token embedder can see), a hit returns its
+    # chunk grown with neighbouring chunks of the same section up to this many embedder tokens, and
+    # hits inside an earlier hit's window collapse into it. 0: plain chunks. On the milvus-docs dev
+    # set 512 moves hit@5 from 0.78 to 0.80 (en) and 0.71 to 0.79 (zh); 384 barely fits a neighbour.
+    window_tokens: int = 512
+    # Sentence-level dense re-scoring of the best fused candidates: a small embedder matches a
+    # question to the one sentence that answers it far better than to a 256-token chunk where that
+    # sentence is diluted. The candidates' sentences are embedded at query time (no index change)
+    # and their best cosine ranks a third RRF list. 0: off. Dev set: hit@10 en 0.85 -> 0.90, zh 0.79 -> 0.86.
+    sentence_pool: int = 20
+    sentence_weight: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -107,3 +107,71 @@ def test_cli_search_json(kb_home, minilm_dir):
     assert hits[0]["source"].startswith("en/") and hits[0]["page"] is None
     r = run_cli(["search", "flush", "--kb", "missing"], home)
     assert r.returncode == 1 and "does not exist" in r.stderr
+
+
+def test_merge_window_is_the_documents_span():
+    from localrag.retrieve import merge_window
+
+    text = "Alpha one. Beta two.\n\nGamma three. Delta four."
+    chunks = [
+        {"text": text[0:15], "char_start": 0, "char_end": 15},
+        {"text": text[11:20], "char_start": 11, "char_end": 20},  # overlaps the first
+        {"text": text[22:35], "char_start": 22, "char_end": 35},  # after trimmed whitespace
+    ]
+    assert merge_window(chunks) == text[0:35]
+    assert merge_window(chunks[:1]) == text[0:15]
+
+
+def test_hits_are_windows_with_provenance_and_no_repeats(kb, embedder):
+    import re
+    from pathlib import Path
+
+    from localrag.parse import parse_file
+
+    with Retriever(kb, "t", embedder=embedder) as r:
+        hits = r.search("How does Milvus flush data, and why is search slow right after an insert?", k=5)
+    assert hits
+    ids = [c for h in hits for c in h.chunk_ids]
+    assert len(ids) == len(set(ids))  # a chunk inside a better hit's window is not a hit again
+    assert any(len(h.chunk_ids) > 1 for h in hits)  # neighbours were added
+    for h in hits:
+        assert h.chunk_id in h.chunk_ids
+        assert embedder.count_tokens(h.text) <= kb.retrieval.window_tokens
+        doc = parse_file(Path(h.path))
+        span = doc.text[h.char_start : h.char_end]
+        # the span is the document's own text (between chunks only whitespace is normalised)
+        assert re.sub(r"\s+", " ", span) == re.sub(r"\s+", " ", h.text)
+
+
+def test_windows_and_sentence_scores_can_be_turned_off(kb_home, embedder):
+    plain = settings_for(kb_home, retrieval={"window_tokens": 0, "sentence_pool": 0})
+    with Retriever(plain, "t", embedder=embedder) as r:
+        hits = r.search("How does Milvus flush data?", k=5)
+    assert hits and all(h.chunk_ids == [h.chunk_id] for h in hits)
+
+
+def test_file_type_aliases():
+    from localrag.retrieve import canonical_filetypes
+
+    assert canonical_filetypes(["md", "markdown", ".TXT", "htm", "html", "pdf", "docx"]) == [
+        "markdown",
+        "text",
+        "html",
+        "pdf",
+        "docx",
+    ]
+
+
+def test_search_type_md_finds_markdown(kb, embedder):
+    with Retriever(kb, "t", embedder=embedder) as r:
+        assert {h.source for h in r.search("milvus", k=10, filetypes=["txt"])} == {"notes.txt"}
+        md = r.search("milvus", k=10, filetypes=["md"])
+        assert md and all(h.filetype == "markdown" for h in md)
+
+
+def test_split_sentences():
+    from localrag.retrieve import split_sentences
+
+    parts = split_sentences("Milvus 2.4 supports HNSW. See milvus.io for details.\n- ok\nversion 3.14 of the thing is out")
+    assert parts == ["Milvus 2.4 supports HNSW.", "See milvus.io for details.", "version 3.14 of the thing is out"]
+    assert split_sentences("short") == ["short"]

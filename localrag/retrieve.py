@@ -1,5 +1,10 @@
 """Hybrid retrieval: dense cosine + BM25, fused by weighted reciprocal rank, optional rerank.
 
+The fused list gets a third ranking from the best query-sentence cosine inside each of the top
+candidates, and each hit comes back as a window: its chunk plus same-section neighbours
+(``RetrievalSettings.window_tokens``), so a hit next to the answer still carries it and the
+overlapping pieces of one passage do not fill several slots.
+
 Fusion is done here rather than by Milvus' ranker so each hit keeps both raw scores: the answer
 stage uses the dense cosine and the BM25 score to decide that a question is not covered by the
 documents at all.

@@ -20,6 +20,8 @@ from localrag.console import UserError
 ARCHS = ("qwen2", "llama")
 TEMPLATES = ("r1", "gguf")
 EMBEDDER_DEVICES = ("cpu", "gpu")
+# The sentence-transformers kinds: both are a model directory fetched and stored the same way.
+ST_KINDS = ("embedder", "reranker")
 
 # llama.cpp's file types (LLAMA_FTYPE_*) by their usual names; kept here rather than read from the
 # gguf package so loading the catalogue stays import-free (it runs on every command).
@@ -89,9 +91,12 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class EmbedderSpec:
+    """An ``[[embedder]]``, or a ``[[reranker]]`` (a cross-encoder: ``kind`` "reranker", no ``dim``,
+    no prefixes): both are sentence-transformers directories the store handles alike."""
+
     id: str
     repo: str
-    dim: int
+    dim: int  # 0 for a reranker
     max_tokens: int
     size_bytes: int
     languages: tuple[str, ...]
@@ -101,16 +106,18 @@ class EmbedderSpec:
     package: str | None
     package_file: str | None
     aliases: tuple[str, ...] = ()
+    kind: str = "embedder"
 
 
 @dataclass(frozen=True)
 class Catalogue:
-    """``models`` and ``embedders`` are tuples in file order (models smallest first)."""
+    """``models``, ``embedders`` and ``rerankers`` are tuples in file order (models smallest first)."""
 
     models: tuple[ModelSpec, ...]
     embedders: tuple[EmbedderSpec, ...]
     defaults: dict[str, Any] = field(hash=False)
     path: Path | None = None
+    rerankers: tuple[EmbedderSpec, ...] = ()
 
     # --- lookups -----------------------------------------------------------------------
 
@@ -119,18 +126,19 @@ class Catalogue:
         return self._lookup_model(model_id.strip(), model_id)
 
     def embedder(self, embedder_id: str) -> EmbedderSpec:
-        key = embedder_id.strip().lower()
-        for emb in self.embedders:
-            if key in {emb.id.lower(), emb.repo.lower(), *(a.lower() for a in emb.aliases)}:
-                return emb
-        names = [e.id for e in self.embedders]
-        close = difflib.get_close_matches(key, [n.lower() for n in names] + [e.repo.lower() for e in self.embedders], n=3)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise UserError(
-            f"unknown embedder {embedder_id!r}",
-            hint=f"{hint}known embedders: {', '.join(names)}",
-            exit_code=2,
-        )
+        return _lookup_st("embedder", self.embedders, embedder_id)
+
+    def reranker(self, reranker_id: str) -> EmbedderSpec:
+        return _lookup_st("reranker", self.rerankers, reranker_id)
+
+    def st_model(self, spec: str) -> EmbedderSpec | None:
+        """The embedder or reranker ``spec`` names (its ``kind`` says which), or None."""
+        for kind in ST_KINDS:
+            try:
+                return getattr(self, kind)(spec.split(":", 1)[0])
+            except UserError:
+                continue
+        return None
 
     def default_embedder(self, device: str) -> EmbedderSpec:
         """The catalogue's embedder for a "cpu" or "gpu" machine."""
@@ -239,6 +247,21 @@ class Catalogue:
 
     def _known_hint(self) -> str:
         return "known models: " + ", ".join(m.id for m in self.models) + " (see `localrag models list`)"
+
+
+def _lookup_st(kind: str, items: tuple[EmbedderSpec, ...], wanted: str) -> EmbedderSpec:
+    key = wanted.strip().lower()
+    for item in items:
+        if key in {item.id.lower(), item.repo.lower(), *(a.lower() for a in item.aliases)}:
+            return item
+    names = [e.id for e in items]
+    close = difflib.get_close_matches(key, [n.lower() for n in names] + [e.repo.lower() for e in items], n=3)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise UserError(
+        f"unknown {kind} {wanted!r}",
+        hint=f"{hint}known {kind}s: {', '.join(names) or 'none in the catalogue'}",
+        exit_code=2,
+    )
 
 
 def normalize_quant(name: str) -> str:
@@ -368,10 +391,16 @@ def _load_model(table: Any, index: int, path: Path) -> ModelSpec:
     )
 
 
-def _load_embedder(table: Any, index: int, path: Path) -> EmbedderSpec:
-    f = _Fields(table, f"embedder #{index + 1}", path)
+def _load_embedder(table: Any, index: int, path: Path, kind: str = "embedder") -> EmbedderSpec:
+    f = _Fields(table, f"{kind} #{index + 1}", path)
     eid = f.get("id", str)
-    f.where = f"embedder {eid!r}"
+    f.where = f"{kind} {eid!r}"
+    embedder = kind == "embedder"
+    if not embedder:
+        # a cross-encoder scores (query, passage) pairs: these fields would be silently ignored
+        extra = sorted(set(f.table) & {"dim", "query_prefix", "passage_prefix", "default_for"})
+        if extra:
+            raise _bad(path, f"{f.where}: {', '.join(extra)} only apply to an [[embedder]]")
     default_for = f.get("default_for", str, None)
     if default_for is not None and default_for not in EMBEDDER_DEVICES:
         raise _bad(path, f"{f.where}: default_for must be cpu or gpu, got {default_for!r}")
@@ -382,7 +411,7 @@ def _load_embedder(table: Any, index: int, path: Path) -> EmbedderSpec:
     return EmbedderSpec(
         id=eid,
         repo=f.get("repo", str),
-        dim=f.get("dim", int, positive=True),
+        dim=f.get("dim", int, positive=True) if embedder else 0,
         max_tokens=f.get("max_tokens", int, positive=True),
         size_bytes=f.get("size_bytes", int, positive=True),
         languages=f.strings("languages"),
@@ -392,6 +421,7 @@ def _load_embedder(table: Any, index: int, path: Path) -> EmbedderSpec:
         package=package,
         package_file=package_file,
         aliases=f.strings("aliases"),
+        kind=kind,
     )
 
 
@@ -408,22 +438,30 @@ def load_catalogue(path: Path) -> Catalogue:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _bad(path, f"not valid TOML ({exc})") from None
-    unknown = set(data) - {"defaults", "model", "embedder"}
+    unknown = set(data) - {"defaults", "model", "embedder", "reranker"}
     if unknown:
         raise _bad(path, f"unknown top-level key(s): {', '.join(sorted(unknown))}")
     raw_models = data.get("model", [])
     raw_embedders = data.get("embedder", [])
+    raw_rerankers = data.get("reranker", [])
     if not isinstance(raw_models, list) or not raw_models:
         raise _bad(path, "needs at least one [[model]]")
     if not isinstance(raw_embedders, list) or not raw_embedders:
         raise _bad(path, "needs at least one [[embedder]]")
+    if not isinstance(raw_rerankers, list):
+        raise _bad(path, "[[reranker]] must be an array of tables")
     models = tuple(_load_model(t, i, path) for i, t in enumerate(raw_models))
     embedders = tuple(_load_embedder(t, i, path) for i, t in enumerate(raw_embedders))
+    rerankers = tuple(_load_embedder(t, i, path, "reranker") for i, t in enumerate(raw_rerankers))
     defaults = data.get("defaults", {})
     if not isinstance(defaults, dict):
         raise _bad(path, "[defaults] must be a table")
 
-    for kind, ids in (("model", [m.id for m in models]), ("embedder", [e.id for e in embedders])):
+    for kind, ids in (
+        ("model", [m.id for m in models]),
+        ("embedder", [e.id for e in embedders]),
+        ("reranker", [r.id for r in rerankers]),
+    ):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise _bad(path, f"duplicate {kind} id(s): {', '.join(dupes)}")
@@ -434,13 +472,14 @@ def load_catalogue(path: Path) -> Catalogue:
             if n in seen and seen[n] != m.id:
                 raise _bad(path, f"name {n!r} is used by both {seen[n]!r} and {m.id!r}")
             seen[n] = m.id
+    # one namespace for both kinds: `models pull/rm NAME` must know which one is meant
     seen = {}
-    for e in embedders:
+    for e in embedders + rerankers:
         for n in {e.id.lower(), e.repo.lower(), *(a.lower() for a in e.aliases)}:
             if n in seen and seen[n] != e.id:
-                raise _bad(path, f"embedder name {n!r} is used by both {seen[n]!r} and {e.id!r}")
+                raise _bad(path, f"{e.kind} name {n!r} is used by both {seen[n]!r} and {e.id!r}")
             seen[n] = e.id
-    catalogue = Catalogue(models=models, embedders=embedders, defaults=dict(defaults), path=path)
+    catalogue = Catalogue(models=models, embedders=embedders, defaults=dict(defaults), path=path, rerankers=rerankers)
     for key in ("embedder_cpu", "embedder_gpu"):
         if key in defaults:
             try:

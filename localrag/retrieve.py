@@ -5,6 +5,10 @@ candidates, and each hit comes back as a window: its chunk plus same-section nei
 (``RetrievalSettings.window_tokens``), so a hit next to the answer still carries it and the
 overlapping pieces of one passage do not fill several slots.
 
+When a cross-encoder reranker is installed (``localrag models pull ms-marco-minilm-l6-v2``), it
+re-scores the best ``RetrievalSettings.rerank_pool`` fused candidates and their order becomes its
+order; the rest keep the fused order.
+
 Fusion is done here rather than by Milvus' ranker so each hit keeps both raw scores: the answer
 stage uses the dense cosine and the BM25 score to decide that a question is not covered by the
 documents at all.
@@ -126,31 +130,67 @@ def canonical_filetypes(types: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def find_reranker(settings):
-    """A locally installed cross-encoder, or None. None ships with localrag; when the catalogue
-    names one and the store has it, it is used, otherwise retrieval silently stays hybrid-only."""
-    if not settings.retrieval.rerank:
+class Reranker:
+    """An installed cross-encoder: ``predict`` scores (query, passage) pairs, higher = more relevant."""
+
+    def __init__(self, reranker_id: str, model):
+        self.id = reranker_id
+        self._model = model
+
+    @classmethod
+    def load(cls, reranker_id: str, path, *, device: str = "cpu", max_tokens: int | None = None) -> "Reranker":
+        import os
+
+        # must be set before transformers/huggingface_hub are first imported
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from localrag.embed import _quiet_libraries
+
+        _quiet_libraries()
+        import torch
+        from sentence_transformers import CrossEncoder
+
+        # Raw logits, not sigmoid probabilities: RERANK_GATE in answer.py is a logit, and
+        # sentence-transformers picks the activation per model config (ms-marco: none, bge: sigmoid).
+        model = CrossEncoder(
+            str(path), device=device, local_files_only=True, max_length=max_tokens, activation_fn=torch.nn.Identity()
+        )
+        return cls(reranker_id, model)
+
+    def predict(self, pairs: list[tuple[str, str]]):
+        return self._model.predict(pairs, batch_size=16, show_progress_bar=False, convert_to_numpy=True)
+
+
+def _warn(message: str) -> None:
+    from localrag.console import stderr
+
+    stderr().print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)  # one line, even in a log
+
+
+def find_reranker(settings, device: str = "cpu") -> Reranker | None:
+    """The installed cross-encoder retrieval should use, loaded; None when reranking is off or none
+    is installed. A reranker that fails to load costs a one-line warning, not the search."""
+    r = settings.retrieval
+    if not r.rerank or r.rerank_pool <= 0:
+        return None
+    from localrag import catalogue as catalogue_mod
+    from localrag import modelstore
+
+    catalogue = catalogue_mod.load_catalogue(settings.catalogue_path)
+    item = modelstore.chosen_reranker(settings, catalogue)  # an unknown configured id is a UserError
+    if item is None:
+        if r.reranker:
+            _warn(f"reranker {r.reranker} is not installed; searching without it (`localrag models pull {r.reranker}`)")
         return None
     try:
-        from localrag import catalogue as catalogue_mod
-        from localrag import modelstore
-
-        catalogue = catalogue_mod.load_catalogue(settings.catalogue_path)
-        rerankers = getattr(catalogue, "rerankers", None) or {}
-        resolve = getattr(modelstore, "resolve_reranker", None)
-        if not rerankers or resolve is None:
-            return None
-        for rid in rerankers:
-            try:
-                path = resolve(settings, catalogue, rid)
-            except UserError:
-                continue
-            from sentence_transformers import CrossEncoder
-
-            return CrossEncoder(str(path), device="cpu")
-    except Exception:
+        return Reranker.load(item.spec.id, item.path, device=device, max_tokens=item.spec.max_tokens)
+    except Exception as exc:  # noqa: BLE001 - a broken download shows up as any of several library errors
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        _warn(
+            f"cannot load reranker {item.spec.id} from {item.path} ({why}); searching without it "
+            f"(fix: `localrag models rm {item.spec.id}`, then pull or import it again)"
+        )
         return None
-    return None
 
 
 class Retriever:
@@ -175,12 +215,14 @@ class Retriever:
                     f"knowledge base '{kb}' was built with embedder '{record.embedder}', not '{embedder.id}'",
                     hint="Load the KB's own embedder for queries.",
                 )
+            device = "cpu"
             if embedder is None:
                 from localrag.ingest import _device
 
-                embedder = embed_mod.load_for(settings, record.embedder, _device(settings))
+                device = _device(settings)
+                embedder = embed_mod.load_for(settings, record.embedder, device)
             self.embedder = embedder
-            self.reranker = reranker if reranker is not None else find_reranker(settings)
+            self.reranker = reranker if reranker is not None else find_reranker(settings, device)
         except BaseException:
             self.index.close()
             raise
@@ -271,12 +313,13 @@ class Retriever:
         t.fuse = time.perf_counter() - t0
 
         rerank_scores: dict[str, float] = {}
-        if self.reranker is not None and order:
+        if self.reranker is not None and order and r.rerank and r.rerank_pool > 0:
             t0 = time.perf_counter()
-            pool = order[: max(k * 4, 20)]
+            # at least k, so every hit returned was judged by the same scorer
+            pool = order[: max(r.rerank_pool, k)]
             scores = self.reranker.predict([(query, entities[c]["text"]) for c in pool])
             rerank_scores = {c: float(s) for c, s in zip(pool, scores)}
-            order = sorted(pool, key=lambda c: -rerank_scores[c]) + order[len(pool) :]
+            order = sorted(pool, key=lambda c: -rerank_scores[c]) + order[len(pool) :]  # stable: ties keep RRF order
             t.rerank = time.perf_counter() - t0
         self.last_timings = t
 

@@ -34,6 +34,11 @@ class RetrievalSettings:
     rrf_k: int = 10  # measured on the milvus-docs dev set: 10 beats the textbook 60 (hit@5 en 0.78 vs 0.76, zh 0.71 vs 0.50)
     candidates: int = 40  # per retriever, before fusion
     rerank: bool = True  # use a cross-encoder when one is installed
+    reranker: str | None = None  # its catalogue id; None: the first installed one in catalogue order
+    # How many of the best fused candidates the cross-encoder re-scores (the rest keep their RRF
+    # order): on CPU it costs ~10-30 ms per (query, passage) pair for a MiniLM-size model, far more
+    # for bge-reranker-v2-m3, so the pool stays small. 0: no reranking.
+    rerank_pool: int = 20
     # Small-to-big: the search matches chunks (what a 256-token embedder can see), a hit returns its
     # chunk grown with neighbouring chunks of the same section up to this many embedder tokens, and
     # hits inside an earlier hit's window collapse into it. 0: plain chunks. Alone, on the

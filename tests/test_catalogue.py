@@ -70,6 +70,22 @@ def test_embedders(cat):
     assert cat.embedder("MiniLM") is mini
 
 
+def test_rerankers(cat):
+    assert [r.id for r in cat.rerankers] == ["bge-reranker-v2-m3", "ms-marco-minilm-l6-v2"]
+    bge, ms = cat.rerankers
+    assert (bge.repo, bge.max_tokens, bge.kind, "zh" in bge.languages) == ("BAAI/bge-reranker-v2-m3", 512, "reranker", True)
+    assert (ms.repo, ms.max_tokens, ms.languages, ms.size_bytes < 100_000_000) == (
+        "cross-encoder/ms-marco-MiniLM-L6-v2", 512, ("en",), True)
+    assert cat.reranker("cross-encoder/ms-marco-MiniLM-L6-v2") is ms and cat.reranker("MS-MARCO") is ms
+    # `models pull/rm/import` resolve either kind through one lookup
+    assert cat.st_model("bge-reranker-v2-m3") is bge and cat.st_model("minilm").kind == "embedder"
+    assert cat.st_model("qwen-7b") is None
+    with pytest.raises(UserError) as err:
+        cat.reranker("bge-reranker-v2")
+    assert err.value.message == "unknown reranker 'bge-reranker-v2'" and err.value.exit_code == 2
+    assert "did you mean bge-reranker-v2-m3" in err.value.hint and "ms-marco-minilm-l6-v2" in err.value.hint
+
+
 def test_starter_matches_the_shipped_file(cat, smollm2_gguf):
     import gguf
 
@@ -175,10 +191,18 @@ dim = 8
 max_tokens = 16
 size_bytes = 10
 """
+GOOD_RERANKER = """
+[[reranker]]
+id = "r"
+repo = "o/r"
+max_tokens = 512
+size_bytes = 10
+"""
 
 
 def test_minimal_catalogue_loads_with_defaults(tmp_path):
     cat = load_catalogue(_write(tmp_path, GOOD_MODEL + GOOD_EMB))
+    assert cat.rerankers == ()  # rerankers are optional
     m = cat.model("M")
     assert m.head_dim == 16 and m.template == "r1" and m.reasoning
     assert m.quants["Q4_K_M"].shards == ("m-Q4_K_M.gguf",) and not m.quants["Q4_K_M"].size_exact
@@ -202,6 +226,10 @@ def test_minimal_catalogue_loads_with_defaults(tmp_path):
         (GOOD_MODEL + GOOD_EMB.replace("size_bytes = 10", 'size_bytes = 10\ndefault_for = "tpu"'), "default_for"),
         ('[defaults]\nembedder_cpu = "nope"\n' + GOOD_MODEL + GOOD_EMB, "embedder_cpu"),
         (GOOD_MODEL.replace('size_bytes = 1000', 'size_bytes = 1000\n  sha256 = "xyz"') + GOOD_EMB, "sha256"),
+        (GOOD_MODEL + GOOD_EMB + GOOD_RERANKER.replace("max_tokens = 512", "max_tokens = 512\ndim = 8"), "only apply to an [[embedder]]"),
+        (GOOD_MODEL + GOOD_EMB + GOOD_RERANKER.replace("size_bytes = 10", ""), "reranker 'r': missing field 'size_bytes'"),
+        (GOOD_MODEL + GOOD_EMB + GOOD_RERANKER + GOOD_RERANKER, "duplicate reranker id"),
+        (GOOD_MODEL + GOOD_EMB + GOOD_RERANKER.replace('repo = "o/r"', 'repo = "o/e"'), "'o/e' is used by both 'e' and 'r'"),
     ],
 )
 def test_bad_catalogues_name_the_problem(tmp_path, text, fragment):

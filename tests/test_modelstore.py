@@ -364,3 +364,53 @@ def test_importing_the_same_file_twice_keeps_one_copy(tiny_store):
     results = modelstore.verify(settings, catalogue)
     labels = {r.label: r.ok for r in results}
     assert labels["r1-tiny:Q4_K_M"] and labels["embedder all-minilm-l6-v2"]
+
+
+def test_pull_a_reranker_with_a_mocked_hub_then_list_verify_rm(home, minilm_zip, monkeypatch):
+    import huggingface_hub
+
+    settings = load_settings()
+    catalogue = load_catalogue(settings.catalogue_path)
+    with pytest.raises(UserError) as err:
+        modelstore.resolve_reranker(settings, catalogue, "ms-marco-minilm-l6-v2")
+    assert err.value.message == "reranker ms-marco-minilm-l6-v2 is not installed"
+    assert "localrag models pull ms-marco-minilm-l6-v2" in err.value.hint
+    assert "--as ms-marco-minilm-l6-v2" in err.value.hint
+    assert modelstore.chosen_reranker(settings, catalogue) is None
+    asked = []
+
+    def fake_snapshot(repo_id, *, local_dir, **kw):
+        asked.append(repo_id)
+        # any sentence-transformers directory does for the store; what loads it is retrieve's test
+        with zipfile.ZipFile(minilm_zip) as zf:
+            zf.extractall(local_dir)
+        (Path(local_dir) / ".cache").mkdir(exist_ok=True)
+        return str(local_dir)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    item = modelstore.pull(settings, catalogue, "ms-marco")
+    assert asked == ["cross-encoder/ms-marco-MiniLM-L6-v2"]
+    assert item.spec.kind == "reranker"
+    assert item.path == settings.models_dir / "rerankers" / "ms-marco-minilm-l6-v2"
+    assert (item.path / "localrag-reranker.json").is_file() and not (item.path / ".cache").exists()
+    assert modelstore.resolve_reranker(settings, catalogue, "ms-marco-minilm-l6-v2") == item.path
+    assert modelstore.chosen_reranker(settings, catalogue).spec.id == "ms-marco-minilm-l6-v2"
+    assert all(e.spec.kind == "embedder" for e in modelstore.installed_embedders(settings, catalogue))
+    assert modelstore.pull(settings, catalogue, "ms-marco-minilm-l6-v2").path == item.path and len(asked) == 1
+
+    code, out = cli("models", "list", "--json")
+    assert code == 0
+    rows = {r["id"]: r for r in json.loads(out)["rerankers"]}
+    assert rows["ms-marco-minilm-l6-v2"]["installed"] and rows["ms-marco-minilm-l6-v2"]["in_use"]
+    assert not rows["bge-reranker-v2-m3"]["installed"]
+    code, out = cli("doctor", "--json")
+    assert code == 0 and json.loads(out)["reranker"]["in_use"] == "ms-marco-minilm-l6-v2"
+
+    (item.path / "model.safetensors").write_bytes(b"")
+    labels = {r.label: r.ok for r in modelstore.verify(settings, catalogue)}
+    assert labels["reranker ms-marco-minilm-l6-v2"] is False
+    code, out = cli("models", "rm", "ms-marco-minilm-l6-v2")
+    assert code == 0 and "removed ms-marco-minilm-l6-v2" in out
+    assert not item.path.exists() and modelstore.chosen_reranker(settings, catalogue) is None
+    code, out = cli("models", "rm", "ms-marco-minilm-l6-v2")
+    assert code == 1 and "reranker ms-marco-minilm-l6-v2 is not in the store" in out

@@ -175,3 +175,141 @@ def test_split_sentences():
     parts = split_sentences("Milvus 2.4 supports HNSW. See milvus.io for details.\n- ok\nversion 3.14 of the thing is out")
     assert parts == ["Milvus 2.4 supports HNSW.", "See milvus.io for details.", "version 3.14 of the thing is out"]
     assert split_sentences("short") == ["short"]
+
+
+# --- the optional cross-encoder reranker -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cross_encoder_zip(minilm_dir, tmp_path_factory):
+    """A real sentence-transformers CrossEncoder built on MiniLM, zipped as a user would carry it.
+    No real cross-encoder is available offline, so its scoring head is random: these tests check
+    the plumbing (install, load, pool, order, fallbacks), not relevance."""
+    import os
+    import zipfile
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from sentence_transformers import CrossEncoder
+
+    base = tmp_path_factory.mktemp("cross-encoder")
+    model_dir = base / "ms-marco-MiniLM-L6-v2"
+    CrossEncoder(str(minilm_dir), num_labels=1, local_files_only=True).save(str(model_dir))
+    zpath = base / "reranker.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for f in sorted(model_dir.rglob("*")):
+            if f.is_file():
+                zf.write(f, f.relative_to(base))
+    return zpath
+
+
+@pytest.fixture
+def rr_home(kb_home, tmp_path, monkeypatch):
+    """A copy of the module's KB with its own model store: the other tests here search without a reranker."""
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(kb_home, home)
+    monkeypatch.setenv("LOCALRAG_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return home
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from localrag.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, " ".join(result.output.split())
+
+
+QUESTION = "How does Milvus flush data?"
+
+
+def test_an_imported_reranker_reorders_the_fused_pool(rr_home, cross_encoder_zip, embedder):
+    from localrag.retrieve import Reranker
+
+    code, out = _cli("models", "import", str(cross_encoder_zip), "--as", "ms-marco-minilm-l6-v2")
+    assert code == 0, out
+    assert "imported reranker ms-marco-minilm-l6-v2" in out
+    code, out = _cli("models", "list", "--json")
+    rows = {r["id"]: r for r in json.loads(out)["rerankers"]}
+    assert rows["ms-marco-minilm-l6-v2"]["installed"] and rows["ms-marco-minilm-l6-v2"]["in_use"]
+    assert rows["ms-marco-minilm-l6-v2"]["source"] == "store" and not rows["bge-reranker-v2-m3"]["installed"]
+
+    # the hybrid-only top 5, to compare with
+    off = settings_for(rr_home, retrieval={"rerank": False, "window_tokens": 0})
+    with Retriever(off, "t", embedder=embedder) as r:
+        assert r.reranker is None
+        fused = r.search(QUESTION, k=5)
+    assert fused and all(h.rerank_score is None for h in fused)
+
+    # a pool of exactly k: the same five chunks, in the cross-encoder's order
+    pool5 = settings_for(rr_home, retrieval={"rerank_pool": 5, "window_tokens": 0})
+    with Retriever(pool5, "t", embedder=embedder) as r:
+        assert isinstance(r.reranker, Reranker) and r.reranker.id == "ms-marco-minilm-l6-v2"
+        seen = []
+        real = r.reranker.predict
+
+        def spy(pairs):
+            scores = real(pairs)
+            seen.append((list(pairs), [float(s) for s in scores]))
+            return scores
+
+        r.reranker.predict = spy
+        hits = r.search(QUESTION, k=5)
+        assert r.last_timings.rerank > 0
+    (pairs, scores), = seen
+    assert len(pairs) == 5 and all(q == QUESTION for q, _ in pairs)
+    assert {h.chunk_id for h in hits} == {h.chunk_id for h in fused}
+    reranked = [h.rerank_score for h in hits]
+    assert None not in reranked and reranked == sorted(reranked, reverse=True)
+    assert sorted(reranked, reverse=True) == pytest.approx(sorted(scores, reverse=True))
+    assert all(h.score == h.rerank_score for h in hits)
+    # raw logits, as answer.RERANK_GATE expects, where the model's own config would apply a sigmoid
+    import math
+
+    from sentence_transformers import CrossEncoder
+
+    from localrag import modelstore
+    from localrag.catalogue import load_catalogue
+
+    path = modelstore.resolve_reranker(pool5, load_catalogue(pool5.catalogue_path), "ms-marco")
+    as_configured = CrossEncoder(str(path), local_files_only=True).predict(pairs)
+    assert [1 / (1 + math.exp(-s)) for s in scores] == pytest.approx([float(p) for p in as_configured], abs=1e-4)
+
+    # the default settings: windows and a pool of 20 -- the order still follows the reranker
+    with Retriever(settings_for(rr_home), "t", embedder=embedder) as r:
+        hits = r.search(QUESTION, k=5)
+    scored = [h.rerank_score for h in hits if h.rerank_score is not None]
+    assert scored and scored == sorted(scored, reverse=True)
+
+
+def test_a_broken_reranker_warns_and_search_goes_on(rr_home, cross_encoder_zip, embedder, capsys):
+    from localrag import modelstore
+    from localrag.catalogue import load_catalogue
+
+    code, out = _cli("models", "import", str(cross_encoder_zip), "--as", "ms-marco-minilm-l6-v2")
+    assert code == 0, out
+    settings = settings_for(rr_home)
+    path = modelstore.resolve_reranker(settings, load_catalogue(settings.catalogue_path), "ms-marco-minilm-l6-v2")
+    (path / "model.safetensors").write_bytes(b"not a safetensors file")
+    capsys.readouterr()
+    with Retriever(settings, "t", embedder=embedder) as r:
+        assert r.reranker is None
+        hits = r.search(QUESTION, k=3)
+    assert hits and all(h.rerank_score is None for h in hits)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err  # one line, no traceback
+    assert lines[0].startswith("warning: cannot load reranker ms-marco-minilm-l6-v2 from ")
+    assert "searching without it" in lines[0]
+
+
+def test_a_configured_reranker_that_is_not_installed_warns(rr_home, embedder, capsys):
+    settings = settings_for(rr_home, retrieval={"reranker": "bge-reranker-v2-m3"})
+    with Retriever(settings, "t", embedder=embedder) as r:
+        assert r.reranker is None and r.search(QUESTION, k=1)
+    assert "reranker bge-reranker-v2-m3 is not installed" in " ".join(capsys.readouterr().err.split())
+    with pytest.raises(UserError, match="unknown reranker"):
+        Retriever(settings_for(rr_home, retrieval={"reranker": "bge-rerank"}), "t", embedder=embedder)

@@ -103,12 +103,24 @@ def doctor(settings, *, json_out: bool = False, gpu: str | None = None, vram: st
             "reason": plan.reason,
             "rule": plan.rule,
             "embedder": {"id": plan.embedder, "device": plan.embedder_device},
+            "reranker": _reranker_json(settings, catalogue),
             "candidates": [_candidate_json(c, catalogue, installed) for c in _display_order(plan.candidates, catalogue)],
         }
         print(json.dumps(out, indent=2, ensure_ascii=False))
         return 0
     _print(plan, hw, catalogue, settings, installed)
     return 0
+
+
+def _reranker_json(settings, catalogue) -> dict:
+    from localrag import modelstore
+
+    used = modelstore.chosen_reranker(settings, catalogue)
+    return {
+        "installed": [e.spec.id for e in modelstore.installed_rerankers(settings, catalogue)],
+        "in_use": used.spec.id if used else None,
+        "enabled": settings.retrieval.rerank and settings.retrieval.rerank_pool > 0,
+    }
 
 
 def _display_order(cands, catalogue):
@@ -203,6 +215,18 @@ def _print(plan, hw, catalogue, settings, installed: set) -> None:
     starters = [m for m in catalogue.starters if any((m.id, q) in installed for q in m.quants)]
     for m in starters:
         con.print(f"[dim]Starter {m.name} is installed (offline, not a reasoning model; for trying localrag).[/]")
+    rr = _reranker_json(settings, catalogue)
+    if rr["in_use"]:
+        con.print(f"[bold]Reranker:[/] {rr['in_use']} (search reranks its best {settings.retrieval.rerank_pool} candidates)",
+                  highlight=False)
+    elif rr["installed"]:
+        con.print(f"[bold]Reranker:[/] {', '.join(rr['installed'])} installed, "
+                  + ("off (\\[retrieval] rerank = false)" if not rr["enabled"] else f"but {settings.retrieval.reranker} is not"),
+                  highlight=False)
+    else:
+        small = next((e for e in catalogue.rerankers if e.size_bytes < 500_000_000), None)
+        tip = f" (optional: `localrag models pull {small.id}`)" if small else ""
+        con.print(f"[dim]Reranker: none installed; search is hybrid dense + BM25 only{tip}[/]", highlight=False)
     con.print(f"[bold]Why:[/] {plan.reason}", highlight=False)
     con.print(f"[dim]Rule: {plan.rule} Estimates: weights + KV cache + llama.cpp compute buffer + "
               f"embedder + app + 5% margin; speeds are rough (memory bandwidth / model bytes).[/]", highlight=False)

@@ -63,6 +63,8 @@ def list_models(settings, *, json_out: bool = False) -> int:
     catalogue = _catalogue(settings)
     installed = {m.label: m for m in modelstore.installed_models(settings, catalogue)}
     embedders = {e.spec.id: e for e in modelstore.installed_embedders(settings, catalogue)}
+    rerankers = {e.spec.id: e for e in modelstore.installed_rerankers(settings, catalogue)}
+    in_use = modelstore.chosen_reranker(settings, catalogue)
     machine = hw.detect(settings.models_dir)
     plan = fit.plan(catalogue, machine, ctx=settings.generation.ctx, embedder=settings.embedder)
     cands = {(c.model, c.quant): c for c in plan.candidates}
@@ -109,6 +111,19 @@ def list_models(settings, *, json_out: bool = False) -> int:
         }
         for e in catalogue.embedders
     ]
+    rr_rows = [
+        {
+            "id": e.id,
+            "repo": e.repo,
+            "languages": list(e.languages),
+            "size_bytes": e.size_bytes,
+            "installed": e.id in rerankers,
+            "source": rerankers[e.id].source if e.id in rerankers else None,
+            "path": str(rerankers[e.id].path) if e.id in rerankers else None,
+            "in_use": in_use is not None and in_use.spec.id == e.id,
+        }
+        for e in catalogue.rerankers
+    ]
     recommendation = {
         "model": choice[0] if choice else None,
         "quant": choice[1] if choice else None,
@@ -117,7 +132,7 @@ def list_models(settings, *, json_out: bool = False) -> int:
         "installed": bool(choice) and f"{choice[0]}:{choice[1]}" in installed,
     }
     if json_out:
-        print(json.dumps({"models": rows, "embedders": emb_rows, "recommendation": recommendation}, indent=2))
+        print(json.dumps({"models": rows, "embedders": emb_rows, "rerankers": rr_rows, "recommendation": recommendation}, indent=2))
         return 0
 
     from rich.table import Table
@@ -152,6 +167,23 @@ def list_models(settings, *, json_out: bool = False) -> int:
             f"[green]yes[/] ({e['source']})" if e["installed"] else "[dim]no[/]",
         )
     out.print(etable)
+    if rr_rows:
+        rtable = Table(title="Rerankers (optional; used by search when installed)", title_justify="left")
+        for col in ("", "reranker", "languages", "size", "installed"):
+            rtable.add_column(col, no_wrap=col in ("reranker", "size"))
+        for e in rr_rows:
+            rtable.add_row(
+                "[bold green]●[/]" if e["in_use"] else "",
+                e["id"],
+                ", ".join(e["languages"]),
+                f"~{_gb(e['size_bytes'])}",
+                f"[green]yes[/] ({e['source']})" if e["installed"] else "[dim]no[/]",
+            )
+        out.print(rtable)
+        if in_use is not None:
+            out.print(f"[dim]● search reranks with {in_use.spec.id}[/]", highlight=False)
+        elif rerankers:
+            out.print("[dim]reranking is off (\\[retrieval] rerank = false)[/]", highlight=False)
     if choice:
         label = f"{choice[0]}:{choice[1]}"
         state = "[green]installed[/]" if recommendation["installed"] else f"not installed: `localrag models pull {label}`"
@@ -168,7 +200,7 @@ def _report_installed(item, verb: str) -> None:
 
     out = stdout()
     if isinstance(item, InstalledEmbedder):
-        out.print(f"[green]{verb}[/] embedder {item.spec.id} → {item.path}", highlight=False)
+        out.print(f"[green]{verb}[/] {item.spec.kind} {item.spec.id} → {item.path}", highlight=False)
         return
     if item.note == "already installed":
         out.print(f"{item.label} is already installed ({item.path})", highlight=False)
@@ -229,7 +261,7 @@ def verify(settings, spec: str | None) -> int:
     bad = [r for r in results if not r.ok]
     if bad:
         stderr().print(
-            f"[dim]fix: `localrag models rm {bad[0].label.removeprefix('embedder ')}` then pull or import it again[/]",
+            f"[dim]fix: `localrag models rm {bad[0].label.split(' ')[-1]}` then pull or import it again[/]",
             highlight=False,
         )
     return 1 if bad else 0

@@ -617,13 +617,15 @@ def open_engine(
 
     Refuses, with the numbers, a model the fit says does not fit at all.
 
-    CPU weight repacking: llama.cpp repacks Q4_K/Q4_0 weights for its AVX2 kernels by default.
-    Measured here (R1-Distill-Qwen-1.5B Q4_K_M, 1 thread) repacking off made prefill 1.7-1.8x
-    faster (512-token prompt 81.5 vs 47.4 tok/s, 1024-token 58.0 vs 32.7) for 6-7% slower decode
-    (14.1 vs 15.2, 9.6 vs 10.2 tok/s); a RAG prompt
-    of a few thousand tokens plus ~1k generated tokens finishes sooner and the first token comes
-    much sooner, so with no GPU offload it is off unless ``settings.generation.repack`` says
-    otherwise. With layers on a GPU, llama.cpp does big-batch prefill there, so it stays on.
+    CPU weight repacking: llama.cpp repacks Q4_K/Q4_0 weights for its AVX2/AVX-512 kernels by
+    default, and that default is kept. Measured on the quiet 2-core target (BENCHMARKS.md,
+    R1-Distill-Qwen-1.5B Q4_K_M, 2 threads, 540-token prompt): repacking off makes prefill 1.57x
+    faster (207 vs 132 tok/s) but decode 20% slower (24.5 vs 31.5 tok/s), so it only pays when the
+    prompt is over ~3.3x the generated tokens; an R1 answer (hundreds of thinking tokens, then the
+    answer) after a ~1.8k-token RAG prompt, and every follow-up (KV reuse leaves ~1k new prompt
+    tokens), finish sooner with it on. (Earlier 1-thread figures taken while the machine was shared
+    showed +70% prefill for -7% decode; they did not hold on the quiet machine.)
+    ``settings.generation.repack = false`` turns it off (short answers to long prompts).
     ``verbose`` None: the LOCALRAG_LLAMA_LOG environment variable (1 shows llama.cpp's log).
     """
     from localrag import fit, hardware as hw
@@ -641,9 +643,7 @@ def open_engine(
     n_gpu_layers = cand.n_gpu_layers
     n_ctx = want_ctx or cand.ctx
     n_ctx = min(n_ctx or 4096, spec.ctx_max)
-    repack = getattr(settings.generation, "repack", None)
-    if repack is None:
-        repack = n_gpu_layers != 0
+    repack = getattr(settings.generation, "repack", None)  # None: llama.cpp's default (on)
     if verbose is None:
         verbose = os.environ.get("LOCALRAG_LLAMA_LOG", "") not in ("", "0")
     params = dict(

@@ -68,7 +68,7 @@ class GenerationSettings:
     max_answer_tokens: int = 1024
     ctx: int | None = None  # None: chosen by the hardware fit
     threads: int | None = None  # None: the physical cores other programs are not keeping busy
-    repack: bool | None = None  # llama.cpp CPU weight repacking; None: off on CPU-only (faster prefill), on with a GPU
+    repack: bool | None = None  # llama.cpp CPU weight repacking; None: llama.cpp's default (on; BENCHMARKS.md)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ bytes per token, measured in the same run.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import sys
 import time
@@ -67,23 +66,14 @@ def smollm2_gguf() -> Path:
     return path
 
 
-@contextlib.contextmanager
 def extra_bufts(enabled: bool):
-    """Load models with llama.cpp's CPU weight repacking on or off (llama_model_params.use_extra_bufts)."""
-    import llama_cpp.llama_cpp as C
+    """Load models with llama.cpp's CPU weight repacking on or off (llama_model_params.use_extra_bufts).
 
-    original = C.llama_model_default_params
+    The same parameter override the Engine uses, so bare and engine loads differ only in the engine.
+    """
+    from localrag.engine import _model_params
 
-    def patched():
-        params = original()
-        params.use_extra_bufts = enabled
-        return params
-
-    C.llama_model_default_params = patched
-    try:
-        yield
-    finally:
-        C.llama_model_default_params = original
+    return _model_params(use_extra_bufts=enabled)
 
 
 def prompt_text(n_words: int) -> str:

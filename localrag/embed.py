@@ -124,14 +124,41 @@ class Embedder:
     def embed_query(self, text: str):
         import numpy as np
 
-        vec = self._model.encode(
-            [self.info.query_prefix + text],
-            batch_size=1,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )[0]
+        with _one_cpu_thread(self.device):
+            vec = self._model.encode(
+                [self.info.query_prefix + text],
+                batch_size=1,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )[0]
         return np.asarray(vec, dtype=np.float32)
+
+
+class _one_cpu_thread:
+    """One short sequence gains ~1 ms from a second torch thread on an idle machine, but when the
+    other core is busy (the Milvus Lite server answering the BM25 search we run alongside, or any
+    other program) the spin-waiting threads stall each other: 775 ms vs 22 ms measured under load.
+    Batched passage encoding keeps all threads."""
+
+    def __init__(self, device: str):
+        self._device = device
+        self._saved: int | None = None
+
+    def __enter__(self):
+        if self._device == "cpu":
+            import torch
+
+            self._saved = torch.get_num_threads()
+            if self._saved != 1:
+                torch.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        if self._saved not in (None, 1):
+            import torch
+
+            torch.set_num_threads(self._saved)
 
 
 def _quiet_libraries() -> None:

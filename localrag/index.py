@@ -447,18 +447,27 @@ class Index:
         # Milvus Lite reports BM25 as a negated distance, a server as the score itself.
         return [(h["id"], abs(float(h["distance"])), h["entity"]) for h in res[0]]
 
-    def neighbours(self, spans: Sequence[tuple[int, str, int, int]]) -> list[dict]:
-        """The chunks of each (file_id, file_hash, first ordinal, last ordinal) span, in one query.
-        The hash keeps a half-replaced file's other version out of a window."""
-        clauses = []
-        for fid, fhash, lo, hi in spans:
-            if not _HASH_RE.match(fhash or ""):
+    def neighbours(self, spans: Sequence[tuple[str, str, int, int]], with_vectors: Sequence[str] = ()) -> list[dict]:
+        """The chunks of each (path, file_hash, first ordinal, last ordinal) span, by primary key
+        (ids derive from path, hash and ordinal; a get by key costs half a filtered query in Milvus
+        Lite). The hash keeps a half-replaced file's other version out of a window; ordinals past
+        the file's end simply are not found. Rows whose id is in ``with_vectors`` carry ``dense``."""
+        ids: list[str] = []
+        for path, fhash, lo, hi in spans:
+            if not _HASH_RE.match(fhash or "") or not path:
                 continue
-            clauses.append(f'(file_id == {int(fid)} and file_hash == "{fhash}" and ordinal >= {int(lo)} and ordinal <= {int(hi)})')
-        if not clauses:
+            ids.extend(chunk_id(path, fhash, o) for o in range(max(0, int(lo)), int(hi) + 1))
+        ids = list(dict.fromkeys(ids))
+        if not ids:
             return []
-        rows = self._client.query(self.chunks_col, filter=" or ".join(clauses), output_fields=["id"] + self.HIT_FIELDS)
-        return [dict(r) for r in rows]
+        wanted = set(with_vectors)
+        # one round trip: the vectors of a whole window cost less than a second request
+        fields = ["id"] + self.HIT_FIELDS + (["dense"] if wanted else [])
+        rows = [dict(r) for r in self._client.get(self.chunks_col, ids=ids, output_fields=fields)]
+        for row in rows:
+            if "dense" in row and row["id"] not in wanted:
+                del row["dense"]
+        return rows
 
     def vectors(self, ids: Sequence[str]) -> dict[str, list[float]]:
         if not ids:

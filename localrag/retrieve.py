@@ -227,10 +227,21 @@ class Retriever:
             self.index.close()
             raise
         self.last_timings = Timings()
+        self._executor = None
         self._files_cache: dict | None = None
         self._sentence_cache: dict[str, object] = {}
 
+    def _pool(self):
+        if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="localrag-bm25")
+        return self._executor
+
     def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
         self.index.close()
 
     def __enter__(self) -> "Retriever":
@@ -272,14 +283,18 @@ class Retriever:
             self.last_timings = t
             return []
         n = max(r.candidates, k)
+        # BM25 needs no vector: it runs while the query is embedded (torch releases the GIL,
+        # Milvus Lite's in-process server takes it), so the embedding costs little wall time.
         t0 = time.perf_counter()
-        qvec = self.embedder.embed_query(query)
-        t.embed = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        dense = self.index.search_dense(qvec, n, expr) if r.dense_weight > 0 else []
-        sparse = self.index.search_sparse(query, n, expr) if r.sparse_weight > 0 else []
-        t.search = time.perf_counter() - t0
+        sparse_job = self._pool().submit(self.index.search_sparse, query, n, expr) if r.sparse_weight > 0 else None
+        try:
+            qvec = self.embedder.embed_query(query)
+            t.embed = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            dense = self.index.search_dense(qvec, n, expr) if r.dense_weight > 0 else []
+        finally:
+            sparse = sparse_job.result() if sparse_job is not None else []
+        t.search = time.perf_counter() - t1
 
         t0 = time.perf_counter()
         entities: dict[str, dict] = {}
@@ -324,18 +339,22 @@ class Retriever:
         self.last_timings = t
 
         t0 = time.perf_counter()
-        windows = self._windows(order, k, entities) if r.window_tokens > 0 else [[entities[c] | {"id": c}] for c in order[:k]]
-        t.search += time.perf_counter() - t0
-
-        # Cosine of the BM25-only hits that made the cut, so every hit carries both signals
-        # (fetching vectors for all BM25 candidates would cost more than the search).
-        seeds = [w[0]["id"] for w in windows]
-        missing = [c for c in seeds if c not in dense_scores]
+        # Cosine of the BM25-only hits that make the cut, so every hit carries both signals
+        # (fetching vectors for all BM25 candidates would cost more than the search); their
+        # vectors come with the window lookup.
+        vectors: dict[str, object] = {}
+        if r.window_tokens > 0:
+            windows = self._windows(order, k, entities, vectors, need_vectors=dense_scores)
+        else:
+            windows = [[entities[c] | {"id": c}] for c in order[:k]]
+        missing = [w[0]["id"] for w in windows if w[0]["id"] not in dense_scores and w[0]["id"] not in vectors]
         if missing:
-            t0 = time.perf_counter()
-            for cid, vec in self.index.vectors(missing).items():
-                dense_scores[cid] = float(sum(a * b for a, b in zip(qvec, vec)))
-            t.search += time.perf_counter() - t0
+            vectors.update(self.index.vectors(missing))
+        for w in windows:
+            cid = w[0]["id"]
+            if cid not in dense_scores and cid in vectors:
+                dense_scores[cid] = float(sum(a * b for a, b in zip(qvec, vectors[cid])))
+        t.search += time.perf_counter() - t0
 
         hits = []
         for rank, members in enumerate(windows, start=1):
@@ -382,10 +401,13 @@ class Retriever:
         q = np.asarray(qvec, dtype=np.float32)
         return {cid: max(float(self._sentence_cache[s] @ q) for s in ss) for cid, ss in per_chunk.items() if ss}
 
-    def _windows(self, order: list[str], k: int, entities: dict[str, dict]) -> list[list[dict]]:
+    def _windows(
+        self, order: list[str], k: int, entities: dict[str, dict], vectors: dict | None = None, need_vectors=None
+    ) -> list[list[dict]]:
         """The top ``k`` hits as windows: [matched chunk, neighbours...]. A chunk already inside a
         better hit's window is not a hit of its own (it would repeat that text in another slot),
-        and a window never grows into another window's chunks."""
+        and a window never grows into another window's chunks. The dense vectors of seeds not in
+        ``need_vectors`` are fetched with the neighbours, into ``vectors``."""
         budget = self.settings.retrieval.window_tokens
         # the chunker merges sections below a quarter of max_tokens, so a window of ``budget``
         # tokens rarely spans more chunks than this on either side
@@ -400,13 +422,18 @@ class Retriever:
             for c in batch:
                 e = entities[c]
                 o = int(e.get("ordinal", 0))
-                spans.append((int(e.get("file_id", 0)), str(e.get("file_hash", "")), o - reach, o + reach))
+                spans.append((str(e.get("path", "")), str(e.get("file_hash", "")), o - reach, o + reach))
+            with_vectors = [c for c in batch if need_vectors is not None and c not in need_vectors]
             by_pos: dict[tuple[int, int], dict] = {}
             try:
-                rows = self.index.neighbours(spans)
+                rows = self.index.neighbours(spans, with_vectors=with_vectors)
             except Exception:
                 rows = []  # windows are an improvement; a failed lookup leaves plain chunks
             for row in rows:
+                if "dense" in row:
+                    if vectors is not None:
+                        vectors[row["id"]] = row["dense"]
+                    del row["dense"]
                 by_pos[(int(row["file_id"]), int(row["ordinal"]))] = row
             for c in batch:
                 if len(windows) >= k:

@@ -402,3 +402,18 @@ def _lcp_all(headings: list[tuple[str, ...]]) -> tuple[str, ...]:
 def _context_cost(heading: tuple[str, ...], counter: _Counter, max_tokens: int) -> int:
     # an upper bound: the prefix may lose its last part when the chunk starts with that heading
     return _context(heading, "", counter, max_tokens)[1]
+
+
+# lines, and sentence ends (Latin ones need the space after them: "milvus.io", "3.14" stay whole)
+_SENTENCE_SPLIT = re.compile(r"\n+|(?<=[.!?;])\s+|(?<=[。！？；])")
+_MIN_SENTENCE = 12  # characters: shorter pieces (list markers, "```", lone headings) say nothing alone
+# A 256-token chunk rarely holds more; 48 float16 vectors of 384 dims, packed, fit a Milvus VARCHAR.
+MAX_SENTENCES = 48
+
+
+def split_sentences(text: str, limit: int = MAX_SENTENCES) -> list[str]:
+    """The sentences and lines of a chunk worth embedding on their own (the whole text when none)."""
+    out = [p.strip() for p in _SENTENCE_SPLIT.split(text) if p and len(p.strip()) > _MIN_SENTENCE]
+    out = list(dict.fromkeys(out))[:limit]
+    return out or ([text.strip()] if text.strip() else [])
+

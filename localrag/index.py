@@ -29,7 +29,9 @@ from localrag.console import UserError
 
 KB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 _HASH_RE = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
-SCHEMA_VERSION = 1
+# 2: chunks carry their sentences' vectors (``sentences``); a schema-1 KB still works, and
+# retrieval embeds those sentences at query time instead.
+SCHEMA_VERSION = 2
 _META_KEY = ""  # the manifest row that holds the KB record; no file has an empty path
 _LOCK_FILE = "localrag.lock"
 
@@ -97,6 +99,7 @@ class ChunkRow:
     text: str
     vector: Sequence[float]
     search_text: str = ""
+    sentences: str = ""  # pack_vectors() of the chunk's sentence vectors; "" when none were made
 
 
 def chunk_id(path: str, file_hash: str, ordinal: int) -> str:
@@ -106,6 +109,35 @@ def chunk_id(path: str, file_hash: str, ordinal: int) -> str:
 def file_id(path: str) -> int:
     """A stable 63-bit id per path: filters use ``file_id in [...]``, which needs no string escaping."""
     return int.from_bytes(hashlib.blake2b(path.encode(), digest_size=8).digest(), "big") >> 1
+
+
+def pack_vectors(vectors) -> str:
+    """Unit vectors as float16, base64: a 384-dim vector in 1,024 characters of a VARCHAR field.
+    float16 keeps cosines to ~1e-3, far below the gaps that order candidates."""
+    import base64
+
+    import numpy as np
+
+    arr = np.asarray(vectors, dtype=np.float16)
+    return base64.b64encode(arr.tobytes()).decode("ascii") if arr.size else ""
+
+
+def unpack_vectors(text: str, dim: int):
+    """The (n, dim) float32 matrix ``pack_vectors`` stored; None when there is none or it is damaged."""
+    import base64
+    import binascii
+
+    import numpy as np
+
+    if not text:
+        return None
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if not raw or len(raw) % (2 * dim):
+        return None
+    return np.frombuffer(raw, dtype=np.float16).reshape(-1, dim).astype(np.float32)
 
 
 def validate_name(name: str) -> str:
@@ -222,6 +254,8 @@ class Index:
         self._lock = lock
         self._lite_uri = lite_uri
         self.record: KBRecord | None = None
+        self.has_sentences = False  # the chunks collection stores sentence vectors (schema 2)
+        self.dense_metric = "COSINE"
 
     # opening ---------------------------------------------------------------------------
 
@@ -269,6 +303,16 @@ class Index:
             )
         if self.record is not None and c.has_collection(self.chunks_col):
             c.load_collection(self.chunks_col)
+            self._check_fields()
+
+    def _check_fields(self) -> None:
+        fields = self._client.describe_collection(self.chunks_col).get("fields", [])
+        self.has_sentences = any(f.get("name") == "sentences" for f in fields)
+        try:
+            metric = self._client.describe_index(self.chunks_col, "dense").get("metric_type")
+        except Exception:
+            metric = None
+        self.dense_metric = metric if metric in ("IP", "COSINE") else "COSINE"  # schema 1 used COSINE
 
     def initialise(self, embedder_id: str, dim: int, chunk_settings: dict | None = None) -> KBRecord:
         """Create the collections of a new KB and record its embedder."""
@@ -292,6 +336,9 @@ class Index:
             # What BM25 sees: the heading path and the text (a question often names the section).
             s.add_field("search_text", DataType.VARCHAR, max_length=_TEXT_MAX, enable_analyzer=True, analyzer_params=ANALYZER)
             s.add_field("dense", DataType.FLOAT_VECTOR, dim=dim)
+            # each sentence's own vector, for the sentence-level re-score of candidates: made at
+            # ingest, so a query embeds only itself
+            s.add_field("sentences", DataType.VARCHAR, max_length=_TEXT_MAX)
             s.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
             s.add_function(
                 Function(name="bm25", function_type=FunctionType.BM25, input_field_names=["search_text"], output_field_names=["sparse"])
@@ -299,7 +346,9 @@ class Index:
             ip = c.prepare_index_params()
             # FLAT: exact, and a very selective filter still returns its matches (graph indexes
             # can come back empty); at a laptop's chunk counts brute force is milliseconds.
-            ip.add_index("dense", index_type="FLAT", metric_type="COSINE")
+            # Inner product: the vectors are unit length, so it is the cosine, and Milvus Lite's
+            # brute force then skips re-normalising every stored vector on every query.
+            ip.add_index("dense", index_type="FLAT", metric_type="IP")
             ip.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
             c.create_collection(self.chunks_col, schema=s, index_params=ip)
         if not c.has_collection(self.files_col):
@@ -313,6 +362,7 @@ class Index:
             c.create_collection(self.files_col, schema=s, index_params=ip)
         c.load_collection(self.chunks_col)
         c.load_collection(self.files_col)
+        self._check_fields()
         self.record = KBRecord(self.name, embedder_id, int(dim), time.time(), chunk_settings=chunk_settings or {})
         c.upsert(self.files_col, [{"path": _META_KEY, "info": json.dumps(asdict(self.record)), "v": [0.0, 0.0]}])
         return self.record
@@ -381,6 +431,7 @@ class Index:
                 "search_text": _clip_utf8(r.search_text or r.text),
                 "dense": list(map(float, r.vector)),
             }
+            | ({"sentences": r.sentences if len(r.sentences) <= _TEXT_MAX else ""} if self.has_sentences else {})
             for r in rows
         ]
         for start in range(0, len(data), 1000):
@@ -421,20 +472,26 @@ class Index:
 
     HIT_FIELDS = ["path", "source", "filetype", "page", "heading", "ordinal", "char_start", "char_end", "text", "file_id", "file_hash"]
 
-    def search_dense(self, vector, limit: int, expr: str = "") -> list[tuple[str, float, dict]]:
+    # What a window lookup needs to find a hit's neighbours: Milvus Lite materialises every
+    # output field of every candidate, and the text is most of those bytes.
+    LOCATE_FIELDS = ["path", "file_hash", "ordinal", "file_id"]
+
+    def search_dense(self, vector, limit: int, expr: str = "", fields: Sequence[str] | None = None) -> list[tuple[str, float, dict]]:
         res = self._client.search(
             self.chunks_col,
             data=[list(map(float, vector))],
             anns_field="dense",
             limit=limit,
             filter=expr,
-            output_fields=self.HIT_FIELDS,
-            search_params={"metric_type": "COSINE"},
+            output_fields=list(fields) if fields is not None else self.HIT_FIELDS,
+            search_params={"metric_type": self.dense_metric},
         )
         return [(h["id"], float(h["distance"]), h["entity"]) for h in res[0]]
 
-    def search_sparse(self, text: str, limit: int, expr: str = "", with_vectors: bool = False) -> list[tuple[str, float, dict]]:
-        fields = self.HIT_FIELDS + (["dense"] if with_vectors else [])
+    def search_sparse(
+        self, text: str, limit: int, expr: str = "", with_vectors: bool = False, fields: Sequence[str] | None = None
+    ) -> list[tuple[str, float, dict]]:
+        fields = (list(fields) if fields is not None else self.HIT_FIELDS) + (["dense"] if with_vectors else [])
         res = self._client.search(
             self.chunks_col,
             data=[text],
@@ -468,6 +525,18 @@ class Index:
             if "dense" in row and row["id"] not in wanted:
                 del row["dense"]
         return rows
+
+    def sentence_vectors(self, ids: Sequence[str]) -> dict[str, object]:
+        """The stored sentence vectors of these chunks, by id (chunks stored without any are absent)."""
+        if not ids or not self.has_sentences or self.record is None:
+            return {}
+        rows = self._client.get(self.chunks_col, ids=list(ids), output_fields=["sentences"])
+        out = {}
+        for r in rows:
+            m = unpack_vectors(r.get("sentences") or "", self.record.dim)
+            if m is not None:
+                out[r["id"]] = m
+        return out
 
     def vectors(self, ids: Sequence[str]) -> dict[str, list[float]]:
         if not ids:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from localrag.console import UserError
-from localrag.index import ChunkRow, FileRecord, Index, chunk_id, file_id
+from localrag.index import ChunkRow, FileRecord, Index, chunk_id, file_id, pack_vectors
 
 # Embedding is batched across files: small files alone would make tiny, slow batches.
 _FLUSH_CHUNKS = 512
@@ -168,14 +168,33 @@ class _Run:
             return
         embedder = self.get_embedder()
         texts = [embedder.passage_text(_embed_text(c)) for p in batch for c in p.chunks]
+        n_chunks = len(texts)
+        # Each chunk's sentences get vectors of their own for retrieval's sentence-level
+        # re-score; made here, in the same encode call, they cost a query nothing.
+        per_chunk: list[list[int]] = []
+        if self.index.has_sentences and self.settings.retrieval.sentence_pool > 0:
+            from localrag.chunk import split_sentences
+
+            where: dict[str, int] = {}
+            for p in batch:
+                for c in p.chunks:
+                    slots = []
+                    for sentence in split_sentences(c.text):
+                        if sentence not in where:
+                            where[sentence] = len(texts)
+                            texts.append(embedder.passage_text(sentence))
+                        slots.append(where[sentence])
+                    per_chunk.append(slots)
         t0 = time.perf_counter()
         base = self.chunks_done
 
         def on_embedded(n: int) -> None:
-            self.chunks_done = base + n
+            # progress in chunks: sentences are short, so count texts in proportion
+            self.chunks_done = base + min(n_chunks, n * n_chunks // len(texts))
             self.tick("ingest", batch[-1].work.entry.rel)
 
         vectors = embedder.embed_passages(texts, progress=on_embedded)
+        self.chunks_done = base + n_chunks
         self.t["embed"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         records, rows = [], []
@@ -221,6 +240,7 @@ class _Run:
                         text=c.text,
                         vector=vectors[i],
                         search_text=_embed_text(c),
+                        sentences=pack_vectors(vectors[per_chunk[i]]) if per_chunk else "",
                     )
                 )
                 i += 1

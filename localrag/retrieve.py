@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from localrag.chunk import split_sentences  # noqa: F401 - part of this module's interface
 from localrag.console import UserError
 from localrag.index import Index
 
@@ -105,18 +106,6 @@ def merge_window(chunks: list[dict]) -> str:
             out.append(("\n\n" if start - end >= 2 else " ") + text)
         end = max(end or 0, int(c.get("char_end", start + len(text))))
     return "".join(out)
-
-
-# lines, and sentence ends (Latin ones need the space after them: "milvus.io", "3.14" stay whole)
-_SENTENCE_SPLIT = re.compile(r"\n+|(?<=[.!?;])\s+|(?<=[。！？；])")
-_MIN_SENTENCE = 12  # characters: shorter pieces (list markers, "```", lone headings) say nothing alone
-
-
-def split_sentences(text: str, limit: int = 64) -> list[str]:
-    """The sentences and lines of a chunk worth embedding on their own (the whole text when none)."""
-    out = [p.strip() for p in _SENTENCE_SPLIT.split(text) if p and len(p.strip()) > _MIN_SENTENCE]
-    out = list(dict.fromkeys(out))[:limit]
-    return out or ([text.strip()] if text.strip() else [])
 
 
 def canonical_filetypes(types: list[str]) -> list[str]:
@@ -283,15 +272,23 @@ class Retriever:
             self.last_timings = t
             return []
         n = max(r.candidates, k)
+        cjk_query = is_cjk(query)
+        # With windows, a hit's own row comes back with its neighbours, and stored sentence
+        # vectors make the candidates' text unnecessary for the re-score: the searches fetch
+        # only where each candidate lies (plus the text a Chinese question's language list needs).
+        slim = self.index.has_sentences and r.window_tokens > 0 and self.reranker is None
+        fields = (Index.LOCATE_FIELDS + (["text"] if cjk_query else [])) if slim else None
         # BM25 needs no vector: it runs while the query is embedded (torch releases the GIL,
         # Milvus Lite's in-process server takes it), so the embedding costs little wall time.
         t0 = time.perf_counter()
-        sparse_job = self._pool().submit(self.index.search_sparse, query, n, expr) if r.sparse_weight > 0 else None
+        sparse_job = (
+            self._pool().submit(self.index.search_sparse, query, n, expr, fields=fields) if r.sparse_weight > 0 else None
+        )
         try:
             qvec = self.embedder.embed_query(query)
             t.embed = time.perf_counter() - t0
             t1 = time.perf_counter()
-            dense = self.index.search_dense(qvec, n, expr) if r.dense_weight > 0 else []
+            dense = self.index.search_dense(qvec, n, expr, fields=fields) if r.dense_weight > 0 else []
         finally:
             sparse = sparse_job.result() if sparse_job is not None else []
         t.search = time.perf_counter() - t1
@@ -308,7 +305,7 @@ class Retriever:
             entities.setdefault(cid, ent)
         lists = [[c for c, _, _ in dense], [c for c, _, _ in sparse]]
         weights = [r.dense_weight, r.sparse_weight]
-        if is_cjk(query):
+        if cjk_query:
             # A Chinese question is best answered by Chinese text, but English terms in it
             # ("Milvus", "HNSW") pull English chunks up in BM25; the same-language BM25 hits
             # count once more. (English questions need no such help: the corpus' Chinese
@@ -319,7 +316,7 @@ class Retriever:
         order = sorted(fused, key=lambda c: (-fused[c], c))
         if r.sentence_pool > 0 and r.sentence_weight > 0 and len(order) > 1:
             pool = order[: r.sentence_pool]
-            best = self._sentence_scores(qvec, [(c, entities[c]["text"]) for c in pool])
+            best = self._sentence_scores(qvec, [(c, entities[c].get("text", "")) for c in pool])
             if best:
                 lists.append(sorted(best, key=lambda c: (-best[c], c)))
                 weights.append(r.sentence_weight)
@@ -384,13 +381,25 @@ class Retriever:
         return hits
 
     def _sentence_scores(self, qvec, chunks: list[tuple[str, str]]) -> dict[str, float]:
-        """Each chunk's best cosine between the query and one of its sentences."""
-        embed = getattr(self.embedder, "embed_passages", None)
-        if embed is None:
-            return {}
+        """Each chunk's best cosine between the query and one of its sentences. The sentences'
+        vectors come from the KB (made at ingest); a KB built before they were stored gets them
+        embedded here, once per sentence per session."""
         import numpy as np
 
-        per_chunk = {cid: split_sentences(text) for cid, text in chunks}
+        q = np.asarray(qvec, dtype=np.float32)
+        out: dict[str, float] = {}
+        try:
+            stored = self.index.sentence_vectors([cid for cid, _ in chunks])
+        except Exception:
+            stored = {}  # a failed lookup costs the query-time path, not the search
+        for cid, m in stored.items():
+            if m.shape[1] == q.shape[0]:
+                out[cid] = float((m @ q).max())
+        rest = [(cid, text) for cid, text in chunks if cid not in out]
+        embed = getattr(self.embedder, "embed_passages", None)
+        if not rest or embed is None:
+            return out
+        per_chunk = {cid: split_sentences(text) for cid, text in rest}
         wrap = getattr(self.embedder, "passage_text", lambda x: x)
         new = sorted({s for ss in per_chunk.values() for s in ss if s not in self._sentence_cache})
         if new:
@@ -398,8 +407,8 @@ class Retriever:
                 self._sentence_cache[s] = np.asarray(v, dtype=np.float32)
             if len(self._sentence_cache) > 50_000:  # a long chat session: keep memory bounded
                 self._sentence_cache = {s: self._sentence_cache[s] for ss in per_chunk.values() for s in ss}
-        q = np.asarray(qvec, dtype=np.float32)
-        return {cid: max(float(self._sentence_cache[s] @ q) for s in ss) for cid, ss in per_chunk.items() if ss}
+        out.update({cid: max(float(self._sentence_cache[s] @ q) for s in ss) for cid, ss in per_chunk.items() if ss})
+        return out
 
     def _windows(
         self, order: list[str], k: int, entities: dict[str, dict], vectors: dict | None = None, need_vectors=None
@@ -440,7 +449,13 @@ class Retriever:
                     break
                 if c in taken:
                     continue
-                seed = entities[c] | {"id": c}
+                e = entities[c]
+                row = by_pos.get((int(e.get("file_id", 0)), int(e.get("ordinal", 0))))
+                if row is not None and row["id"] == c:
+                    entities[c] = e = e | row  # the whole row: a slim search brought only its place
+                if "text" not in e:
+                    continue  # the lookup failed and the search did not bring the text: nothing to show
+                seed = e | {"id": c}
                 members = self._grow(seed, by_pos, taken, budget)
                 taken.update(m["id"] for m in members)
                 windows.append(members)

@@ -150,6 +150,62 @@ def test_windows_and_sentence_scores_can_be_turned_off(kb_home, embedder):
     assert hits and all(h.chunk_ids == [h.chunk_id] for h in hits)
 
 
+def test_sentence_vectors_are_stored_at_ingest_and_used_at_query_time(kb, embedder, monkeypatch):
+    """The sentence-level re-score reads the vectors ingest stored: a query embeds only itself.
+    They are the vectors of the chunk's own sentences, as a query-time embedding would make them."""
+    import numpy as np
+
+    from localrag.chunk import split_sentences
+
+    with Retriever(kb, "t", embedder=embedder) as r:
+        assert r.index.has_sentences and r.index.record.schema == 2
+        rows = r.index.all_chunks(("id", "text"))
+        stored = r.index.sentence_vectors([row["id"] for row in rows])
+        assert set(stored) == {row["id"] for row in rows}  # every chunk has at least one sentence
+        row = max(rows, key=lambda x: len(split_sentences(x["text"])))
+        sentences = split_sentences(row["text"])
+        fresh = embedder.embed_passages([embedder.passage_text(x) for x in sentences])
+        assert stored[row["id"]].shape == (len(sentences), embedder.dim)
+        assert np.allclose(stored[row["id"]], fresh, atol=2e-3)  # float16 storage
+
+        warm = r.search("How does Milvus flush data?", k=5)
+
+        def no_passages(*a, **k):
+            raise AssertionError("a query embedded passages although the KB stores their vectors")
+
+        monkeypatch.setattr(embedder, "embed_passages", no_passages)
+        again = r.search("How does Milvus flush data?", k=5)
+        assert [h.chunk_id for h in again] == [h.chunk_id for h in warm]
+
+
+def test_a_kb_without_stored_sentence_vectors_embeds_them_at_query_time(kb, embedder, monkeypatch):
+    """A KB made before sentence vectors were stored (schema 1) still gets the sentence re-score."""
+    with Retriever(kb, "t", embedder=embedder) as r:
+        stored_order = [h.chunk_id for h in r.search("Which index types does Milvus support?", k=5)]
+        monkeypatch.setattr(r.index, "has_sentences", False)
+        calls = []
+        real = embedder.embed_passages
+        monkeypatch.setattr(embedder, "embed_passages", lambda texts, **k: calls.append(len(texts)) or real(texts, **k))
+        r._sentence_cache.clear()
+        order = [h.chunk_id for h in r.search("Which index types does Milvus support?", k=5)]
+    assert calls and sum(calls) > 0
+    assert order[0] == stored_order[0]  # the same vectors up to float16: the same best hit
+
+
+def test_packed_vectors_round_trip_and_damage_is_ignored():
+    import numpy as np
+
+    from localrag.index import pack_vectors, unpack_vectors
+
+    m = np.random.default_rng(1).standard_normal((3, 8)).astype(np.float32)
+    m /= np.linalg.norm(m, axis=1, keepdims=True)
+    back = unpack_vectors(pack_vectors(m), 8)
+    assert back.shape == (3, 8) and np.allclose(back, m, atol=1e-3)
+    assert pack_vectors(np.zeros((0, 8))) == "" and unpack_vectors("", 8) is None
+    assert unpack_vectors("not base64!", 8) is None
+    assert unpack_vectors(pack_vectors(m), 5) is None  # wrong dimension: refused, not misread
+
+
 def test_file_type_aliases():
     from localrag.retrieve import canonical_filetypes
 

@@ -538,6 +538,11 @@ class Index:
                 out[r["id"]] = m
         return out
 
+    def texts(self, ids: Sequence[str]) -> dict[str, str]:
+        if not ids:
+            return {}
+        return {r["id"]: r["text"] for r in self._client.get(self.chunks_col, ids=list(ids), output_fields=["text"])}
+
     def vectors(self, ids: Sequence[str]) -> dict[str, list[float]]:
         if not ids:
             return {}

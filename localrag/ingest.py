@@ -172,7 +172,7 @@ class _Run:
         # Each chunk's sentences get vectors of their own for retrieval's sentence-level
         # re-score; made here, in the same encode call, they cost a query nothing.
         per_chunk: list[list[int]] = []
-        if self.index.has_sentences and self.settings.retrieval.sentence_pool > 0:
+        if self.index.has_sentences and self.settings.chunk.sentence_vectors and self.settings.retrieval.sentence_pool > 0:
             from localrag.chunk import split_sentences
 
             where: dict[str, int] = {}

@@ -399,6 +399,13 @@ class Retriever:
         embed = getattr(self.embedder, "embed_passages", None)
         if not rest or embed is None:
             return out
+        untexted = [cid for cid, text in rest if not text]  # a slim search brought no text
+        if untexted:
+            try:
+                texts = self.index.texts(untexted)
+            except Exception:
+                texts = {}
+            rest = [(cid, text or texts.get(cid, "")) for cid, text in rest]
         per_chunk = {cid: split_sentences(text) for cid, text in rest}
         wrap = getattr(self.embedder, "passage_text", lambda x: x)
         new = sorted({s for ss in per_chunk.values() for s in ss if s not in self._sentence_cache})

@@ -58,6 +58,11 @@ class RetrievalSettings:
 class ChunkSettings:
     max_tokens: int = 256  # in the embedder's tokens
     overlap_tokens: int = 32
+    # Embed each chunk's sentences at ingest for the sentence-level re-score, so a query embeds
+    # only itself (bench_query: p50 ~55 ms instead of ~0.8 s for a new question). It costs ingest
+    # ~85% more embedding on the milvus-docs corpus (BENCHMARKS.md); off, retrieval embeds the
+    # sentences of each query's candidates instead, with the same ranking.
+    sentence_vectors: bool = True
 
 
 @dataclass(frozen=True)

@@ -192,6 +192,25 @@ def test_a_kb_without_stored_sentence_vectors_embeds_them_at_query_time(kb, embe
     assert order[0] == stored_order[0]  # the same vectors up to float16: the same best hit
 
 
+def test_sentence_vectors_off_at_ingest_falls_back_to_query_time(tmp_path, shared_dir, embedder):
+    """`[chunk] sentence_vectors = false` keeps ingest to one vector per chunk; the re-score then
+    embeds the candidates' sentences per query and still ranks."""
+    home = tmp_path / "home"
+    home.mkdir()
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    src = shared_dir / "corpora" / "milvus-docs" / "en" / "faq" / "performance_faq.md"
+    (corpus / "performance_faq.md").write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
+    settings = settings_for(home, chunk={"sentence_vectors": False})
+    ingest_mod.ingest(settings, [corpus], kb="lean", embedder=embedder)
+    with Retriever(settings, "lean", embedder=embedder) as r:
+        ids = [row["id"] for row in r.index.all_chunks(("id",))]
+        assert ids and r.index.sentence_vectors(ids) == {}
+        hits = r.search("Why is my search slow on a small dataset?", k=3)
+        assert hits and hits[0].source == "performance_faq.md"
+        assert r._sentence_cache  # the query-time path ran
+
+
 def test_packed_vectors_round_trip_and_damage_is_ignored():
     import numpy as np
 

@@ -431,6 +431,8 @@ class Index:
                 "search_text": _clip_utf8(r.search_text or r.text),
                 "dense": list(map(float, r.vector)),
             }
+            # 48 sentences of a 384-dim embedder always fit; a 1024-dim one (bge-m3) fits ~23, and a
+            # chunk with more is stored without them: retrieval embeds its sentences per query instead
             | ({"sentences": r.sentences if len(r.sentences) <= _TEXT_MAX else ""} if self.has_sentences else {})
             for r in rows
         ]

@@ -444,6 +444,8 @@ class Retriever:
             try:
                 rows = self.index.neighbours(spans, with_vectors=with_vectors)
             except Exception:
+                if any("text" not in entities[c] for c in batch):
+                    raise  # a slim search brought only places: without the rows there is nothing to show
                 rows = []  # windows are an improvement; a failed lookup leaves plain chunks
             for row in rows:
                 if "dense" in row:
@@ -461,7 +463,7 @@ class Retriever:
                 if row is not None and row["id"] == c:
                     entities[c] = e = e | row  # the whole row: a slim search brought only its place
                 if "text" not in e:
-                    continue  # the lookup failed and the search did not bring the text: nothing to show
+                    continue  # deleted between the search and the lookup (another writer on a server)
                 seed = e | {"id": c}
                 members = self._grow(seed, by_pos, taken, budget)
                 taken.update(m["id"] for m in members)

@@ -1,6 +1,6 @@
 """Ingest of the milvus-docs corpus: where the time goes, against raw sentence-transformers encoding.
 
-Targets (issue 3): a full ingest takes at most 1.25x the time sentence-transformers alone needs to
+Targets (issue 5): a full ingest takes at most 1.25x the time sentence-transformers alone needs to
 encode the same texts (so parse, chunk and index add at most a quarter), and re-ingesting the
 unchanged corpus takes at most 3 s (measured as a fresh `localrag ingest` process, as a user runs it).
 

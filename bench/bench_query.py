@@ -1,6 +1,6 @@
 """Query latency over the dev questions: embed, search (dense + BM25), fuse, total; p50 and p95.
 
-Target (issue 3): p50 total <= 60 ms with the KB open and the embedder loaded (a chat session's
+Target (issue 5): p50 total <= 60 ms with the KB open and the embedder loaded (a chat session's
 steady state). Uses the KB bench_ingest.py built (default bench/out/ingest-home), or builds one.
 
     .venv/bin/python bench/bench_query.py [--quick] [--json] [--home DIR]

@@ -490,10 +490,8 @@ class Index:
         )
         return [(h["id"], float(h["distance"]), h["entity"]) for h in res[0]]
 
-    def search_sparse(
-        self, text: str, limit: int, expr: str = "", with_vectors: bool = False, fields: Sequence[str] | None = None
-    ) -> list[tuple[str, float, dict]]:
-        fields = (list(fields) if fields is not None else self.HIT_FIELDS) + (["dense"] if with_vectors else [])
+    def search_sparse(self, text: str, limit: int, expr: str = "", fields: Sequence[str] | None = None) -> list[tuple[str, float, dict]]:
+        fields = list(fields) if fields is not None else self.HIT_FIELDS
         res = self._client.search(
             self.chunks_col,
             data=[text],

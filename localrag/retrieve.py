@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from localrag.chunk import split_sentences  # noqa: F401 - part of this module's interface
+from localrag.chunk import split_sentences
 from localrag.console import UserError
 from localrag.index import Index
 

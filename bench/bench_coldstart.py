@@ -145,7 +145,7 @@ def main() -> None:
             tool = "subprocess"
             help_stats = subprocess_times(commands, runs=runs, warmup=2, env=env)
         rows = [{"what": name, "tool": tool, "seconds": s} for name, s in help_stats.items()]
-        imports = slowest_imports("localrag.cli", env)
+        imports = slowest_imports("localrag.cli.app", env)
 
         build_s = build_kb(home, args.corpus, env)
         warm_first, warm_total, notes = time_search(env, 5 if not args.quick else 2, cold_cache=False)
@@ -158,7 +158,7 @@ def main() -> None:
             rows.append({"what": "localrag search (page cache dropped): first output", "tool": "Popen",
                          "seconds": cold_first})
             rows.append({"what": "localrag search (page cache dropped): exit", "tool": "Popen", "seconds": cold_total})
-        search_imports = slowest_imports("localrag.views.kb", env)
+        search_imports = slowest_imports("localrag.cli.views.kb", env)
         # What a search process cannot avoid paying: the floors its own libraries set.
         lite_db = home / "floor-milvus.db"
         floors = {
@@ -177,9 +177,9 @@ def main() -> None:
                       note=f"python -c pass: {help_stats['python -c pass'].median:.3f} s")]
     for n in notes:
         print("note:", n, file=sys.stderr)
-    print("slowest imports of localrag.cli (cumulative ms):",
+    print("slowest imports of localrag.cli.app (cumulative ms):",
           ", ".join(f"{r['module']} {r['cumulative_ms']:.0f}" for r in imports))
-    print("slowest imports of localrag.views.kb (cumulative ms):",
+    print("slowest imports of localrag.cli.views.kb (cumulative ms):",
           ", ".join(f"{r['module']} {r['cumulative_ms']:.0f}" for r in search_imports))
     report("coldstart", rows, args=args, load=load, columns=["what", "tool", "seconds"], targets=targets,
            extra={"corpus": str(args.corpus), "kb_build_s": build_s, "query": QUERY, "imports_cli": imports,

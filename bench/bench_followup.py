@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import SHARED_DIR, Target, bench_args, load_check, report, stats  # noqa: E402
 
-from localrag import prompt  # noqa: E402
+from localrag.rag import prompt  # noqa: E402
 
 FIRST_Q = "How does Milvus store data, and where do the vectors end up after an insert?"
 FOLLOW_Q = "and why are searches slower right after that?"
@@ -85,7 +85,7 @@ def ttft(engine, messages, **kw) -> tuple[float, object]:
 
 def main() -> None:
     args = bench_args("chat follow-up TTFT with KV prefix reuse vs without", runs=3, quick_runs=1)
-    from localrag.engine import Engine
+    from localrag.runtime.engine import Engine
     from tests.synthgguf import make_gguf
 
     path = make_gguf("r1-distill-qwen-1.5b", "Q4_K_M", tiny=args.quick)

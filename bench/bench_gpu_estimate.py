@@ -63,8 +63,9 @@ def main() -> None:
 
     import llama_cpp
 
-    from localrag import fit, hardware
-    from localrag.catalogue import load_catalogue
+    from localrag.models import fit
+    from localrag.models import hardware
+    from localrag.models.catalogue import load_catalogue
     from localrag.settings import REPO_ROOT
     from tests import synthgguf
 

@@ -48,11 +48,11 @@ def main() -> None:
     home.mkdir(parents=True)
     os.environ["LOCALRAG_HOME"] = str(home)
 
-    from localrag import chunk as chunk_mod
-    from localrag import files as files_mod
-    from localrag import ingest as ingest_mod
-    from localrag import parse as parse_mod
-    from localrag.embed import load_for
+    from localrag.kb import chunk as chunk_mod
+    from localrag.kb import files as files_mod
+    from localrag.kb import ingest as ingest_mod
+    from localrag.kb import parse as parse_mod
+    from localrag.runtime.embedder import load_for
     from localrag.settings import load_settings
 
     settings = load_settings(home=home)

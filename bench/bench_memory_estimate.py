@@ -42,7 +42,7 @@ MIB = 1 << 20
 _CHILD = r"""
 import contextlib, io, json, sys, time
 from llama_cpp import Llama
-from localrag.fit import parse_llama_log
+from localrag.models.fit import parse_llama_log
 path, ctxs, fa, speed_tokens = sys.argv[1], [int(x) for x in sys.argv[2].split(",")], sys.argv[3] == "1", int(sys.argv[4])
 out = {}
 for ctx in ctxs:
@@ -92,8 +92,8 @@ def main() -> None:
     args = bench_args("memory estimate vs llama.cpp's real buffers", runs=1, quick_runs=1, extra=extra)
     from synthgguf import TINY, make_gguf
 
-    from localrag import fit
-    from localrag.catalogue import load_catalogue
+    from localrag.models import fit
+    from localrag.models.catalogue import load_catalogue
 
     load = load_check("memory-estimate")
     cat = load_catalogue(REPO_ROOT / "models.toml")

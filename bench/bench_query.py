@@ -39,7 +39,7 @@ def main() -> None:
         subprocess.run(cmd, check=True, stdout=sys.stderr)
     os.environ["LOCALRAG_HOME"] = str(home)
 
-    from localrag.retrieve import Retriever
+    from localrag.kb.retrieve import Retriever
     from localrag.settings import load_settings
 
     settings = load_settings(home=home)

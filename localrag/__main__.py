@@ -1,3 +1,3 @@
-from localrag.cli import app
+from localrag.cli.app import app
 
 app()

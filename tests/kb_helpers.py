@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from localrag.embed import Embedder, EmbedderInfo
+from localrag.runtime.embedder import Embedder, EmbedderInfo
 
 MINILM = "all-minilm-l6-v2"
 REPO = Path(__file__).resolve().parent.parent
@@ -54,7 +54,7 @@ def embedder(minilm_dir) -> Embedder:
 
 def install_minilm(home: Path, minilm_dir: Path) -> None:
     """Put the unzipped embedder where the model store looks, so CLI runs skip extraction."""
-    from localrag import modelstore
+    from localrag.models import store as modelstore
     from localrag.settings import load_settings
 
     target = modelstore.embedder_dir(load_settings(home=home), MINILM)
@@ -89,7 +89,7 @@ def small_corpus(shared_dir: Path, dest: Path) -> Path:
 
 def chunk_snapshot(settings, kb: str) -> dict[str, tuple[str, str]]:
     """chunk id -> (source, text) of every chunk in the KB."""
-    from localrag.index import Index
+    from localrag.kb.index import Index
 
     with Index.open(settings, kb) as index:
         return {r["id"]: (r["source"], r["text"]) for r in index.all_chunks(("id", "source", "text"))}

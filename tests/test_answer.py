@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from localrag import answer
+from localrag.rag import session as answer
 
 REPO = Path(__file__).resolve().parent.parent
 LOCALRAG = REPO / ".venv" / "bin" / "localrag"
@@ -93,7 +93,7 @@ def kb_home(tmp_path_factory, minilm_zip):
     config that keeps generation short (a test needs a few tokens, not a good answer)."""
     import shutil
 
-    from localrag import ingest
+    from localrag.kb import ingest
     from localrag.settings import load_settings
 
     root = tmp_path_factory.mktemp("answer")
@@ -242,9 +242,9 @@ def test_r1_format_thinking_apart_and_kv_prefix_reuse(starter_session):
 
     from rich.console import Console
 
-    from localrag.engine import Engine
-    from localrag.prompt import messages_for
-    from localrag.views.answer import AnswerView
+    from localrag.runtime.engine import Engine
+    from localrag.rag.prompt import messages_for
+    from localrag.cli.views.answer import AnswerView
     from tests.synthgguf import make_gguf
 
     path = make_gguf("r1-distill-qwen-1.5b", "Q4_K_M", tiny=True)
@@ -300,7 +300,7 @@ def test_r1_format_thinking_apart_and_kv_prefix_reuse(starter_session):
 
 
 def test_extractive_answer_quotes_cited_sentences_that_match_the_question():
-    from localrag.prompt import Source
+    from localrag.rag.prompt import Source
 
     def src(n, text):
         return Source(n=n, text=text, source=f"doc{n}.md", page=None, heading="", chunk_id=str(n), score=0.5, tokens=50)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from localrag.catalogue import load_catalogue
-from localrag.console import UserError
+from localrag.models.catalogue import load_catalogue
+from localrag.cli.console import exit_code_for
+from localrag.errors import LocalragError as UserError
 from localrag.settings import REPO_ROOT
 
 CATALOGUE = REPO_ROOT / "models.toml"
@@ -82,7 +83,7 @@ def test_rerankers(cat):
     assert cat.st_model("qwen-7b") is None
     with pytest.raises(UserError) as err:
         cat.reranker("bge-reranker-v2")
-    assert err.value.message == "unknown reranker 'bge-reranker-v2'" and err.value.exit_code == 2
+    assert err.value.message == "unknown reranker 'bge-reranker-v2'" and exit_code_for(err.value) == 2
     assert "did you mean bge-reranker-v2-m3" in err.value.hint and "ms-marco-minilm-l6-v2" in err.value.hint
 
 
@@ -152,7 +153,7 @@ def test_parse_spec_rejects_with_suggestions(cat, spec, message, hint):
         cat.parse_spec(spec)
     assert message in err.value.message
     assert hint in (err.value.hint or "")
-    assert err.value.exit_code == 2
+    assert exit_code_for(err.value) == 2
 
 
 def test_find_file(cat):

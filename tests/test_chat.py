@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from localrag.chat import ChatLoop, parse_command
+from localrag.cli.chat import ChatLoop, parse_command
 
 REPO = Path(__file__).resolve().parent.parent
 LOCALRAG = REPO / ".venv" / "bin" / "localrag"
@@ -58,7 +58,7 @@ class NoSession:
         self.resets += 1
 
     def switch_kb(self, name):
-        from localrag.console import UserError
+        from localrag.errors import LocalragError as UserError
 
         raise UserError(f"knowledge base '{name}' does not exist", hint="localrag kb list")
 

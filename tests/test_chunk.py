@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from localrag.chunk import Chunk, chunk_document
-from localrag.files import FileEntry, discover
-from localrag.parse import ParsedDocument, Section, parse_file
+from localrag.kb.chunk import Chunk, chunk_document
+from localrag.kb.files import FileEntry, discover
+from localrag.kb.parse import ParsedDocument, Section, parse_file
 
 MAX, OVERLAP = 256, 32
 

@@ -13,7 +13,7 @@ HEAVY = ("torch", "llama_cpp", "pymilvus", "sentence_transformers", "transformer
 PROBE = """
 import sys
 from typer.testing import CliRunner
-from localrag.cli import app
+from localrag.cli.app import app
 result = CliRunner().invoke(app, sys.argv[1:])
 import json
 print(json.dumps({"code": result.exit_code, "heavy": [m for m in %r if m in sys.modules]}))

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from localrag.console import UserError
-from localrag.engine import ASSISTANT, BOS, EOS, USER, Engine, EngineCache
+from localrag.errors import LocalragError as UserError
+from localrag.runtime.engine import ASSISTANT, BOS, EOS, USER, Engine, EngineCache
 from tests.synthgguf import make_gguf
 
 SAMPLE = dict(temperature=0.6, top_p=0.95, seed=7)
@@ -232,7 +232,7 @@ def test_thinking_that_ends_without_an_answer_becomes_the_answer():
 
 
 def test_default_threads_within_the_physical_cores():
-    from localrag.engine import default_threads, physical_cores
+    from localrag.runtime.engine import default_threads, physical_cores
 
     assert 1 <= default_threads(sample_s=0.05) <= physical_cores()
 

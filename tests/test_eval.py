@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from localrag import ingest as ingest_mod
-from localrag.evaluate import QuestionResult, contains_evidence, load_questions, normalise, score
+from localrag.kb import ingest as ingest_mod
+from localrag.kb.evaluate import QuestionResult, contains_evidence, load_questions, normalise, score
 from tests.kb_helpers import embedder, install_minilm, minilm_dir, run_cli, settings_for, small_corpus  # noqa: F401
 
 

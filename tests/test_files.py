@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from localrag.files import FileEntry, Skipped, discover, display_name
+from localrag.kb.files import FileEntry, Skipped, discover, display_name
 from tests.hostile import build_hostile_corpus
 
 

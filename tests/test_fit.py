@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from localrag import fit
-from localrag.catalogue import load_catalogue
-from localrag.hardware import GPU, GiB, MiB, Hardware, apple_working_set
+from localrag.models import fit
+from localrag.models.catalogue import load_catalogue
+from localrag.models.hardware import GPU, GiB, MiB, Hardware, apple_working_set
 from localrag.settings import REPO_ROOT
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -49,7 +49,7 @@ def _assert_within_budget(c: fit.Candidate) -> None:
 _MEASURE = r"""
 import json, sys
 from llama_cpp import Llama
-from localrag.fit import parse_llama_log
+from localrag.models.fit import parse_llama_log
 path, ctxs, fa = sys.argv[1], [int(x) for x in sys.argv[2].split(",")], sys.argv[3] == "1"
 out = {}
 for ctx in ctxs:
@@ -303,7 +303,7 @@ def test_never_over_budget_and_q4_before_q3(kind, mem, ram, cores):
 def _doctor(*args):
     from typer.testing import CliRunner
 
-    from localrag.cli import app
+    from localrag.cli.app import app
 
     return CliRunner().invoke(app, ["doctor", *args])
 
@@ -379,7 +379,7 @@ def test_doctor_forced_ctx(home):
 )
 def test_doctor_bad_flags_exit_2(home, args, message):
     if args == ["--gpu", "nvidia"]:
-        from localrag.hardware import detect
+        from localrag.models.hardware import detect
 
         if any(g.vendor == "nvidia" for g in detect(home).gpus):
             pytest.skip("this machine has an NVIDIA GPU to plan with")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from localrag import hardware
-from localrag.hardware import GiB, MiB, Hardware, parse_nvidia_smi, parse_rocm_smi, parse_size, parse_sysctl
+from localrag.models import hardware
+from localrag.models.hardware import GiB, MiB, Hardware, parse_nvidia_smi, parse_rocm_smi, parse_size, parse_sysctl
 
 HW = Path(__file__).parent / "data" / "hw"
 

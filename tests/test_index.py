@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 
-from localrag.console import UserError
-from localrag.index import ChunkRow, FileRecord, Index, chunk_id, file_id, list_kbs, remove_kb
+from localrag.errors import LocalragError as UserError
+from localrag.kb.index import ChunkRow, FileRecord, Index, chunk_id, file_id, list_kbs, remove_kb
 from tests.kb_helpers import PYTHON, REPO, embedder, free_port, minilm_dir, settings_for, wait_port  # noqa: F401
 
 TEXTS = {
@@ -88,7 +88,7 @@ def test_second_process_gets_a_clear_in_use_error(home, embedder):
                 f"""
                 import sys, time
                 from localrag.settings import load_settings
-                from localrag.index import Index
+                from localrag.kb.index import Index
                 idx = Index.open(load_settings(home={str(home)!r}), "busy")
                 print("open", flush=True)
                 sys.stdin.readline()

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from localrag import ingest as ingest_mod
-from localrag.console import UserError
-from localrag.index import Index
+from localrag.kb import ingest as ingest_mod
+from localrag.errors import LocalragError as UserError
+from localrag.kb.index import Index
 from tests.kb_helpers import (  # noqa: F401
     MINILM,
     PYTHON,
@@ -38,7 +38,7 @@ def corpus(tmp_path, shared_dir):
 
 
 def _no_embedder_load(monkeypatch):
-    from localrag import embed
+    from localrag.runtime import embedder as embed
 
     def refuse(*a, **k):
         raise AssertionError("the embedder was loaded although nothing needed embedding")
@@ -108,8 +108,8 @@ _SLOW_INGEST = textwrap.dedent(
     import sys, time, zipfile
     from pathlib import Path
     from localrag.settings import load_settings
-    from localrag.embed import Embedder, EmbedderInfo
-    from localrag import ingest
+    from localrag.runtime.embedder import Embedder, EmbedderInfo
+    from localrag.kb import ingest
     home, corpus, model = sys.argv[1:4]
     emb = Embedder.load(Path(model), EmbedderInfo("all-minilm-l6-v2", 256))
     orig = emb.embed_passages
@@ -203,7 +203,7 @@ def test_hostile_corpus_never_stops_the_run(home, tmp_path, embedder):
         else:
             assert name not in by, name
     assert all(o.reason for o in report.outcomes if o.status == "skipped")
-    from localrag.retrieve import Retriever
+    from localrag.kb.retrieve import Retriever
     from tests.hostile import DEBIAN_ZH_PHRASE
 
     with Retriever(settings_for(home), "h", embedder=embedder) as r:  # a Chinese PDF page is findable

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pathlib import Path
 
-from localrag import modelstore
-from localrag.catalogue import load_catalogue
-from localrag.console import UserError
+from localrag.models import store as modelstore
+from localrag.models.catalogue import load_catalogue
+from localrag.errors import LocalragError as UserError
 from localrag.settings import load_settings
 
 
@@ -58,7 +58,7 @@ import zipfile
 
 from typer.testing import CliRunner
 
-from localrag.cli import app
+from localrag.cli.app import app
 from tests.synthgguf import make_gguf
 
 runner = CliRunner()
@@ -273,7 +273,7 @@ def test_pull_when_the_hub_is_unreachable(home, monkeypatch):
 
 def machine(ram_gib: float):
     """A CPU-only machine described by its numbers (what `doctor --ram` plans for)."""
-    from localrag.hardware import Hardware
+    from localrag.models.hardware import Hardware
 
     gib = 1 << 30
     return Hardware(

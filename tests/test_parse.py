@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from localrag.files import FileEntry, discover
-from localrag.parse import ParseError, decode_text, parse_file
+from localrag.kb.files import FileEntry, discover
+from localrag.kb.parse import ParseError, decode_text, parse_file
 from tests.hostile import DEBIAN_EN_SENTENCE, DEBIAN_ZH_PHRASE, build_hostile_corpus
 
 

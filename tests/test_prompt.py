@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from localrag import prompt
+from localrag.rag import prompt
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from localrag.reasoning import (
+from localrag.runtime.reasoning import (
     ANSWER,
     FORCED_CLOSE,
     THINKING,

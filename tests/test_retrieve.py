@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from localrag import ingest as ingest_mod
-from localrag.console import UserError
-from localrag.retrieve import Retriever, glob_match, rrf
+from localrag.kb import ingest as ingest_mod
+from localrag.errors import LocalragError as UserError
+from localrag.kb.retrieve import Retriever, glob_match, rrf
 from tests.kb_helpers import embedder, install_minilm, minilm_dir, run_cli, settings_for, small_corpus  # noqa: F401
 
 
@@ -110,7 +110,7 @@ def test_cli_search_json(kb_home, minilm_dir):
 
 
 def test_merge_window_is_the_documents_span():
-    from localrag.retrieve import merge_window
+    from localrag.kb.retrieve import merge_window
 
     text = "Alpha one. Beta two.\n\nGamma three. Delta four."
     chunks = [
@@ -126,7 +126,7 @@ def test_hits_are_windows_with_provenance_and_no_repeats(kb, embedder):
     import re
     from pathlib import Path
 
-    from localrag.parse import parse_file
+    from localrag.kb.parse import parse_file
 
     with Retriever(kb, "t", embedder=embedder) as r:
         hits = r.search("How does Milvus flush data, and why is search slow right after an insert?", k=5)
@@ -155,7 +155,7 @@ def test_sentence_vectors_are_stored_at_ingest_and_used_at_query_time(kb, embedd
     They are the vectors of the chunk's own sentences, as a query-time embedding would make them."""
     import numpy as np
 
-    from localrag.chunk import split_sentences
+    from localrag.kb.chunk import split_sentences
 
     with Retriever(kb, "t", embedder=embedder) as r:
         assert r.index.has_sentences and r.index.record.schema == 2
@@ -214,7 +214,7 @@ def test_sentence_vectors_off_at_ingest_falls_back_to_query_time(tmp_path, share
 def test_packed_vectors_round_trip_and_damage_is_ignored():
     import numpy as np
 
-    from localrag.index import pack_vectors, unpack_vectors
+    from localrag.kb.index import pack_vectors, unpack_vectors
 
     m = np.random.default_rng(1).standard_normal((3, 8)).astype(np.float32)
     m /= np.linalg.norm(m, axis=1, keepdims=True)
@@ -226,7 +226,7 @@ def test_packed_vectors_round_trip_and_damage_is_ignored():
 
 
 def test_file_type_aliases():
-    from localrag.retrieve import canonical_filetypes
+    from localrag.kb.retrieve import canonical_filetypes
 
     assert canonical_filetypes(["md", "markdown", ".TXT", "htm", "html", "pdf", "docx"]) == [
         "markdown",
@@ -245,7 +245,7 @@ def test_search_type_md_finds_markdown(kb, embedder):
 
 
 def test_split_sentences():
-    from localrag.retrieve import split_sentences
+    from localrag.kb.retrieve import split_sentences
 
     parts = split_sentences("Milvus 2.4 supports HNSW. See milvus.io for details.\n- ok\nversion 3.14 of the thing is out")
     assert parts == ["Milvus 2.4 supports HNSW.", "See milvus.io for details.", "version 3.14 of the thing is out"]
@@ -292,7 +292,7 @@ def rr_home(kb_home, tmp_path, monkeypatch):
 def _cli(*args):
     from typer.testing import CliRunner
 
-    from localrag.cli import app
+    from localrag.cli.app import app
 
     result = CliRunner().invoke(app, list(args))
     return result.exit_code, " ".join(result.output.split())
@@ -302,7 +302,7 @@ QUESTION = "How does Milvus flush data?"
 
 
 def test_an_imported_reranker_reorders_the_fused_pool(rr_home, cross_encoder_zip, embedder):
-    from localrag.retrieve import Reranker
+    from localrag.kb.retrieve import Reranker
 
     code, out = _cli("models", "import", str(cross_encoder_zip), "--as", "ms-marco-minilm-l6-v2")
     assert code == 0, out
@@ -346,8 +346,8 @@ def test_an_imported_reranker_reorders_the_fused_pool(rr_home, cross_encoder_zip
 
     from sentence_transformers import CrossEncoder
 
-    from localrag import modelstore
-    from localrag.catalogue import load_catalogue
+    from localrag.models import store as modelstore
+    from localrag.models.catalogue import load_catalogue
 
     path = modelstore.resolve_reranker(pool5, load_catalogue(pool5.catalogue_path), "ms-marco")
     as_configured = CrossEncoder(str(path), local_files_only=True).predict(pairs)
@@ -361,8 +361,8 @@ def test_an_imported_reranker_reorders_the_fused_pool(rr_home, cross_encoder_zip
 
 
 def test_a_broken_reranker_warns_and_search_goes_on(rr_home, cross_encoder_zip, embedder, capsys):
-    from localrag import modelstore
-    from localrag.catalogue import load_catalogue
+    from localrag.models import store as modelstore
+    from localrag.models.catalogue import load_catalogue
 
     code, out = _cli("models", "import", str(cross_encoder_zip), "--as", "ms-marco-minilm-l6-v2")
     assert code == 0, out

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from localrag.console import UserError
+from localrag.errors import BadInput, LocalragError
 
 KB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 _HASH_RE = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
@@ -142,10 +142,9 @@ def unpack_vectors(text: str, dim: int):
 
 def validate_name(name: str) -> str:
     if not KB_NAME_RE.match(name or ""):
-        raise UserError(
+        raise BadInput(
             f"invalid knowledge base name {name!r}",
             hint="Use letters, digits, '-' and '_' (up to 63 characters), starting with a letter or digit.",
-            exit_code=2,
         )
     return name
 
@@ -180,7 +179,7 @@ class _KBLock:
             finally:
                 os.close(self._fd)
                 self._fd = None
-            raise UserError(
+            raise LocalragError(
                 f"knowledge base '{name}' is in use by another localrag process (pid {pid})",
                 hint="Wait for it to finish (an ingest, chat or search), or stop it, then retry.",
             ) from None
@@ -228,7 +227,7 @@ def _client(uri: str, token: str | None):
     try:
         return MilvusClient(uri=uri, token=token or "")
     except Exception as exc:
-        raise UserError(
+        raise LocalragError(
             f"cannot connect to Milvus at {uri}: {_short(exc)}",
             hint="Check --milvus-uri / LOCALRAG_MILVUS_URI and that the server is running.",
         ) from exc
@@ -262,7 +261,7 @@ class Index:
     @classmethod
     def open(cls, settings, name: str, *, create: bool = False) -> "Index":
         """Open KB ``name``; with ``create`` make its storage if missing (the record is written
-        by ``initialise``). Without ``create`` a missing KB is a UserError."""
+        by ``initialise``). Without ``create`` a missing KB is a LocalragError."""
         validate_name(name)
         if settings.milvus_uri:
             client = _client(settings.milvus_uri, settings.milvus_token)
@@ -270,7 +269,7 @@ class Index:
         else:
             directory = kb_path(settings, name)
             if not create and not (directory / "milvus.db").exists():
-                raise UserError(
+                raise LocalragError(
                     f"knowledge base '{name}' does not exist",
                     hint=f"Create it with `localrag ingest PATH --kb {name}`; `localrag kb list` shows the existing ones.",
                 )
@@ -297,7 +296,7 @@ class Index:
             if rows:
                 self.record = KBRecord(**json.loads(rows[0]["info"]))
         if self.record is None and required:
-            raise UserError(
+            raise LocalragError(
                 f"knowledge base '{self.name}' does not exist",
                 hint=f"Create it with `localrag ingest PATH --kb {self.name}`.",
             )
@@ -602,13 +601,13 @@ def remove_kb(settings, name: str) -> None:
                     client.drop_collection(col)
                     found = True
             if not found:
-                raise UserError(f"knowledge base '{name}' does not exist", hint="`localrag kb list` shows the existing ones.")
+                raise LocalragError(f"knowledge base '{name}' does not exist", hint="`localrag kb list` shows the existing ones.")
         finally:
             client.close()
         return
     directory = kb_path(settings, name)
     if not directory.is_dir():
-        raise UserError(f"knowledge base '{name}' does not exist", hint="`localrag kb list` shows the existing ones.")
+        raise LocalragError(f"knowledge base '{name}' does not exist", hint="`localrag kb list` shows the existing ones.")
     lock = _KBLock(directory, name)  # refuses while another process uses it
     try:
         trash = directory.with_name(f".{name}.deleting-{os.getpid()}")

@@ -20,7 +20,8 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from localrag.console import UserError, stderr, stdout
+from localrag.errors import LocalragError
+from localrag.cli.console import hint_lines, stderr, stdout
 
 STARTER_NOTE = (
     "Answered by the offline starter model {name} — it is tiny and its answers are weak. "
@@ -46,10 +47,10 @@ class AnswerView:
     def info(self, message: str) -> None:
         self.console.print(message, highlight=False)
 
-    def error(self, exc: UserError) -> None:
+    def error(self, exc: LocalragError) -> None:
         self.err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
-        if exc.hint:
-            self.err.print(f"[dim]{exc.hint}[/]", highlight=False)
+        for line in hint_lines(exc):
+            self.err.print(f"[dim]{line}[/]", highlight=False)
 
     def model_banner(self, info, console=None) -> None:
         if info is None:
@@ -66,7 +67,7 @@ class AnswerView:
 
     def render(self, events: Iterator) -> object:
         """Stream thinking and answer live; return the AnswerResult."""
-        from localrag import prompt
+        from localrag.rag import prompt
 
         thinking: list[str] = []
         answer: list[str] = []
@@ -238,7 +239,7 @@ def timings_table(result) -> Table:
 
 def _open_session(settings, kb: str, view: AnswerView, *, model: bool):
     """The knowledge base (and, for chat, the model) loaded before the first question."""
-    from localrag.answer import Session
+    from localrag.rag.session import Session
 
     session = Session(settings, kb, progress=view.progress)
     with view.err.status("[dim]loading…[/]", spinner="dots"):
@@ -249,7 +250,7 @@ def _open_session(settings, kb: str, view: AnswerView, *, model: bool):
 
 
 def ask(settings, question: str, *, kb: str, json_out: bool, show_thinking: bool, verbose: bool) -> int:
-    from localrag.answer import Session
+    from localrag.rag.session import Session
 
     if json_out:
         session = Session(settings, kb)
@@ -276,7 +277,7 @@ def ask(settings, question: str, *, kb: str, json_out: bool, show_thinking: bool
 
 
 def chat(settings, *, kb: str, show_thinking: bool, verbose: bool) -> int:
-    from localrag.chat import ChatLoop
+    from localrag.cli.chat import ChatLoop
 
     view = AnswerView(stdout(), show_thinking=show_thinking, verbose=verbose)
     session = _open_session(settings, kb, view, model=True)

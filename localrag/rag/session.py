@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from localrag import prompt
-from localrag.console import UserError
+from localrag.rag import prompt
+from localrag.errors import LocalragError
 
 Progress = Callable[[str], None]
 
@@ -278,11 +278,12 @@ def save_prefill_speed(settings, info: ModelInfo, tok_s: float) -> None:
 def load_model(settings, spec: str | None, progress: Progress | None = None):
     """Resolve and load a model with the fit's offload and context: (Engine, ModelInfo).
 
-    UserError when none can be had (the hint says how to pull or import one).
+    LocalragError when none can be had (the hint says how to pull or import one).
     """
-    from localrag import hardware, modelstore
-    from localrag.catalogue import load_catalogue
-    from localrag.engine import open_engine
+    from localrag.models import hardware
+    from localrag.models import store as modelstore
+    from localrag.models.catalogue import load_catalogue
+    from localrag.runtime.engine import open_engine
 
     say = progress or (lambda _msg: None)
     catalogue = load_catalogue(settings.catalogue_path)
@@ -367,7 +368,7 @@ class Session:
         try:
             self.engine, self.info = load_model(self.settings, spec, self.progress)
             self.model_spec = spec
-        except UserError:
+        except LocalragError:
             self.engine, self.info = load_model(self.settings, old_spec, self.progress)
             raise
         # The conversation stays: the new model reads it as a fresh prefix.
@@ -386,7 +387,7 @@ class Session:
     def ask(self, question: str) -> Iterator[Event]:
         question = question.strip()
         if not question:
-            raise UserError("the question is empty")
+            raise LocalragError("the question is empty")
         # The model is loaded only once a question passed the relevance gate: `ask` about
         # something the documents do not cover answers at once, without touching the model.
         self.ensure_loaded(model=False)
@@ -597,7 +598,7 @@ def citations_for(cited: list[int], table: dict[int, prompt.Source]) -> list[Cit
 
 def open_retriever(settings, kb: str, progress: Progress | None = None):
     """The knowledge base's retriever; the shipped sample is indexed on first use."""
-    from localrag.retrieve import Retriever
+    from localrag.kb.retrieve import Retriever
 
     if kb == SAMPLE_KB and not _kb_exists(settings, kb):
         ingest_sample(settings, progress)
@@ -608,18 +609,18 @@ SAMPLE_KB = "sample"
 
 
 def sample_dir() -> Path:
-    return Path(__file__).resolve().parent / "data" / "sample"
+    return Path(__file__).resolve().parent.parent / "data" / "sample"
 
 
 def _kb_exists(settings, kb: str) -> bool:
-    from localrag import index
+    from localrag.kb import index
 
     return kb in index.list_kbs(settings)
 
 
 def ingest_sample(settings, progress: Progress | None = None) -> None:
     """Index the sample corpus shipped with localrag into the knowledge base 'sample'."""
-    from localrag import ingest
+    from localrag.kb import ingest
 
     if progress:
         progress(f"indexing the sample documents shipped with localrag into the knowledge base '{SAMPLE_KB}'")

@@ -32,7 +32,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from localrag.parse import ParsedDocument, Section
+from localrag.kb.parse import ParsedDocument, Section
 
 HEADING_JOIN = " > "
 

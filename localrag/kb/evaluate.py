@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from localrag.console import UserError
+from localrag.errors import BadInput
 
 KS = (1, 3, 5, 10)
 MIN_RUN = 60
@@ -70,7 +70,7 @@ def load_questions(path: Path) -> list[Question]:
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror}", exit_code=2) from exc
+        raise BadInput(f"cannot read {path}: {exc.strerror}") from exc
     out = []
     for n, line in enumerate(lines, start=1):
         if not line.strip():
@@ -88,7 +88,7 @@ def load_questions(path: Path) -> list[Question]:
                 )
             )
         except (ValueError, KeyError, TypeError) as exc:
-            raise UserError(f"{path}:{n}: not a question object ({exc})", hint="See shared/eval/README.md for the format.", exit_code=2) from exc
+            raise BadInput(f"{path}:{n}: not a question object ({exc})", hint="See shared/eval/README.md for the format.") from exc
     return out
 
 

@@ -29,7 +29,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from localrag.files import DEFAULT_MAX_BYTES, filetype_of
+from localrag.kb.files import DEFAULT_MAX_BYTES, filetype_of
 
 SECTION_SEPARATOR = "\n\n"
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from localrag.console import UserError
-from localrag.index import ChunkRow, FileRecord, Index, chunk_id, file_id, pack_vectors
+from localrag.errors import BadInput, LocalragError
+from localrag.kb.index import ChunkRow, FileRecord, Index, chunk_id, file_id, pack_vectors
 
 # Embedding is batched across files: small files alone would make tiny, slow batches.
 _FLUSH_CHUNKS = 512
@@ -123,8 +123,8 @@ class _Run:
             )
 
     def prepare(self, work: _Work) -> _Prepared | None:
-        from localrag import chunk as chunk_mod
-        from localrag import parse as parse_mod
+        from localrag.kb import chunk as chunk_mod
+        from localrag.kb import parse as parse_mod
 
         source = work.entry.rel
         t0 = time.perf_counter()
@@ -173,7 +173,7 @@ class _Run:
         # re-score; made here, in the same encode call, they cost a query nothing.
         per_chunk: list[list[int]] = []
         if self.index.has_sentences and self.settings.chunk.sentence_vectors and self.settings.retrieval.sentence_pool > 0:
-            from localrag.chunk import split_sentences
+            from localrag.kb.chunk import split_sentences
 
             where: dict[str, int] = {}
             for p in batch:
@@ -272,20 +272,20 @@ def ingest(
     otherwise one is chosen (``embedder_id`` / settings / hardware plan, see ``embed.choose``)
     and loaded only if some file actually needs embedding.
     """
-    from localrag import files as files_mod
+    from localrag.kb import files as files_mod
 
     started = time.perf_counter()
     roots = [Path(p).expanduser() for p in paths]
     missing = [p for p in roots if not p.exists() and not p.is_symlink()]
     if missing and len(missing) == len(roots) and not prune:
-        raise UserError(f"no such file or directory: {', '.join(map(str, missing))}", exit_code=2)
+        raise BadInput(f"no such file or directory: {', '.join(map(str, missing))}")
 
     index = Index.open(settings, kb, create=True)
     try:
         note = None
         if index.record is None:
             if embedder is None:
-                from localrag import embed as embed_mod
+                from localrag.runtime import embedder as embed_mod
 
                 choice = embed_mod.choose(settings, embedder_id)
                 note = choice.note
@@ -294,11 +294,11 @@ def ingest(
         else:
             wanted = embedder.id if embedder is not None else embedder_id
             if wanted:
-                from localrag.embed import canonical_id
+                from localrag.runtime.embedder import canonical_id
 
                 wanted = canonical_id(settings, wanted)
             if wanted and wanted != index.record.embedder:
-                raise UserError(
+                raise LocalragError(
                     f"knowledge base '{kb}' was built with embedder '{index.record.embedder}', not '{wanted}'",
                     hint="Vectors from different embedders cannot be mixed: ingest into another --kb, "
                     f"or `localrag kb rm {kb}` and ingest again.",
@@ -310,7 +310,7 @@ def ingest(
 
         def get_embedder():
             if loaded["e"] is None:
-                from localrag import embed as embed_mod
+                from localrag.runtime import embedder as embed_mod
 
                 loaded["e"] = embed_mod.load_for(settings, record.embedder, _device(settings))
             return loaded["e"]
@@ -434,7 +434,9 @@ def _pruned(manifest: dict[str, FileRecord], roots: list[Path], seen: set[str]) 
 
 def _device(settings) -> str:
     try:
-        from localrag import catalogue, fit, hardware
+        from localrag.models import catalogue
+        from localrag.models import fit
+        from localrag.models import hardware
 
         plan = fit.plan(catalogue.load_catalogue(settings.catalogue_path), hardware.detect(settings.models_dir))
         return plan.embedder_device or "cpu"

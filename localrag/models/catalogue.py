@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localrag.console import UserError
+from localrag.errors import BadInput, LocalragError
 
 ARCHS = ("qwen2", "llama")
 TEMPLATES = ("r1", "gguf")
@@ -81,10 +81,9 @@ class ModelSpec:
     def quant(self, name: str) -> QuantSpec:
         key = normalize_quant(name)
         if key not in self.quants:
-            raise UserError(
+            raise BadInput(
                 f"{self.id} has no {name} in the catalogue",
                 hint=f"available: {', '.join(self.quants)}",
-                exit_code=2,
             )
         return self.quants[key]
 
@@ -122,7 +121,7 @@ class Catalogue:
     # --- lookups -----------------------------------------------------------------------
 
     def model(self, model_id: str) -> ModelSpec:
-        """A model by id or unambiguous alias (case-insensitive); UserError with suggestions."""
+        """A model by id or unambiguous alias (case-insensitive); LocalragError with suggestions."""
         return self._lookup_model(model_id.strip(), model_id)
 
     def embedder(self, embedder_id: str) -> EmbedderSpec:
@@ -136,7 +135,7 @@ class Catalogue:
         for kind in ST_KINDS:
             try:
                 return getattr(self, kind)(spec.split(":", 1)[0])
-            except UserError:
+            except LocalragError:
                 continue
         return None
 
@@ -163,19 +162,19 @@ class Catalogue:
         """"id[:QUANT]" -> (ModelSpec, normalized quant or None).
 
         Accepts ids, aliases ("7b", "qwen-7b"), HF names ("DeepSeek-R1-Distill-Qwen-7B"), any case,
-        and a file-style quant suffix ("...-7B-Q4_K_M"). Unknown names and quants raise UserError
+        and a file-style quant suffix ("...-7B-Q4_K_M"). Unknown names and quants raise LocalragError
         (exit 2) with the closest matches.
         """
         text = spec.strip()
         if not text:
-            raise UserError("empty model name", hint=self._known_hint(), exit_code=2)
+            raise BadInput("empty model name", hint=self._known_hint())
         name, sep, quant = text.rpartition(":")
         if not sep:
             name, quant = text, ""
         elif not name:
-            raise UserError(f"bad model spec {spec!r}: nothing before ':'", hint="use MODEL[:QUANT], e.g. qwen-7b:Q4_K_M", exit_code=2)
+            raise BadInput(f"bad model spec {spec!r}: nothing before ':'", hint="use MODEL[:QUANT], e.g. qwen-7b:Q4_K_M")
         elif not quant:
-            raise UserError(f"bad model spec {spec!r}: nothing after ':'", hint="use MODEL[:QUANT], e.g. qwen-7b:Q4_K_M", exit_code=2)
+            raise BadInput(f"bad model spec {spec!r}: nothing after ':'", hint="use MODEL[:QUANT], e.g. qwen-7b:Q4_K_M")
         if not quant:
             # "DeepSeek-R1-Distill-Qwen-7B-Q4_K_M" or "...Q4_K_M.gguf": the quant is in the name
             match = re.match(r"^(.*?)[-._]((?:I?Q\d\w*|F16|F32|BF16))(?:\.gguf)?$", name, re.IGNORECASE)
@@ -188,16 +187,14 @@ class Catalogue:
         if canon is None:
             close = difflib.get_close_matches(quant.upper(), list(KNOWN_QUANTS), n=3, cutoff=0.5)
             hint = f"did you mean {' or '.join(close)}? " if close else ""
-            raise UserError(
+            raise BadInput(
                 f"unknown quantization {quant!r} in {spec!r}",
                 hint=f"{hint}{model.id} comes in: {', '.join(model.quants)}",
-                exit_code=2,
             )
         if canon not in model.quants:
-            raise UserError(
+            raise BadInput(
                 f"{model.id} has no {canon} in the catalogue",
                 hint=f"available: {', '.join(model.quants)} (import another file with `localrag models import`)",
-                exit_code=2,
             )
         return model, canon
 
@@ -230,10 +227,9 @@ class Catalogue:
         if len(partial) == 1:
             return partial[0]
         if len(partial) > 1:
-            raise UserError(
+            raise BadInput(
                 f"{name!r} matches several models: {', '.join(m.id for m in partial)}",
                 hint="add the size, e.g. qwen-7b or llama-8b",
-                exit_code=2,
             )
         every = sorted({n for m in self.models for n in self._names(m)})
         close = difflib.get_close_matches(key, every, n=3, cutoff=0.6)
@@ -243,7 +239,7 @@ class Catalogue:
             if mid not in ids:
                 ids.append(mid)
         hint = f"did you mean {' or '.join(ids)}? " if ids else ""
-        raise UserError(f"unknown model {spec!r}", hint=hint + self._known_hint(), exit_code=2)
+        raise BadInput(f"unknown model {spec!r}", hint=hint + self._known_hint())
 
     def _known_hint(self) -> str:
         return "known models: " + ", ".join(m.id for m in self.models) + " (see `localrag models list`)"
@@ -257,10 +253,9 @@ def _lookup_st(kind: str, items: tuple[EmbedderSpec, ...], wanted: str) -> Embed
     names = [e.id for e in items]
     close = difflib.get_close_matches(key, [n.lower() for n in names] + [e.repo.lower() for e in items], n=3)
     hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise UserError(
+    raise BadInput(
         f"unknown {kind} {wanted!r}",
         hint=f"{hint}known {kind}s: {', '.join(names) or 'none in the catalogue'}",
-        exit_code=2,
     )
 
 
@@ -310,8 +305,8 @@ class _Fields:
         return tuple(value)
 
 
-def _bad(path: Path, message: str) -> UserError:
-    return UserError(
+def _bad(path: Path, message: str) -> LocalragError:
+    return LocalragError(
         f"invalid model catalogue {path}: {message}",
         hint="fix the file, or point LOCALRAG_CATALOGUE at a good one",
     )
@@ -426,14 +421,14 @@ def _load_embedder(table: Any, index: int, path: Path, kind: str = "embedder") -
 
 
 def load_catalogue(path: Path) -> Catalogue:
-    """Read and validate ``models.toml``; any problem is a UserError naming the entry and field."""
+    """Read and validate ``models.toml``; any problem is a LocalragError naming the entry and field."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UserError(f"model catalogue not found: {path}", hint="set LOCALRAG_CATALOGUE to a models.toml") from None
+        raise LocalragError(f"model catalogue not found: {path}", hint="set LOCALRAG_CATALOGUE to a models.toml") from None
     except OSError as exc:
-        raise UserError(f"cannot read the model catalogue {path}: {exc.strerror}") from None
+        raise LocalragError(f"cannot read the model catalogue {path}: {exc.strerror}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -484,6 +479,6 @@ def load_catalogue(path: Path) -> Catalogue:
         if key in defaults:
             try:
                 catalogue.embedder(str(defaults[key]))
-            except UserError:
+            except LocalragError:
                 raise _bad(path, f"[defaults] {key} = {defaults[key]!r} is no [[embedder]]") from None
     return catalogue

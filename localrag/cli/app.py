@@ -11,7 +11,8 @@ from typing import List, Optional
 
 import typer
 
-from localrag.console import UserError, stderr
+from localrag.errors import BadConfig, LocalragError
+from localrag.cli.console import exit_code_for, hint_lines, stderr
 
 app = typer.Typer(
     help="Local, offline answers over your documents with the DeepSeek-R1 distills.",
@@ -34,19 +35,19 @@ def _settings(**overrides):
     try:
         return load_settings(**overrides)
     except ValueError as exc:
-        raise UserError(f"bad configuration: {exc}", exit_code=2) from exc
+        raise BadConfig(f"bad configuration: {exc}") from exc
 
 
 def _run(fn, *args, **kwargs) -> None:
-    """Run a view; turn UserError into one red line and its exit code."""
+    """Run a view; turn LocalragError into one red line and its exit code."""
     try:
         code = fn(*args, **kwargs)
-    except UserError as exc:
+    except LocalragError as exc:
         err = stderr()
         err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
-        if exc.hint:
-            err.print(f"[dim]{exc.hint}[/]", highlight=False)
-        raise typer.Exit(exc.exit_code)
+        for line in hint_lines(exc):
+            err.print(f"[dim]{line}[/]", highlight=False)
+        raise typer.Exit(exit_code_for(exc))
     except KeyboardInterrupt:
         stderr().print("[yellow]interrupted[/]")
         raise typer.Exit(130)
@@ -65,7 +66,7 @@ def doctor(
     ctx: Optional[int] = typer.Option(None, "--ctx", help="Context length to plan for (default: chosen)."),
 ):
     """Show this machine's hardware, what every model needs, and which one localrag picks."""
-    from localrag.views import doctor as view
+    from localrag.cli.views import doctor as view
 
     _run(view.doctor, _settings(), json_out=json_out, gpu=gpu, vram=vram, ram=ram, ctx=ctx)
 
@@ -73,7 +74,7 @@ def doctor(
 @models_app.command("list")
 def models_list(json_out: bool = typer.Option(False, "--json")):
     """The catalogue, what is installed, and the machine's recommendation."""
-    from localrag.views import models as view
+    from localrag.cli.views import models as view
 
     _run(view.list_models, _settings(), json_out=json_out)
 
@@ -81,7 +82,7 @@ def models_list(json_out: bool = typer.Option(False, "--json")):
 @models_app.command("pull")
 def models_pull(spec: Optional[str] = typer.Argument(None, help="MODEL[:QUANT]; default: the machine's choice.")):
     """Download a model from the model hub (the only command that goes online)."""
-    from localrag.views import models as view
+    from localrag.cli.views import models as view
 
     _run(view.pull, _settings(), spec)
 
@@ -92,7 +93,7 @@ def models_import(
     as_spec: Optional[str] = typer.Option(None, "--as", help="Catalogue MODEL:QUANT it is, when the name does not say."),
 ):
     """Import a model file for an air-gapped machine; checks it against the catalogue."""
-    from localrag.views import models as view
+    from localrag.cli.views import models as view
 
     _run(view.import_file, _settings(), file, as_spec=as_spec)
 
@@ -100,7 +101,7 @@ def models_import(
 @models_app.command("rm")
 def models_rm(spec: str = typer.Argument(..., help="MODEL[:QUANT]")):
     """Remove an installed model."""
-    from localrag.views import models as view
+    from localrag.cli.views import models as view
 
     _run(view.remove, _settings(), spec)
 
@@ -108,7 +109,7 @@ def models_rm(spec: str = typer.Argument(..., help="MODEL[:QUANT]")):
 @models_app.command("verify")
 def models_verify(spec: Optional[str] = typer.Argument(None, help="MODEL[:QUANT]; default: all installed.")):
     """Check installed models: size, GGUF header, sha256 where the catalogue has one."""
-    from localrag.views import models as view
+    from localrag.cli.views import models as view
 
     _run(view.verify, _settings(), spec)
 
@@ -130,7 +131,7 @@ def ingest(
 
     Exit status: 0 all files went in; 3 some files were skipped (listed with reasons, the rest went in).
     """
-    from localrag.views import kb as view
+    from localrag.cli.views import kb as view
 
     _run(view.ingest, _settings(milvus_uri=milvus_uri), paths, kb=kb, prune=prune, embedder=embedder)
 
@@ -145,7 +146,7 @@ def sync(
 
     Exit status: 0 all files went in; 3 some files were skipped (listed with reasons).
     """
-    from localrag.views import kb as view
+    from localrag.cli.views import kb as view
 
     _run(view.ingest, _settings(milvus_uri=milvus_uri), paths, kb=kb, prune=True)
 
@@ -153,7 +154,7 @@ def sync(
 @kb_app.command("list")
 def kb_list(milvus_uri: Optional[str] = URI_OPT, json_out: bool = typer.Option(False, "--json")):
     """Knowledge bases with their files, chunks and embedder."""
-    from localrag.views import kb as view
+    from localrag.cli.views import kb as view
 
     _run(view.kb_list, _settings(milvus_uri=milvus_uri), json_out=json_out)
 
@@ -165,7 +166,7 @@ def kb_info(
     json_out: bool = typer.Option(False, "--json"),
 ):
     """Files, chunks, embedder, dimensions and size on disk of one knowledge base."""
-    from localrag.views import kb as view
+    from localrag.cli.views import kb as view
 
     _run(view.kb_info, _settings(milvus_uri=milvus_uri), name, json_out=json_out)
 
@@ -177,7 +178,7 @@ def kb_rm(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
 ):
     """Delete a knowledge base (the documents themselves are not touched)."""
-    from localrag.views import kb as view
+    from localrag.cli.views import kb as view
 
     _run(view.kb_rm, _settings(milvus_uri=milvus_uri), name, yes=yes)
 
@@ -193,7 +194,7 @@ def search(
     milvus_uri: Optional[str] = URI_OPT,
 ):
     """Hybrid (dense + BM25) search of a knowledge base."""
-    from localrag.views import kb as view
+    from localrag.cli.views import kb as view
 
     _run(view.search, _settings(milvus_uri=milvus_uri), query, kb=kb, k=k, glob=glob, filetypes=filetype, json_out=json_out)
 
@@ -206,7 +207,7 @@ def evaluate(
     milvus_uri: Optional[str] = URI_OPT,
 ):
     """Score retrieval: hit@1/3/5/10 and MRR per language."""
-    from localrag.views import kb as view
+    from localrag.cli.views import kb as view
 
     _run(view.evaluate, _settings(milvus_uri=milvus_uri), questions, kb=kb, json_out=json_out)
 
@@ -225,7 +226,7 @@ def ask(
     milvus_uri: Optional[str] = URI_OPT,
 ):
     """Answer one question from a knowledge base, with sources."""
-    from localrag.views import answer as view
+    from localrag.cli.views import answer as view
 
     _run(
         view.ask,
@@ -247,7 +248,7 @@ def chat(
     milvus_uri: Optional[str] = URI_OPT,
 ):
     """Interactive chat over a knowledge base (/help for commands)."""
-    from localrag.views import answer as view
+    from localrag.cli.views import answer as view
 
     _run(view.chat, _settings(milvus_uri=milvus_uri, model=model), kb=kb, show_thinking=show_thinking, verbose=verbose)
 

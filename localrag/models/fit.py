@@ -25,9 +25,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from localrag.catalogue import Catalogue, EmbedderSpec, ModelSpec
-from localrag.console import UserError
-from localrag.hardware import GPU, GiB, MiB, Hardware, format_size
+from localrag.models.catalogue import Catalogue, EmbedderSpec, ModelSpec
+from localrag.errors import BadInput
+from localrag.models.hardware import GPU, GiB, MiB, Hardware, format_size
 
 # --- the constants the estimate and the rule rest on --------------------------------------------
 
@@ -484,7 +484,7 @@ def plan(
 ) -> Plan:
     """Every distill x quant placed on ``hardware``, the choice, and why (see CHOICE_RULE)."""
     if ctx is not None and ctx < 512:
-        raise UserError(f"context {ctx} is too small", hint="use --ctx 4096 or more", exit_code=2)
+        raise BadInput(f"context {ctx} is too small", hint="use --ctx 4096 or more")
     emb = _embedder_for(catalogue, hardware, embedder)
     emb_b = embedder_bytes(emb)
     def place_all(want: int) -> list[Candidate]:

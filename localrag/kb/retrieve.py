@@ -22,9 +22,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from localrag.chunk import split_sentences
-from localrag.console import UserError
-from localrag.index import Index
+from localrag.kb.chunk import split_sentences
+from localrag.errors import BadInput, LocalragError
+from localrag.kb.index import Index
 
 _FILETYPE_RE = re.compile(r"^[A-Za-z0-9_+.-]{1,32}$")
 
@@ -110,7 +110,7 @@ def merge_window(chunks: list[dict]) -> str:
 
 def canonical_filetypes(types: list[str]) -> list[str]:
     """``--type md`` means the stored ``markdown``: extensions and their names both work."""
-    from localrag.files import FILETYPES
+    from localrag.kb.files import FILETYPES
 
     out = []
     for t in types:
@@ -133,7 +133,7 @@ class Reranker:
         # must be set before transformers/huggingface_hub are first imported
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        from localrag.embed import _quiet_libraries
+        from localrag.runtime.embedder import _quiet_libraries
 
         _quiet_libraries()
         import torch
@@ -151,7 +151,7 @@ class Reranker:
 
 
 def _warn(message: str) -> None:
-    from localrag.console import stderr
+    from localrag.cli.console import stderr
 
     stderr().print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)  # one line, even in a log
 
@@ -162,11 +162,11 @@ def find_reranker(settings, device: str = "cpu") -> Reranker | None:
     r = settings.retrieval
     if not r.rerank or r.rerank_pool <= 0:
         return None
-    from localrag import catalogue as catalogue_mod
-    from localrag import modelstore
+    from localrag.models import catalogue as catalogue_mod
+    from localrag.models import store as modelstore
 
     catalogue = catalogue_mod.load_catalogue(settings.catalogue_path)
-    item = modelstore.chosen_reranker(settings, catalogue)  # an unknown configured id is a UserError
+    item = modelstore.chosen_reranker(settings, catalogue)  # an unknown configured id is a LocalragError
     if item is None:
         if r.reranker:
             _warn(f"reranker {r.reranker} is not installed; searching without it (`localrag models pull {r.reranker}`)")
@@ -191,22 +191,22 @@ class Retriever:
         self.index = Index.open(settings, kb)
         try:
             record = self.index.record
-            from localrag import embed as embed_mod
+            from localrag.runtime import embedder as embed_mod
 
             if settings.embedder and embed_mod.canonical_id(settings, settings.embedder) != record.embedder:
-                raise UserError(
+                raise LocalragError(
                     f"knowledge base '{kb}' was built with embedder '{record.embedder}', not '{settings.embedder}'",
                     hint="A query must be embedded by the KB's own embedder; drop --embedder/LOCALRAG_EMBEDDER, "
                     "or re-ingest into a new KB with the embedder you want.",
                 )
             if embedder is not None and embedder.id != record.embedder:
-                raise UserError(
+                raise LocalragError(
                     f"knowledge base '{kb}' was built with embedder '{record.embedder}', not '{embedder.id}'",
                     hint="Load the KB's own embedder for queries.",
                 )
             device = "cpu"
             if embedder is None:
-                from localrag.ingest import _device
+                from localrag.kb.ingest import _device
 
                 device = _device(settings)
                 embedder = embed_mod.load_for(settings, record.embedder, device)
@@ -246,7 +246,7 @@ class Retriever:
             types = canonical_filetypes(filetypes)
             bad = [t for t in types if not _FILETYPE_RE.match(t)]
             if bad:
-                raise UserError(f"invalid file type: {bad[0]!r}", exit_code=2)
+                raise BadInput(f"invalid file type: {bad[0]!r}")
             parts.append("filetype in [" + ", ".join(f'"{t}"' for t in types) + "]")
         if glob:
             if self._files_cache is None:
@@ -264,7 +264,7 @@ class Retriever:
     def search(self, query: str, k: int = 5, glob: str | None = None, filetypes: list[str] | None = None) -> list[Hit]:
         query = (query or "").strip()
         if not query:
-            raise UserError("the query is empty", exit_code=2)
+            raise BadInput("the query is empty")
         r = self.settings.retrieval
         t = Timings()
         expr = self._filter_expr(glob, filetypes)
@@ -522,7 +522,7 @@ def is_cjk(text: str, threshold: float = 0.3) -> bool:
 
 
 def _file_id(path: str) -> int:
-    from localrag.index import file_id
+    from localrag.kb.index import file_id
 
     return file_id(path)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from localrag.console import UserError
+from localrag.errors import LocalragError
 
 HELP = """\
 Ask a question, or type a command:
@@ -90,7 +90,7 @@ class ChatLoop:
             try:
                 if not self.handle(line):
                     return
-            except UserError as exc:
+            except LocalragError as exc:
                 self.ui.error(exc)
 
     def handle(self, line: str) -> bool:

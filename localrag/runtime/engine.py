@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from localrag.console import UserError
-from localrag.reasoning import ANSWER, FORCED_CLOSE, THINKING, ReasoningSplitter, strip_thinking
+from localrag.errors import LocalragError
+from localrag.runtime.reasoning import ANSWER, FORCED_CLOSE, THINKING, ReasoningSplitter, strip_thinking
 
 if TYPE_CHECKING:
-    from localrag.catalogue import Catalogue
-    from localrag.modelstore import InstalledModel
+    from localrag.models.catalogue import Catalogue
+    from localrag.models.store import InstalledModel
     from localrag.settings import Settings
 
 BOS = "<｜begin▁of▁sentence｜>"
@@ -142,7 +142,7 @@ class Engine:
         repack: bool | None = None,
         check_header: bool = False,
     ) -> "Engine":
-        """Load a GGUF; UserError (not a crash) for a missing/foreign file or too little memory.
+        """Load a GGUF; LocalragError (not a crash) for a missing/foreign file or too little memory.
 
         ``n_batch``/``n_ubatch`` stay at llama.cpp's 512: on R1-Distill-Qwen-1.5B Q4_K_M with a
         1024-token prompt (1 thread, best of 3) prefill was 58 tok/s at 512/512 against 40 at
@@ -153,7 +153,7 @@ class Engine:
         gguf package first (a second or two on a 150k-token vocabulary; the store does it once
         when a model comes in), else only its magic and version are checked up front.
         """
-        from localrag.modelstore import quick_check_gguf, read_gguf
+        from localrag.models.store import quick_check_gguf, read_gguf
 
         path = Path(path)
         if template not in ("r1", "gguf"):
@@ -202,7 +202,7 @@ class Engine:
         if self.template == "r1":
             missing = [t for t in (USER, ASSISTANT) if t not in markers]
             if missing:
-                raise UserError(
+                raise LocalragError(
                     f"{self.path.name} has no {' / '.join(missing)} token: it is not a DeepSeek-R1 distill",
                     hint="import it under the right catalogue entry, or use a model whose template is 'gguf'",
                 )
@@ -228,7 +228,7 @@ class Engine:
         llm = self.llm
         template = llm.metadata.get("tokenizer.chat_template")
         if not template:
-            raise UserError(f"{self.path.name} carries no chat template", hint="use a chat/instruct GGUF")
+            raise LocalragError(f"{self.path.name} carries no chat template", hint="use a chat/instruct GGUF")
         eos = llm.detokenize([llm.token_eos()], special=True).decode("utf-8", "replace")
         bos_id = llm.token_bos()
         bos = llm.detokenize([bos_id], special=True).decode("utf-8", "replace") if bos_id >= 0 else ""
@@ -370,7 +370,7 @@ class Engine:
         llm = self.llm
         room = self.n_ctx - len(tokens)
         if room < 2:
-            raise UserError(
+            raise LocalragError(
                 f"the prompt has {len(tokens)} tokens but the context holds {self.n_ctx}",
                 hint="ask a shorter question, use fewer sources (-k), or a larger context (--ctx)",
             )
@@ -544,7 +544,7 @@ def _check_memory(path: Path, *, n_ctx: int, n_gpu_layers: int, kv_bytes_per_tok
     files = _shard_paths(path)
     missing = [p for p in files if not p.is_file()]
     if missing:
-        raise UserError(f"model shard missing: {missing[0]}", hint="pull or import the model again")
+        raise LocalragError(f"model shard missing: {missing[0]}", hint="pull or import the model again")
     weights = sum(p.stat().st_size for p in files)
     kv = (kv_bytes_per_token or 0) * n_ctx
     need = weights + kv
@@ -552,23 +552,23 @@ def _check_memory(path: Path, *, n_ctx: int, n_gpu_layers: int, kv_bytes_per_tok
     # Pages of this file already in the page cache count as "available" too.
     can = vm.available + psutil.swap_memory().free // 2
     if need > can:
-        raise UserError(
+        raise LocalragError(
             f"not enough memory for {path.name}: needs ~{need / 2**30:.1f} GiB "
             f"(weights {weights / 2**30:.1f} + KV cache {kv / 2**30:.1f}), {vm.available / 2**30:.1f} GiB available",
             hint="pick a smaller model or quantization (`localrag doctor`), or a smaller context (--ctx)",
         )
 
 
-def _explain_load_failure(path: Path, exc: Exception) -> UserError:
+def _explain_load_failure(path: Path, exc: Exception) -> LocalragError:
     """llama.cpp said no: find out why with the gguf package and say it plainly."""
-    from localrag.modelstore import read_gguf
+    from localrag.models.store import read_gguf
 
     try:
-        info = read_gguf(path)  # raises a UserError for damaged/truncated files
-    except UserError as err:
+        info = read_gguf(path)  # raises a LocalragError for damaged/truncated files
+    except LocalragError as err:
         return err
     arch = info.arch or "unknown"
-    return UserError(
+    return LocalragError(
         f"llama.cpp could not load {path.name} (architecture {arch}): {exc}",
         hint="the file may need a newer llama-cpp-python, or be damaged: `localrag models verify`",
     )
@@ -628,14 +628,15 @@ def open_engine(
     ``settings.generation.repack = false`` turns it off (short answers to long prompts).
     ``verbose`` None: the LOCALRAG_LLAMA_LOG environment variable (1 shows llama.cpp's log).
     """
-    from localrag import fit, hardware as hw
+    from localrag.models import fit
+    from localrag.models import hardware as hw
 
     spec = model.spec
     hardware = hardware or hw.detect(settings.models_dir)
     want_ctx = ctx or settings.generation.ctx
     cand = fit.plan_model(catalogue, hardware, spec.id, model.quant, ctx=want_ctx, embedder=settings.embedder)
     if not cand.fits:
-        raise UserError(
+        raise LocalragError(
             f"{model.label} does not fit this machine: needs ~{cand.estimated_bytes / 2**30:.1f} GiB, "
             f"{cand.budget_bytes / 2**30:.1f} GiB usable" + (f" ({cand.note})" if cand.note else ""),
             hint="`localrag doctor` shows what fits; pick a smaller model or quantization with --model, or a smaller --ctx",

@@ -1,0 +1,1 @@
+"""The typer command line: a front door on the public API (``localrag.api``)."""

@@ -1,0 +1,1 @@
+"""Knowledge bases: files -> parse -> chunk -> embed -> index, and retrieval back out."""

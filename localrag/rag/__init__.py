@@ -1,0 +1,1 @@
+"""Retrieval-augmented answers: the prompt, the session (a conversation) over a knowledge base."""

@@ -15,6 +15,9 @@ from pathlib import Path
 
 APP_NAME = "localrag"
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The catalogue ships inside the package (localrag/data/models.toml, a link to the repository's
+# models.toml that a wheel or `pip install .` turns into a copy), so an installed localrag has it.
+PACKAGED_CATALOGUE = Path(__file__).resolve().parent / "data" / "models.toml"
 
 
 def default_home() -> Path:
@@ -102,7 +105,7 @@ class Settings:
     @property
     def catalogue_path(self) -> Path:
         env = os.environ.get("LOCALRAG_CATALOGUE")
-        return Path(env) if env else REPO_ROOT / "models.toml"
+        return Path(env) if env else PACKAGED_CATALOGUE
 
 
 _SECTIONS = {"retrieval": RetrievalSettings, "chunk": ChunkSettings, "generation": GenerationSettings}

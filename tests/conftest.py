@@ -19,6 +19,15 @@ def _package_file(package: str, relative: str) -> Path | None:
     return path if path.exists() else None
 
 
+@pytest.fixture(scope="session", autouse=True)
+def program_process():
+    """Set the process up as every localrag program does (the CLI and the server call this at
+    start): quiet third-party logs, localrag's warnings as one stderr line each."""
+    from localrag import process
+
+    process.setup()
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
     """A fresh LOCALRAG_HOME; nothing a test does touches the user's real data dir."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from localrag.api import sample_dir
 from localrag.rag import session as answer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -103,7 +104,7 @@ def kb_home(tmp_path_factory, minilm_zip):
         "[retrieval]\ntop_k = 3\n\n[generation]\nmax_answer_tokens = 24\nreasoning_budget = 12\n", encoding="utf-8"
     )
     docs = root / "docs"
-    shutil.copytree(answer.sample_dir(), docs)
+    shutil.copytree(sample_dir(), docs)
     (docs / "telemetry.md").write_text(INJECTION, encoding="utf-8")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LOCALRAG_HOME", str(home))

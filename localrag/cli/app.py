@@ -40,6 +40,10 @@ def _settings(**overrides):
 
 def _run(fn, *args, **kwargs) -> None:
     """Run a view; turn LocalragError into one red line and its exit code."""
+    from localrag import process
+
+    # Only `models pull` may reach the model hub; every other command is offline by construction.
+    process.setup(online=getattr(fn, "__name__", "") == "pull")
     try:
         code = fn(*args, **kwargs)
     except LocalragError as exc:

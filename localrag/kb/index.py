@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from localrag.errors import BadInput, LocalragError
+from localrag.errors import BadConfig, BadInput, KBBusy, KBNotFound
 
 KB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 _HASH_RE = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
@@ -179,9 +179,10 @@ class _KBLock:
             finally:
                 os.close(self._fd)
                 self._fd = None
-            raise LocalragError(
+            raise KBBusy(
                 f"knowledge base '{name}' is in use by another localrag process (pid {pid})",
                 hint="Wait for it to finish (an ingest, chat or search), or stop it, then retry.",
+                pid=int(pid) if pid.isdigit() else None,
             ) from None
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, str(os.getpid()).encode(), 0)
@@ -198,38 +199,16 @@ class _KBLock:
                 self._fd = None
 
 
-def _quiet_libraries() -> None:
-    import logging
-
-    # milvus-lite logs a traceback of its own before pymilvus reports a failed open, and
-    # pymilvus warns on every query iterator against Milvus Lite; errors still raise.
-    # (Set after pymilvus is imported: importing it configures its logger.)
-    logging.getLogger("milvus_lite").setLevel(logging.CRITICAL)
-    logging.getLogger("pymilvus").setLevel(logging.ERROR)
-    # Milvus Lite's in-process gRPC server lacks AllocTimestamp, which query iterators try
-    # first (then fall back); grpc logs the refusal with a traceback.
-    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
-    try:
-        import jieba
-
-        jieba.setLogLevel(logging.WARNING)  # "Building prefix dict..." on first use
-    except ImportError:
-        pass
-
-
 def _client(uri: str, token: str | None):
-    # gRPC's C core prints keepalive chatter ("too_many_pings") straight to stderr otherwise.
-    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    # (A front door quiets pymilvus, Milvus Lite and gRPC for its process: localrag.process.)
     from pymilvus import MilvusClient
-
-    _quiet_libraries()
 
     try:
         return MilvusClient(uri=uri, token=token or "")
     except Exception as exc:
-        raise LocalragError(
+        raise BadConfig(
             f"cannot connect to Milvus at {uri}: {_short(exc)}",
-            hint="Check --milvus-uri / LOCALRAG_MILVUS_URI and that the server is running.",
+            hint="Check the Milvus URI setting (milvus_uri, LOCALRAG_MILVUS_URI) and that the server is running.",
         ) from exc
 
 
@@ -261,7 +240,7 @@ class Index:
     @classmethod
     def open(cls, settings, name: str, *, create: bool = False) -> "Index":
         """Open KB ``name``; with ``create`` make its storage if missing (the record is written
-        by ``initialise``). Without ``create`` a missing KB is a LocalragError."""
+        by ``initialise``). Without ``create`` a missing KB is ``KBNotFound``; a KB another process holds is ``KBBusy``."""
         validate_name(name)
         if settings.milvus_uri:
             client = _client(settings.milvus_uri, settings.milvus_token)
@@ -269,9 +248,10 @@ class Index:
         else:
             directory = kb_path(settings, name)
             if not create and not (directory / "milvus.db").exists():
-                raise LocalragError(
+                raise KBNotFound(
                     f"knowledge base '{name}' does not exist",
-                    hint=f"Create it with `localrag ingest PATH --kb {name}`; `localrag kb list` shows the existing ones.",
+                    hint="Create it by ingesting documents into it, or pick an existing one.",
+                    remedy="ingest", remedy_args={"kb": name},
                 )
             lock = _KBLock(directory, name)
             try:
@@ -296,13 +276,24 @@ class Index:
             if rows:
                 self.record = KBRecord(**json.loads(rows[0]["info"]))
         if self.record is None and required:
-            raise LocalragError(
+            raise KBNotFound(
                 f"knowledge base '{self.name}' does not exist",
-                hint=f"Create it with `localrag ingest PATH --kb {self.name}`.",
+                hint="Create it by ingesting documents into it.",
+                remedy="ingest", remedy_args={"kb": self.name},
             )
         if self.record is not None and c.has_collection(self.chunks_col):
             c.load_collection(self.chunks_col)
             self._check_fields()
+
+    def require_embedder(self, wanted: str | None) -> None:
+        """The one check that vectors of another embedder never meet this KB's (ingest and query
+        alike). ``wanted`` is a canonical embedder id, or None for "the KB's own"."""
+        if wanted and self.record is not None and wanted != self.record.embedder:
+            raise BadInput(
+                f"knowledge base '{self.name}' was built with embedder '{self.record.embedder}', not '{wanted}'",
+                hint="Vectors from different embedders cannot be mixed: use the knowledge base's own embedder, "
+                "or ingest into a new knowledge base with the one you want.",
+            )
 
     def _check_fields(self) -> None:
         fields = self._client.describe_collection(self.chunks_col).get("fields", [])
@@ -601,13 +592,13 @@ def remove_kb(settings, name: str) -> None:
                     client.drop_collection(col)
                     found = True
             if not found:
-                raise LocalragError(f"knowledge base '{name}' does not exist", hint="`localrag kb list` shows the existing ones.")
+                raise KBNotFound(f"knowledge base '{name}' does not exist", hint="See which knowledge bases exist.", remedy="list_kbs")
         finally:
             client.close()
         return
     directory = kb_path(settings, name)
     if not directory.is_dir():
-        raise LocalragError(f"knowledge base '{name}' does not exist", hint="`localrag kb list` shows the existing ones.")
+        raise KBNotFound(f"knowledge base '{name}' does not exist", hint="See which knowledge bases exist.", remedy="list_kbs")
     lock = _KBLock(directory, name)  # refuses while another process uses it
     try:
         trash = directory.with_name(f".{name}.deleting-{os.getpid()}")

@@ -18,10 +18,11 @@ import hashlib
 import os
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from localrag.errors import BadInput, LocalragError
+from localrag.errors import BadInput
 from localrag.kb.index import ChunkRow, FileRecord, Index, chunk_id, file_id, pack_vectors
 
 # Embedding is batched across files: small files alone would make tiny, slow batches.
@@ -265,12 +266,16 @@ def ingest(
     embedder=None,
     embedder_id: str | None = None,
     progress: Callable[[IngestProgress], None] | None = None,
+    index: Index | None = None,
+    load_embedder: Callable[[str, str], object] | None = None,
 ) -> IngestReport:
     """Bring KB ``kb`` up to date with ``paths``.
 
     ``embedder``: an already loaded ``embed.Embedder`` (tests, benchmarks, long-lived callers);
     otherwise one is chosen (``embedder_id`` / settings / hardware plan, see ``embed.choose``)
-    and loaded only if some file actually needs embedding.
+    and loaded only if some file actually needs embedding. ``index``: an already open
+    ``Index.open(settings, kb, create=True)`` to write through (kept open afterwards).
+    ``load_embedder(id, device)``: how to get an embedder when one is needed (a model pool's).
     """
     from localrag.kb import files as files_mod
 
@@ -280,7 +285,9 @@ def ingest(
     if missing and len(missing) == len(roots) and not prune:
         raise BadInput(f"no such file or directory: {', '.join(map(str, missing))}")
 
-    index = Index.open(settings, kb, create=True)
+    owns_index = index is None
+    if index is None:
+        index = Index.open(settings, kb, create=True)
     try:
         note = None
         if index.record is None:
@@ -289,7 +296,7 @@ def ingest(
 
                 choice = embed_mod.choose(settings, embedder_id)
                 note = choice.note
-                embedder = embed_mod.load_for(settings, choice.id, choice.device)
+                embedder = (load_embedder or partial(embed_mod.load_for, settings))(choice.id, choice.device)
             index.initialise(embedder.id, embedder.dim, {"max_tokens": settings.chunk.max_tokens, "overlap": settings.chunk.overlap_tokens})
         else:
             wanted = embedder.id if embedder is not None else embedder_id
@@ -297,12 +304,7 @@ def ingest(
                 from localrag.runtime.embedder import canonical_id
 
                 wanted = canonical_id(settings, wanted)
-            if wanted and wanted != index.record.embedder:
-                raise LocalragError(
-                    f"knowledge base '{kb}' was built with embedder '{index.record.embedder}', not '{wanted}'",
-                    hint="Vectors from different embedders cannot be mixed: ingest into another --kb, "
-                    f"or `localrag kb rm {kb}` and ingest again.",
-                )
+            index.require_embedder(wanted)
         record = index.record
         report = IngestReport(kb=kb, embedder=record.embedder, note=note)
 
@@ -312,7 +314,7 @@ def ingest(
             if loaded["e"] is None:
                 from localrag.runtime import embedder as embed_mod
 
-                loaded["e"] = embed_mod.load_for(settings, record.embedder, _device(settings))
+                loaded["e"] = (load_embedder or partial(embed_mod.load_for, settings))(record.embedder, _device(settings))
             return loaded["e"]
 
         run = _Run(settings, index, report, get_embedder, progress)
@@ -388,7 +390,8 @@ def ingest(
         run.tick("done")
         return report
     finally:
-        index.close()
+        if owns_index:
+            index.close()
 
 
 def _display(path: str, roots: list[Path]) -> str:

@@ -16,10 +16,13 @@ documents at all.
 
 from __future__ import annotations
 
+import logging
+
 import fnmatch
 import re
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import PurePosixPath
 
 from localrag.kb.chunk import split_sentences
@@ -128,14 +131,6 @@ class Reranker:
 
     @classmethod
     def load(cls, reranker_id: str, path, *, device: str = "cpu", max_tokens: int | None = None) -> "Reranker":
-        import os
-
-        # must be set before transformers/huggingface_hub are first imported
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        from localrag.runtime.embedder import _quiet_libraries
-
-        _quiet_libraries()
         import torch
         from sentence_transformers import CrossEncoder
 
@@ -151,9 +146,8 @@ class Reranker:
 
 
 def _warn(message: str) -> None:
-    from localrag.cli.console import stderr
-
-    stderr().print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)  # one line, even in a log
+    # Through logging, so each front door shows it its own way (the CLI: one yellow line).
+    logging.getLogger("localrag").warning(message)
 
 
 def find_reranker(settings, device: str = "cpu") -> Reranker | None:
@@ -169,7 +163,7 @@ def find_reranker(settings, device: str = "cpu") -> Reranker | None:
     item = modelstore.chosen_reranker(settings, catalogue)  # an unknown configured id is a LocalragError
     if item is None:
         if r.reranker:
-            _warn(f"reranker {r.reranker} is not installed; searching without it (`localrag models pull {r.reranker}`)")
+            _warn(f"reranker {r.reranker} is not installed; searching without it until it is downloaded or imported")
         return None
     try:
         return Reranker.load(item.spec.id, item.path, device=device, max_tokens=item.spec.max_tokens)
@@ -177,7 +171,7 @@ def find_reranker(settings, device: str = "cpu") -> Reranker | None:
         why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         _warn(
             f"cannot load reranker {item.spec.id} from {item.path} ({why}); searching without it "
-            f"(fix: `localrag models rm {item.spec.id}`, then pull or import it again)"
+            "(fix: remove it from the model store, then download or import it again)"
         )
         return None
 
@@ -185,35 +179,34 @@ def find_reranker(settings, device: str = "cpu") -> Reranker | None:
 class Retriever:
     """Search one KB. Holds the open index and the loaded embedder; call ``close()`` when done."""
 
-    def __init__(self, settings, kb: str, *, embedder=None, reranker=None):
+    def __init__(self, settings, kb: str, *, embedder=None, reranker=None, index: Index | None = None,
+                 load_embedder=None):
+        """``index``: an already open ``Index`` of ``kb`` to share (a long-lived process that also
+        ingests into it: one process may hold a Milvus Lite KB only once); it stays open on
+        ``close()``. ``load_embedder(id, device)``: how to get the KB's embedder (a model pool's)."""
         self.settings = settings
         self.kb = kb
-        self.index = Index.open(settings, kb)
+        self._owns_index = index is None
+        self.index = index if index is not None else Index.open(settings, kb)
         try:
             record = self.index.record
             from localrag.runtime import embedder as embed_mod
 
-            if settings.embedder and embed_mod.canonical_id(settings, settings.embedder) != record.embedder:
-                raise LocalragError(
-                    f"knowledge base '{kb}' was built with embedder '{record.embedder}', not '{settings.embedder}'",
-                    hint="A query must be embedded by the KB's own embedder; drop --embedder/LOCALRAG_EMBEDDER, "
-                    "or re-ingest into a new KB with the embedder you want.",
-                )
-            if embedder is not None and embedder.id != record.embedder:
-                raise LocalragError(
-                    f"knowledge base '{kb}' was built with embedder '{record.embedder}', not '{embedder.id}'",
-                    hint="Load the KB's own embedder for queries.",
-                )
+            if settings.embedder:
+                self.index.require_embedder(embed_mod.canonical_id(settings, settings.embedder))
+            if embedder is not None:
+                self.index.require_embedder(embedder.id)
             device = "cpu"
             if embedder is None:
                 from localrag.kb.ingest import _device
 
                 device = _device(settings)
-                embedder = embed_mod.load_for(settings, record.embedder, device)
+                embedder = (load_embedder or partial(embed_mod.load_for, settings))(record.embedder, device)
             self.embedder = embedder
             self.reranker = reranker if reranker is not None else find_reranker(settings, device)
         except BaseException:
-            self.index.close()
+            if self._owns_index:
+                self.index.close()
             raise
         self.last_timings = Timings()
         self._executor = None
@@ -231,7 +224,13 @@ class Retriever:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
-        self.index.close()
+        if self._owns_index:
+            self.index.close()
+
+    def refresh(self) -> None:
+        """Forget what was cached about the KB's files (call after an ingest into it)."""
+        self._files_cache = None
+        self._sentence_cache.clear()
 
     def __enter__(self) -> "Retriever":
         return self

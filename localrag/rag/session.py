@@ -2,7 +2,7 @@
 
 ``Session`` holds the loaded model (an ``engine.Engine``) and the retriever so a conversation
 pays the load once, and it keeps the conversation as a stable prompt prefix so the engine can
-reuse the KV cache of earlier turns. It never prints: ``Session.ask`` yields ``Event``s that a
+reuse the KV cache of earlier turns. It never prints: ``Session.ask`` yields typed events (``rag.results``) that a
 view renders.
 
 Decisions worth knowing:
@@ -28,6 +28,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from localrag.rag import prompt
+from localrag.rag.results import (
+    AnswerDelta, AnswerResult, AskEvent, Citation, Done, Loaded, Loading, ModelInfo, Retrieved, Thinking, Timings,
+)
 from localrag.errors import LocalragError
 
 Progress = Callable[[str], None]
@@ -48,114 +51,6 @@ DENSE_GATE: dict[str, float] = {
 STARTER_MAX_ANSWER_TOKENS = 384
 STARTER_MAX_SOURCES = 2
 RERANK_GATE = -4.0  # cross-encoder logit (ms-marco style), when a reranker ran
-
-
-# --- results ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Citation:
-    n: int
-    source: str
-    page: int | None
-    heading: str
-    text: str
-
-
-@dataclass
-class Timings:
-    retrieve_s: float = 0.0
-    prompt_tokens: int = 0
-    cached_tokens: int = 0
-    prompt_s: float = 0.0
-    prompt_tok_s: float = 0.0
-    ttft_s: float = 0.0  # from the start of generation to the first token (thinking or answer)
-    thinking_tokens: int = 0
-    thinking_s: float = 0.0
-    gen_tokens: int = 0
-    gen_s: float = 0.0
-    gen_tok_s: float = 0.0
-    answer_s: float = 0.0
-    total_s: float = 0.0
-
-
-@dataclass
-class ModelInfo:
-    id: str
-    name: str
-    quant: str
-    path: Path
-    starter: bool
-    reasoning: bool
-    n_ctx: int
-    n_gpu_layers: int
-    load_s: float = 0.0
-    params: float = 1.5e9  # for the prefill-speed guess before one is measured
-    cores: int = 2
-    note: str | None = None  # why this model (e.g. the starter because no distill is installed)
-
-
-@dataclass
-class AnswerResult:
-    question: str
-    query: str  # what was searched (the question, or it with the previous one for a follow-up)
-    answer: str  # invalid citation numbers removed
-    thinking: str
-    citations: list[Citation]
-    dropped_citations: list[int]
-    sources: list[prompt.Source]
-    left_out: list[prompt.LeftOut]
-    not_found: bool
-    stop_reason: str | None
-    timings: Timings
-    model: ModelInfo | None = None
-
-    def to_json(self) -> dict:
-        m = self.model
-        t = self.timings
-        return {
-            "question": self.question,
-            "query": self.query,
-            "answer": self.answer,
-            "thinking": self.thinking,
-            "not_found": self.not_found,
-            "citations": [asdict(c) for c in self.citations],
-            "dropped_citations": self.dropped_citations,
-            "sources": [
-                {"n": s.n, "source": s.source, "page": s.page, "heading": s.heading, "score": s.score, "cut": s.cut}
-                for s in self.sources
-            ],
-            "left_out": [asdict(lo) for lo in self.left_out],
-            "model": m.id if m else None,
-            "quant": m.quant if m else None,
-            "starter": bool(m and m.starter),
-            "stop_reason": self.stop_reason,
-            "ttft_s": round(t.ttft_s, 3),
-            "prompt_tokens": t.prompt_tokens,
-            "cached_tokens": t.cached_tokens,
-            "prompt_tok_s": round(t.prompt_tok_s, 1),
-            "gen_tokens": t.gen_tokens,
-            "gen_tok_s": round(t.gen_tok_s, 1),
-            "thinking_tokens": t.thinking_tokens,
-            "timings": {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(t).items()},
-        }
-
-
-@dataclass
-class Event:
-    """What ``Session.ask`` yields, in order: [loading, loaded,] retrieved, (thinking|answer)*, done.
-
-    "loading"/"loaded" come only when the model was not loaded yet (it is loaded after the
-    relevance gate, so a question the documents do not cover never waits for it).
-    """
-
-    kind: str  # "retrieved" | "thinking" | "answer" | "done"
-    text: str = ""
-    packing: prompt.Packing | None = None
-    result: AnswerResult | None = None
-    tokens: int = 0  # running count of thinking tokens for "thinking" events
-    valid: frozenset[int] = frozenset()  # source numbers the answer may cite ("retrieved" events)
-    info: ModelInfo | None = None  # "loaded" events: the model just loaded
 
 
 @dataclass
@@ -233,81 +128,46 @@ def not_found_message(kb: str) -> str:
 # --- the prefill-speed memory ----------------------------------------------------------------
 
 
-def _perf_path(settings) -> Path:
-    return settings.home / "perf.json"
+class PrefillMemory:
+    """This machine's measured prompt-reading speed per model, so the next question sizes its
+    prompt from a measurement instead of a guess. With a ``path`` it survives the process
+    (``perf.json`` in the data directory, written atomically); without one it lives in memory.
+    A running average keeps one noisy run from ruling."""
 
+    def __init__(self, path: Path | None = None):
+        self.path = path
+        self._data: dict = {}
+        if path is not None:
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                self._data = data if isinstance(data, dict) else {}
+            except (OSError, ValueError):
+                self._data = {}
 
-def _perf_key(info: ModelInfo) -> str:
-    return f"{info.id}:{info.quant}:gpu{info.n_gpu_layers}"
+    @staticmethod
+    def key(info: ModelInfo) -> str:
+        return f"{info.id}:{info.quant}:gpu{info.n_gpu_layers}"
 
+    def get(self, info: ModelInfo) -> float | None:
+        try:
+            value = self._data.get(self.key(info), {}).get("prefill_tok_s")
+            return float(value) if value else None
+        except (AttributeError, TypeError, ValueError):
+            return None
 
-def load_prefill_speed(settings, info: ModelInfo) -> float | None:
-    try:
-        data = json.loads(_perf_path(settings).read_text(encoding="utf-8"))
-        value = data.get(_perf_key(info), {}).get("prefill_tok_s")
-        return float(value) if value else None
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def save_prefill_speed(settings, info: ModelInfo, tok_s: float) -> None:
-    """Remember this machine's measured prompt-reading speed so the next ``ask`` sizes its prompt
-    from a measurement instead of a guess (a running average keeps one noisy run from ruling)."""
-    path = _perf_path(settings)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        if not isinstance(data, dict):
-            data = {}
-    except (OSError, ValueError):
-        data = {}
-    old = data.get(_perf_key(info), {}).get("prefill_tok_s")
-    value = tok_s if not old else 0.5 * float(old) + 0.5 * tok_s
-    data[_perf_key(info)] = {"prefill_tok_s": round(value, 1)}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-        tmp.replace(path)
-    except OSError:
-        pass  # a read-only data dir only costs us the better estimate
-
-
-# --- loading ---------------------------------------------------------------------------------
-
-
-def load_model(settings, spec: str | None, progress: Progress | None = None):
-    """Resolve and load a model with the fit's offload and context: (Engine, ModelInfo).
-
-    LocalragError when none can be had (the hint says how to pull or import one).
-    """
-    from localrag.models import hardware
-    from localrag.models import store as modelstore
-    from localrag.models.catalogue import load_catalogue
-    from localrag.runtime.engine import open_engine
-
-    say = progress or (lambda _msg: None)
-    catalogue = load_catalogue(settings.catalogue_path)
-    hw = hardware.detect(settings.models_dir)
-    installed = modelstore.resolve(settings, catalogue, spec, hw)
-    ms = installed.spec
-    say(f"loading {ms.name} {installed.quant}")
-    started = time.perf_counter()
-    engine = open_engine(settings, catalogue, installed, hardware=hw)
-    info = ModelInfo(
-        id=ms.id,
-        name=ms.name,
-        quant=installed.quant,
-        path=installed.path,
-        starter=bool(installed.starter or ms.starter),
-        reasoning=bool(ms.reasoning and engine.reasoning),
-        n_ctx=engine.n_ctx,
-        n_gpu_layers=engine.n_gpu_layers,
-        load_s=time.perf_counter() - started,
-        params=(ms.params_b or 1.5) * 1e9,
-        cores=hw.cpu_cores_physical or 1,
-        note=installed.note,
-    )
-    return engine, info
+    def put(self, info: ModelInfo, tok_s: float) -> None:
+        old = self.get(info)
+        value = tok_s if not old else 0.5 * old + 0.5 * tok_s
+        self._data[self.key(info)] = {"prefill_tok_s": round(value, 1)}
+        if self.path is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self._data, indent=1), encoding="utf-8")
+            tmp.replace(self.path)
+        except OSError:
+            pass  # a read-only data dir only costs us the better estimate
 
 
 # --- the session -----------------------------------------------------------------------------
@@ -317,7 +177,12 @@ class Session:
     """A loaded model + a knowledge base + the conversation so far."""
 
     def __init__(self, settings, kb: str, *, model: str | None = None, progress: Progress | None = None,
-                 engine=None, info: ModelInfo | None = None, retriever=None):
+                 engine=None, info: ModelInfo | None = None, retriever=None, pool=None,
+                 open_retriever: Callable[[str], object] | None = None, memory: PrefillMemory | None = None):
+        """``pool`` (runtime.pool.ModelPool) owns the loaded model; ``open_retriever(kb)`` gives
+        a knowledge base's retriever (the facade shares one per KB); ``memory`` remembers the
+        measured prompt speed (in memory only when not given). ``engine``/``info``: a model the
+        caller loaded itself (tests, benchmarks)."""
         self.settings = settings
         self.kb = kb
         self.model_spec = model if model is not None else settings.model
@@ -325,25 +190,49 @@ class Session:
         self.engine = engine
         self.info = info
         self.retriever = retriever
+        self.pool = pool
+        self._open_retriever = open_retriever
+        self.memory = memory if memory is not None else PrefillMemory()
+        self._owns_pool = False
+        self._speed = 0.0
         self.turns: list[Turn] = []
         self.last: AnswerResult | None = None
         self.next_n = 1
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    def _retriever_for(self, kb: str):
+        if self._open_retriever is not None:
+            return self._open_retriever(kb)
+        from localrag.kb.retrieve import Retriever
+
+        return Retriever(self.settings, kb)
+
+    def _pool(self):
+        if self.pool is None:
+            from localrag.models import hardware
+            from localrag.models.catalogue import load_catalogue
+            from localrag.runtime.pool import ModelPool
+
+            catalogue = load_catalogue(self.settings.catalogue_path)
+            self.pool = ModelPool(self.settings, catalogue, hardware.detect(self.settings.models_dir))
+            self._owns_pool = True
+        return self.pool
+
     def ensure_loaded(self, *, model: bool = True) -> None:
         if self.retriever is None:
-            self.retriever = open_retriever(self.settings, self.kb, self.progress)
+            self.retriever = self._retriever_for(self.kb)
         if model and self.engine is None:
-            self.engine, self.info = load_model(self.settings, self.model_spec, self.progress)
+            self.engine, self.info = self._pool().engine(self.model_spec, self.progress)
 
     def close(self) -> None:
-        if self.retriever is not None and hasattr(self.retriever, "close"):
+        """Let go of what this session opened itself (a shared retriever or pool stays open)."""
+        if self._open_retriever is None and self.retriever is not None and hasattr(self.retriever, "close"):
             self.retriever.close()
         self.retriever = None
-        close = getattr(self.engine, "close", None)
-        if close:
-            close()
+        if self._owns_pool and self.pool is not None:
+            self.pool.close()  # this session loaded the model itself: unload it
+            self.pool = None
         self.engine = None
 
     def reset(self) -> None:
@@ -352,24 +241,22 @@ class Session:
         self.next_n = 1
 
     def switch_kb(self, kb: str) -> None:
-        retriever = open_retriever(self.settings, kb, self.progress)  # fails before we let go
-        if self.retriever is not None and hasattr(self.retriever, "close"):
+        retriever = self._retriever_for(kb)  # fails before we let go
+        if self._open_retriever is None and self.retriever is not None and hasattr(self.retriever, "close"):
             self.retriever.close()
         self.retriever, self.kb = retriever, kb
         self.reset()  # earlier sources belong to the other knowledge base
 
     def switch_model(self, spec: str) -> None:
-        """Load another model. The old one is let go first: two models rarely fit in RAM together.
-        If the new one cannot be loaded, the old one comes back and the error is raised."""
+        """Load another model. The old one is let go first (the pool holds one at a time). If the
+        new one cannot be loaded, the old one comes back and the error is raised."""
         old_spec = self.model_spec
-        if self.engine is not None:
-            self.engine.close()
-            self.engine = None
+        self.engine = None
         try:
-            self.engine, self.info = load_model(self.settings, spec, self.progress)
+            self.engine, self.info = self._pool().engine(spec, self.progress)
             self.model_spec = spec
         except LocalragError:
-            self.engine, self.info = load_model(self.settings, old_spec, self.progress)
+            self.engine, self.info = self._pool().engine(old_spec, self.progress)
             raise
         # The conversation stays: the new model reads it as a fresh prefix.
 
@@ -384,7 +271,7 @@ class Session:
 
     # -- asking ---------------------------------------------------------------------------
 
-    def ask(self, question: str) -> Iterator[Event]:
+    def ask(self, question: str) -> Iterator[AskEvent]:
         question = question.strip()
         if not question:
             raise LocalragError("the question is empty")
@@ -401,24 +288,25 @@ class Session:
 
         if not relevant(hits, self.embedder_id):
             packing = prompt.Packing()
-            yield Event("retrieved", packing=packing)
+            yield Retrieved(packing)
             answer = not_found_message(self.kb)
             timings.total_s = time.perf_counter() - t0
             result = AnswerResult(question, query, answer, "", [], [], [], [], True, None, timings, self.info)
             self.last = result
-            yield Event("answer", text=answer)
-            yield Event("done", result=result)
+            yield AnswerDelta(answer)
+            yield Done(result)
             return
 
         if self.engine is None:
-            yield Event("loading")
+            yield Loading(self.model_spec or "")
             self.ensure_loaded()
-            yield Event("loaded", info=self.info)
+            yield Loaded(self.info)
         engine, info = self.engine, self.info
         reasoning_budget = gen.reasoning_budget if info.reasoning else 0
         packing, turn_text = self._pack(question, hits, followup, reasoning_budget)
         valid = set(self.visible_sources()) | {s.n for s in packing.sources}
-        yield Event("retrieved", packing=packing, valid=frozenset(valid))
+        new_tokens = engine.count_tokens(turn_text) + (engine.count_tokens(self.turns[-1].answer) if self.turns else 0)
+        yield Retrieved(packing, frozenset(valid), new_tokens, new_tokens / self._speed if self._speed else 0.0)
 
         history = [(t.user_content, t.answer) for t in self.turns]
         messages = prompt.messages_for(history, turn_text)
@@ -441,12 +329,12 @@ class Session:
                 first_token_at = first_token_at or now
                 thinking_tokens += 1
                 thinking_parts.append(ev.text)
-                yield Event("thinking", text=ev.text, tokens=thinking_tokens)
+                yield Thinking(ev.text, thinking_tokens)
             elif ev.kind == "answer":
                 first_token_at = first_token_at or now
                 first_answer_at = first_answer_at or now
                 answer_parts.append(ev.text)
-                yield Event("answer", text=ev.text)
+                yield AnswerDelta(ev.text)
             elif ev.kind == "done":
                 stats = ev.stats
         end = time.perf_counter()
@@ -458,13 +346,13 @@ class Session:
             quoted = extractive_answer(question, packing.sources)
             if quoted:
                 extra = ("\n\n" if answer else "") + "From the documents: " + quoted
-                yield Event("answer", text=extra)
+                yield AnswerDelta(extra)
                 answer, cited, dropped = prompt.clean_citations(answer + extra, valid)
 
         self._fill_timings(timings, stats, gen_start, first_token_at, first_answer_at, end, thinking_tokens)
         timings.total_s = end - t0
         if timings.prompt_tokens - timings.cached_tokens >= 64 and timings.prompt_tok_s > 0:
-            save_prefill_speed(self.settings, info, timings.prompt_tok_s)
+            self.memory.put(info, timings.prompt_tok_s)
 
         self.turns.append(Turn(question, query, followup, turn_text, raw_answer or answer, packing.sources))
         self.next_n += len(packing.sources)
@@ -474,7 +362,7 @@ class Session:
             False, getattr(stats, "stop_reason", None), timings, info,
         )
         self.last = result
-        yield Event("done", result=result)
+        yield Done(result)
 
     # -- internals --------------------------------------------------------------------------
 
@@ -501,11 +389,12 @@ class Session:
             self.turns.pop(0)
             known = {s.chunk_id: s.n for t in self.turns for s in t.sources}
             is_followup = bool(self.turns)
-        speed = load_prefill_speed(self.settings, info) or prompt.estimate_prefill_tok_s(
+        speed = self.memory.get(info) or prompt.estimate_prefill_tok_s(
             params=info.params,
             cores=info.cores,
             gpu=info.n_gpu_layers > 0,
         )
+        self._speed = speed
         # The new text of a follow-up also includes the previous answer, which costs prefill too.
         new_history = engine.count_tokens(self.turns[-1].answer) if self.turns else 0
         budget = prompt.prompt_token_budget(
@@ -596,32 +485,3 @@ def citations_for(cited: list[int], table: dict[int, prompt.Source]) -> list[Cit
     return [Citation(n, table[n].source, table[n].page, table[n].heading, table[n].text) for n in cited if n in table]
 
 
-def open_retriever(settings, kb: str, progress: Progress | None = None):
-    """The knowledge base's retriever; the shipped sample is indexed on first use."""
-    from localrag.kb.retrieve import Retriever
-
-    if kb == SAMPLE_KB and not _kb_exists(settings, kb):
-        ingest_sample(settings, progress)
-    return Retriever(settings, kb)
-
-
-SAMPLE_KB = "sample"
-
-
-def sample_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "data" / "sample"
-
-
-def _kb_exists(settings, kb: str) -> bool:
-    from localrag.kb import index
-
-    return kb in index.list_kbs(settings)
-
-
-def ingest_sample(settings, progress: Progress | None = None) -> None:
-    """Index the sample corpus shipped with localrag into the knowledge base 'sample'."""
-    from localrag.kb import ingest
-
-    if progress:
-        progress(f"indexing the sample documents shipped with localrag into the knowledge base '{SAMPLE_KB}'")
-    ingest.ingest(settings, [sample_dir()], kb=SAMPLE_KB)

@@ -237,11 +237,23 @@ def timings_table(result) -> Table:
 # --- commands ----------------------------------------------------------------------------
 
 
-def _open_session(settings, kb: str, view: AnswerView, *, model: bool):
-    """The knowledge base (and, for chat, the model) loaded before the first question."""
-    from localrag.rag.session import Session
+def _open(settings, kb: str, progress):
+    """The API object; the shipped sample KB is indexed the first time someone asks it."""
+    from localrag.api import SAMPLE_KB, LocalRAG
 
-    session = Session(settings, kb, progress=view.progress)
+    rag = LocalRAG(settings)
+    try:
+        if kb == SAMPLE_KB:
+            rag.ensure_sample(progress)
+    except BaseException:
+        rag.close()
+        raise
+    return rag
+
+
+def _open_session(rag, kb: str, view: AnswerView, *, model: bool):
+    """The knowledge base (and, for chat, the model) loaded before the first question."""
+    session = rag.conversation(kb, progress=view.progress)
     with view.err.status("[dim]loading…[/]", spinner="dots"):
         session.ensure_loaded(model=model)
     if model:
@@ -250,11 +262,9 @@ def _open_session(settings, kb: str, view: AnswerView, *, model: bool):
 
 
 def ask(settings, question: str, *, kb: str, json_out: bool, show_thinking: bool, verbose: bool) -> int:
-    from localrag.rag.session import Session
-
     if json_out:
-        session = Session(settings, kb)
-        try:
+        with _open(settings, kb, None) as rag:
+            session = rag.conversation(kb)
             result = None
             for ev in session.ask(question):
                 if ev.kind == "done":
@@ -264,15 +274,11 @@ def ask(settings, question: str, *, kb: str, json_out: bool, show_thinking: bool
                 data["note"] = session.info.note
             sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
             return 0
-        finally:
-            session.close()
 
     view = AnswerView(stdout(), show_thinking=show_thinking, verbose=verbose)
-    session = _open_session(settings, kb, view, model=False)
-    try:
+    with _open(settings, kb, view.progress) as rag:
+        session = _open_session(rag, kb, view, model=False)
         view.render(session.ask(question))
-    finally:
-        session.close()
     return 0
 
 
@@ -280,9 +286,7 @@ def chat(settings, *, kb: str, show_thinking: bool, verbose: bool) -> int:
     from localrag.cli.chat import ChatLoop
 
     view = AnswerView(stdout(), show_thinking=show_thinking, verbose=verbose)
-    session = _open_session(settings, kb, view, model=True)
-    try:
+    with _open(settings, kb, view.progress) as rag:
+        session = _open_session(rag, kb, view, model=True)
         ChatLoop(session, view, history_path=settings.home / "chat_history").run()
-    finally:
-        session.close()
     return 0

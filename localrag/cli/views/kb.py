@@ -28,7 +28,7 @@ def _human(n: int | None) -> str:
 def ingest(settings, paths: list[Path], *, kb: str = "default", prune: bool = False, embedder: str | None = None) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from localrag.kb import ingest as ingest_mod
+    from localrag.api import LocalRAG
 
     err = stderr()
     out = stdout()
@@ -56,7 +56,8 @@ def ingest(settings, paths: list[Path], *, kb: str = "default", prune: bool = Fa
                 current=p.current[-50:],
             )
 
-        report = ingest_mod.ingest(settings, list(paths), kb=kb, prune=prune, embedder_id=embedder, progress=on_progress)
+        with LocalRAG(settings) as rag:
+            report = rag.ingest(list(paths), kb=kb, prune=prune, embedder=embedder, progress=on_progress)
 
     if report.note:
         err.print(f"[yellow]note:[/] {report.note}", highlight=False)
@@ -81,28 +82,10 @@ def ingest(settings, paths: list[Path], *, kb: str = "default", prune: bool = Fa
 
 
 def _kb_summary(settings, name: str) -> dict:
-    from localrag.kb.index import Index
+    from localrag.api import LocalRAG
 
-    with Index.open(settings, name) as index:
-        files = index.files()
-        rec = index.record
-        by_type: dict[str, int] = {}
-        for f in files.values():
-            by_type[f.filetype or "?"] = by_type.get(f.filetype or "?", 0) + 1
-        return {
-            "name": name,
-            "files": len(files),
-            "chunks": index.chunk_count(),
-            "embedder": rec.embedder,
-            "dimensions": rec.dim,
-            "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec.created)),
-            "updated": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(max((f.ingested_at for f in files.values()), default=rec.created))),
-            "size_bytes": index.size_on_disk(),
-            "backend": settings.milvus_uri or str(settings.kb_dir / name),
-            "filetypes": by_type,
-            "roots": sorted({f.root for f in files.values()}),
-            "chunk_settings": rec.chunk_settings,
-        }
+    with LocalRAG(settings) as rag:
+        return rag.kb_info(name).to_dict()
 
 
 def kb_list(settings, *, json_out: bool = False) -> int:
@@ -159,11 +142,14 @@ def kb_info(settings, name: str = "default", *, json_out: bool = False) -> int:
 
 
 def kb_rm(settings, name: str, *, yes: bool = False) -> int:
-    from localrag.kb.index import list_kbs, remove_kb, validate_name
+    from localrag.api import LocalRAG
+    from localrag.errors import KBNotFound
+    from localrag.kb.index import validate_name
 
     validate_name(name)
-    if name not in list_kbs(settings):
-        raise LocalragError(f"knowledge base '{name}' does not exist", hint="`localrag kb list` shows the existing ones.")
+    rag = LocalRAG(settings)
+    if name not in rag.knowledge_bases():
+        raise KBNotFound(f"knowledge base '{name}' does not exist", hint="See which knowledge bases exist.", remedy="list_kbs")
     if not yes:
         if not sys.stdin.isatty():
             raise BadInput(f"refusing to delete '{name}' without confirmation", hint="Add --yes to delete it.")
@@ -172,7 +158,7 @@ def kb_rm(settings, name: str, *, yes: bool = False) -> int:
         if not Confirm.ask(f"Delete knowledge base '{name}'? The documents themselves are not touched", default=False):
             stdout().print("kept")
             return 1
-    remove_kb(settings, name)
+    rag.remove_kb(name)
     stdout().print(f"deleted knowledge base [bold]{name}[/]")
     return 0
 
@@ -187,12 +173,12 @@ def search(
     filetypes: list[str] | None = None,
     json_out: bool = False,
 ) -> int:
-    from localrag.kb.retrieve import Retriever
+    from localrag.api import LocalRAG
 
     if k < 1:
         raise BadInput("-k must be at least 1")
-    with Retriever(settings, kb) as retriever:
-        hits = retriever.search(query, k=k, glob=glob, filetypes=filetypes)
+    with LocalRAG(settings) as rag:
+        hits = rag.search(query, kb=kb, k=k, glob=glob, filetypes=filetypes)
     if json_out:
         print(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False))
         return 0
@@ -216,12 +202,13 @@ def search(
 def evaluate(settings, questions: Path, *, kb: str = "default", json_out: bool = False) -> int:
     from rich.table import Table
 
+    from localrag.api import LocalRAG
     from localrag.kb import evaluate as eval_mod
-    from localrag.kb.retrieve import Retriever
 
     qs = eval_mod.load_questions(questions)
     err = stderr()
-    with Retriever(settings, kb) as retriever:
+    with LocalRAG(settings) as rag:
+        retriever = rag.retriever(kb)
         with err.status("evaluating…") if err.is_terminal and not json_out else _null():
             scores, results = eval_mod.evaluate(retriever, qs)
         embedder = retriever.index.record.embedder

@@ -1,0 +1,145 @@
+"""What asking yields: typed results and the typed event stream of ``Session.ask``.
+
+Every event is a frozen dataclass with a ``kind`` literal, so a front door can ``match`` on the
+class or compare ``event.kind``; the stream is, in order:
+``[Loading, Loaded,] Retrieved, (Thinking | AnswerDelta)*, Done``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal, Union
+
+from localrag.rag import prompt
+from localrag.runtime.pool import ModelInfo
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Citation:
+    n: int
+    source: str
+    page: int | None
+    heading: str
+    text: str
+
+
+@dataclass
+class Timings:
+    retrieve_s: float = 0.0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    prompt_s: float = 0.0
+    prompt_tok_s: float = 0.0
+    ttft_s: float = 0.0  # from the start of generation to the first token (thinking or answer)
+    thinking_tokens: int = 0
+    thinking_s: float = 0.0
+    gen_tokens: int = 0
+    gen_s: float = 0.0
+    gen_tok_s: float = 0.0
+    answer_s: float = 0.0
+    total_s: float = 0.0
+
+
+@dataclass
+class AnswerResult:
+    question: str
+    query: str  # what was searched (the question, or it with the previous one for a follow-up)
+    answer: str  # invalid citation numbers removed
+    thinking: str
+    citations: list[Citation]
+    dropped_citations: list[int]
+    sources: list[prompt.Source]
+    left_out: list[prompt.LeftOut]
+    not_found: bool
+    stop_reason: str | None
+    timings: Timings
+    model: ModelInfo | None = None
+
+    def to_json(self) -> dict:
+        m = self.model
+        t = self.timings
+        return {
+            "question": self.question,
+            "query": self.query,
+            "answer": self.answer,
+            "thinking": self.thinking,
+            "not_found": self.not_found,
+            "citations": [asdict(c) for c in self.citations],
+            "dropped_citations": self.dropped_citations,
+            "sources": [
+                {"n": s.n, "source": s.source, "page": s.page, "heading": s.heading, "score": s.score, "cut": s.cut}
+                for s in self.sources
+            ],
+            "left_out": [asdict(lo) for lo in self.left_out],
+            "model": m.id if m else None,
+            "quant": m.quant if m else None,
+            "starter": bool(m and m.starter),
+            "stop_reason": self.stop_reason,
+            "ttft_s": round(t.ttft_s, 3),
+            "prompt_tokens": t.prompt_tokens,
+            "cached_tokens": t.cached_tokens,
+            "prompt_tok_s": round(t.prompt_tok_s, 1),
+            "gen_tokens": t.gen_tokens,
+            "gen_tok_s": round(t.gen_tok_s, 1),
+            "thinking_tokens": t.thinking_tokens,
+            "timings": {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(t).items()},
+        }
+
+
+# --- the event stream --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Loading:
+    """The model is being loaded (only before the first answer that needs it)."""
+
+    model: str = ""
+    kind: Literal["loading"] = "loading"
+
+
+@dataclass(frozen=True)
+class Loaded:
+    info: ModelInfo
+    kind: Literal["loaded"] = "loaded"
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    """Sources are chosen and packed; the model now reads the prompt.
+
+    ``valid``: the source numbers the answer may cite. ``prompt_tokens`` / ``prefill_s`` are the
+    new tokens the model must read and the expected time for it at this machine's measured (or
+    estimated) prompt speed, so a front door can say what the wait is for.
+    """
+
+    packing: prompt.Packing
+    valid: frozenset[int] = frozenset()
+    prompt_tokens: int = 0
+    prefill_s: float = 0.0
+    kind: Literal["retrieved"] = "retrieved"
+
+
+@dataclass(frozen=True)
+class Thinking:
+    text: str
+    tokens: int = 0  # running count of reasoning tokens
+    kind: Literal["thinking"] = "thinking"
+
+
+@dataclass(frozen=True)
+class AnswerDelta:
+    text: str
+    kind: Literal["answer"] = "answer"
+
+
+@dataclass(frozen=True)
+class Done:
+    result: AnswerResult
+    kind: Literal["done"] = "done"
+
+
+AskEvent = Union[Loading, Loaded, Retrieved, Thinking, AnswerDelta, Done]

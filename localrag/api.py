@@ -253,10 +253,7 @@ class LocalRAG:
             index = handle.index
             record = index.files().get(doc.path)
             if record is not None:
-                record.status = "deleting"  # a crash mid-way is finished by the next ingest's recovery
-                index.put_files([record])
-                index.delete_file_versions(record)
-                index.drop_files([record.path])
+                index.remove_files([record])
             if handle.retriever is not None:
                 handle.retriever.refresh()
         return doc

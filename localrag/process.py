@@ -12,6 +12,8 @@ stderr as one line each.
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import logging
 import os
 import sys
@@ -29,15 +31,51 @@ _NOISY = {
 }
 
 
-class _AtLeast(logging.Filter):
-    """A filter survives a library resetting its logger's level at import; a level would not."""
+def _quiet() -> None:
+    for name, level in _NOISY.items():
+        logging.getLogger(name).setLevel(level)
 
-    def __init__(self, level: int):
-        super().__init__()
-        self.level = level
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= self.level
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Runs ``callback`` once module ``name`` has finished executing (a post-import hook)."""
+
+    def __init__(self, name: str, callback):
+        self.name, self.callback = name, callback
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)  # find the real spec with the other finders
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        loader, callback, finder = spec.loader, self.callback, self
+
+        class _Loader(importlib.abc.Loader):
+            def create_module(self, spec):
+                return loader.create_module(spec)
+
+            def exec_module(self, module):
+                loader.exec_module(module)
+                module.__loader__ = loader  # the module keeps its real loader (resources, reload)
+                if module.__spec__ is not None:
+                    module.__spec__.loader = loader
+                if finder in sys.meta_path:
+                    sys.meta_path.remove(finder)
+                callback()
+
+        spec.loader = _Loader()
+        return spec
+
+
+def _after_import(name: str, callback) -> None:
+    if name in sys.modules:
+        callback()
+        return
+    sys.meta_path.insert(0, _AfterImport(name, callback))
 
 
 _done = False
@@ -58,10 +96,11 @@ def setup(*, online: bool = False, warn=None) -> None:
         return
     _done = True
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|sentence_transformers)")
-    for name, level in _NOISY.items():
-        logging.getLogger(name).addFilter(_AtLeast(level))
-        for handler in logging.getLogger(name).handlers:
-            handler.addFilter(_AtLeast(level))
+    _quiet()
+    # pymilvus configures its loggers when it is imported (dictConfig, its own handler): quiet
+    # them again right after that import, whenever it happens.
+    for package in ("pymilvus", "milvus_lite"):
+        _after_import(package, _quiet)
     own = logging.getLogger("localrag")
     own.setLevel(logging.INFO)
     own.propagate = False

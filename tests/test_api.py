@@ -78,7 +78,7 @@ def test_ingest_while_the_kb_is_open_for_search_in_the_same_process(rag, tmp_pat
     hits = rag.search("What is the office zebra called?", kb="docs", k=3)
     assert any(h.source == "zebras.md" for h in hits)
     docs = {d.source: d for d in rag.documents("docs")}
-    assert "zebras.md" in docs and docs["zebras.md"].chunks >= 1 and docs["zebras.md"].filetype == "md"
+    assert "zebras.md" in docs and docs["zebras.md"].chunks >= 1 and docs["zebras.md"].filetype == "markdown"
     info = rag.kb_info("docs")
     assert info.files == len(docs) and info.embedder == "all-minilm-l6-v2" and info.to_dict()["name"] == "docs"
 
@@ -142,4 +142,4 @@ def test_hardware_is_given_not_detected(tmp_path, monkeypatch):
         plan = api.plan()
         assert api.hardware is big
     assert plan.choice is not None and plan.choice.fit == "gpu"
-    assert plan.choice.model.id != "r1-distill-qwen-1.5b"  # 80 GB of VRAM runs far more than the 1.5B
+    assert plan.choice.model != "r1-distill-qwen-1.5b"  # 80 GB of VRAM runs far more than the 1.5B

@@ -16,7 +16,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "localrag"
 
 RANK = {
-    "settings": 0, "errors": 0, "units": 0,
+    "settings": 0, "errors": 0, "units": 0, "lang": 0,
     "models": 1,
     "runtime": 2,
     "kb": 3,

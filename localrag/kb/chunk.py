@@ -302,7 +302,29 @@ def chunk_document(
             context = f"{context}\n{header}" if context else header
         return s, e, context, (f"{context}\n{piece}" if context else piece)
 
-    # each section's tokens (one call); a huge one is measured on a sample, for its rate only
+    costs, rates = _section_costs(sections, counter, max_tokens)
+    groups = _group_sections(sections, costs, counter, max_tokens, min_tokens)
+    spans = _group_spans(text, sections, groups, costs, rates, counter, count_tokens, max_tokens, overlap, embed_of)
+
+    # 3. exact check of what gets embedded; a span over budget (the estimate missed: long URLs,
+    #    dense code) is cut again on exact counts and packed, smaller
+    chunks: list[Chunk] = []
+    pending = [(s, e, h, p, ok, 0) for s, e, h, p, ok in reversed(spans)]
+    while pending:
+        s, e, heading, page, verified, depth = pending.pop()
+        s, e, context, embed = embed_of(s, e, heading)
+        if s >= e:
+            continue
+        if not verified and count_tokens(embed) > max_tokens:
+            for a, b, ok in reversed(_recut(text, s, e, heading, context, depth, counter, max_tokens, overlap, embed_of)):
+                pending.append((a, b, heading, page, ok, depth + 1))
+            continue
+        chunks.append(Chunk(text[s:e], source, page, HEADING_JOIN.join(heading), s, e, len(chunks), context))
+    return chunks
+
+
+def _section_costs(sections, counter, max_tokens: int) -> tuple[list[int], list[float]]:
+    """Each section's tokens (one call); a huge one is measured on a sample, for its rate only."""
     costs: list[int] = []
     rates: list[float] = []
     for sec, s, e in sections:
@@ -313,8 +335,12 @@ def chunk_document(
             sample = sec.text[: max_tokens * 24]
             rates.append(counter(sample) / len(sample))
             costs.append(int((e - s) * rates[-1]) + 1)
+    return costs, rates
 
-    # 1. groups of consecutive sections that fit one chunk together
+
+def _group_sections(sections, costs: list[int], counter, max_tokens: int, min_tokens: int) -> list[list[int]]:
+    """1. Groups of consecutive small sections (same page, same parent heading) that fit one
+    chunk together."""
     groups: list[list[int]] = []
     for idx, (sec, _s, _e) in enumerate(sections):
         if groups:
@@ -333,8 +359,11 @@ def chunk_document(
                 group.append(idx)
                 continue
         groups.append([idx])
+    return groups
 
-    # 2. each group becomes one chunk, or a long section several (verified: exact count done)
+
+def _group_spans(text, sections, groups, costs, rates, counter, count_tokens, max_tokens, overlap, embed_of):
+    """2. Each group becomes one span, or a long section several (verified: exact count done)."""
     spans: list[tuple[int, int, tuple[str, ...], int | None, bool]] = []
     for group in groups:
         heading = _lcp_all([sections[g][0].heading for g in group])
@@ -352,22 +381,7 @@ def chunk_document(
 
         for a, b, ok in _pack(units, budget, max_tokens, overlap, exact):
             spans.append((units[a][0], units[b - 1][1], heading, page, ok))
-
-    # 3. exact check of what gets embedded; a span over budget (the estimate missed: long URLs,
-    #    dense code) is cut again on exact counts and packed, smaller
-    chunks: list[Chunk] = []
-    pending = [(s, e, h, p, ok, 0) for s, e, h, p, ok in reversed(spans)]
-    while pending:
-        s, e, heading, page, verified, depth = pending.pop()
-        s, e, context, embed = embed_of(s, e, heading)
-        if s >= e:
-            continue
-        if not verified and count_tokens(embed) > max_tokens:
-            for a, b, ok in reversed(_recut(text, s, e, heading, context, depth, counter, max_tokens, overlap, embed_of)):
-                pending.append((a, b, heading, page, ok, depth + 1))
-            continue
-        chunks.append(Chunk(text[s:e], source, page, HEADING_JOIN.join(heading), s, e, len(chunks), context))
-    return chunks
+    return spans
 
 
 def _recut(text, s, e, heading, context, depth, counter, max_tokens, overlap, embed_of) -> list[tuple[int, int, bool]]:

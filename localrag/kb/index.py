@@ -440,6 +440,18 @@ class Index:
             ids += [chunk_id(record.path, record.old_hash, i) for i in range(record.old_chunks)]
         self.delete_chunks(ids)
 
+    def remove_files(self, records: Sequence[FileRecord]) -> None:
+        """Take files out of the KB. Marked "deleting" first, so a crash half-way is finished
+        by the next ingest's recovery instead of leaving chunks of a file nobody lists."""
+        if not records:
+            return
+        for r in records:
+            r.status = "deleting"
+        self.put_files(records)
+        for r in records:
+            self.delete_file_versions(r)
+        self.drop_files([r.path for r in records])
+
     def chunk_count(self) -> int:
         res = self._client.query(self.chunks_col, filter="", output_fields=["count(*)"])
         return int(res[0]["count(*)"]) if res else 0

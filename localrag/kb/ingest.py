@@ -167,6 +167,19 @@ class _Run:
     def flush(self, batch: list[_Prepared]) -> None:
         if not batch:
             return
+        vectors, per_chunk = self._embed(batch)
+        t0 = time.perf_counter()
+        self._write(batch, vectors, per_chunk)
+        self.t["index"] += time.perf_counter() - t0
+        for p in batch:
+            status = "updated" if p.work.previous else "added"
+            self.report.outcomes.append(FileOutcome(p.work.entry.rel, status, chunks=len(p.chunks)))
+            self.files_done += 1
+        self.tick("ingest", batch[-1].work.entry.rel)
+
+    def _embed(self, batch: list[_Prepared]):
+        """Vectors for every chunk of the batch, then for their sentences; and, per chunk, the
+        rows of its sentences' vectors (empty when sentence vectors are off)."""
         embedder = self.get_embedder()
         texts = [embedder.passage_text(_embed_text(c)) for p in batch for c in p.chunks]
         n_chunks = len(texts)
@@ -197,64 +210,43 @@ class _Run:
         vectors = embedder.embed_passages(texts, progress=on_embedded)
         self.chunks_done = base + n_chunks
         self.t["embed"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        records, rows = [], []
-        for p in batch:
-            w = p.work
-            prev = w.previous
-            records.append(
-                FileRecord(
-                    path=w.path,
-                    source=w.entry.rel,
-                    root=str(w.entry.root),
-                    hash=w.hash,
-                    chunks=len(p.chunks),
-                    size=w.size,
-                    mtime_ns=w.mtime_ns,
-                    filetype=p.filetype,
-                    status="pending",
-                    old_hash=prev.hash if prev else "",
-                    old_chunks=prev.chunks if prev else 0,
-                )
-            )
-        self.index.put_files(records)  # the ordering rule: pending before any chunk changes
+        return vectors, per_chunk
+
+    def _write(self, batch: list[_Prepared], vectors, per_chunk: list[list[int]]) -> None:
+        """The crash-safety rule: each file is marked pending (with the version it replaces)
+        before any of its chunks change, and ok only after all of them are written."""
+        records = [_pending_record(p) for p in batch]
+        self.index.put_files(records)
         old_ids = [chunk_id(r.path, r.old_hash, i) for r in records if r.old_hash for i in range(r.old_chunks)]
         self.index.delete_chunks(old_ids)
-        i = 0
+        rows, i = [], 0
         for p in batch:
-            w = p.work
-            fid = file_id(w.path)
             for c in p.chunks:
-                rows.append(
-                    ChunkRow(
-                        id=chunk_id(w.path, w.hash, c.ordinal),
-                        file_id=fid,
-                        path=w.path,
-                        source=w.entry.rel,
-                        filetype=p.filetype,
-                        page=c.page if c.page is not None else -1,
-                        heading=c.heading or "",
-                        ordinal=c.ordinal,
-                        char_start=c.char_start,
-                        char_end=c.char_end,
-                        file_hash=w.hash,
-                        text=c.text,
-                        vector=vectors[i],
-                        search_text=_embed_text(c),
-                        sentences=pack_vectors(vectors[per_chunk[i]]) if per_chunk else "",
-                    )
-                )
+                rows.append(_chunk_row(p, c, vectors[i], pack_vectors(vectors[per_chunk[i]]) if per_chunk else ""))
                 i += 1
         self.index.put_chunks(rows)
         for r in records:
             r.status, r.old_hash, r.old_chunks = "ok", "", 0
         self.index.put_files(records)
-        self.t["index"] += time.perf_counter() - t0
-        for p in batch:
-            status = "updated" if p.work.previous else "added"
-            self.report.outcomes.append(FileOutcome(p.work.entry.rel, status, chunks=len(p.chunks)))
-            self.files_done += 1
-        self.tick("ingest", batch[-1].work.entry.rel)
+
+
+def _pending_record(p: _Prepared) -> FileRecord:
+    w, prev = p.work, p.work.previous
+    return FileRecord(
+        path=w.path, source=w.entry.rel, root=str(w.entry.root), hash=w.hash, chunks=len(p.chunks), size=w.size,
+        mtime_ns=w.mtime_ns, filetype=p.filetype, status="pending",
+        old_hash=prev.hash if prev else "", old_chunks=prev.chunks if prev else 0,
+    )
+
+
+def _chunk_row(p: _Prepared, c, vector, sentences: str) -> ChunkRow:
+    w = p.work
+    return ChunkRow(
+        id=chunk_id(w.path, w.hash, c.ordinal), file_id=file_id(w.path), path=w.path, source=w.entry.rel,
+        filetype=p.filetype, page=c.page if c.page is not None else -1, heading=c.heading or "", ordinal=c.ordinal,
+        char_start=c.char_start, char_end=c.char_end, file_hash=w.hash, text=c.text, vector=vector,
+        search_text=_embed_text(c), sentences=sentences,
+    )
 
 
 def ingest(
@@ -277,8 +269,6 @@ def ingest(
     ``Index.open(settings, kb, create=True)`` to write through (kept open afterwards).
     ``load_embedder(id, device)``: how to get an embedder when one is needed (a model pool's).
     """
-    from localrag.kb import files as files_mod
-
     started = time.perf_counter()
     roots = [Path(p).expanduser() for p in paths]
     missing = [p for p in roots if not p.exists() and not p.is_symlink()]
@@ -289,102 +279,28 @@ def ingest(
     if index is None:
         index = Index.open(settings, kb, create=True)
     try:
-        note = None
-        if index.record is None:
-            if embedder is None:
-                from localrag.runtime import embedder as embed_mod
-
-                choice = embed_mod.choose(settings, embedder_id)
-                note = choice.note
-                embedder = (load_embedder or partial(embed_mod.load_for, settings))(choice.id, choice.device)
-            index.initialise(embedder.id, embedder.dim, {"max_tokens": settings.chunk.max_tokens, "overlap": settings.chunk.overlap_tokens})
-        else:
-            wanted = embedder.id if embedder is not None else embedder_id
-            if wanted:
-                from localrag.runtime.embedder import canonical_id
-
-                wanted = canonical_id(settings, wanted)
-            index.require_embedder(wanted)
+        load = load_embedder or partial(_load_embedder, settings)
+        embedder, note = _settle_embedder(settings, index, embedder, embedder_id, load)
         record = index.record
         report = IngestReport(kb=kb, embedder=record.embedder, note=note)
-
         loaded = {"e": embedder}
 
-        def get_embedder():
+        def get_embedder():  # loaded only once some file needs embedding
             if loaded["e"] is None:
-                from localrag.runtime import embedder as embed_mod
-
-                loaded["e"] = (load_embedder or partial(embed_mod.load_for, settings))(record.embedder, _device(settings))
+                loaded["e"] = load(record.embedder, _device(settings))
             return loaded["e"]
 
         run = _Run(settings, index, report, get_embedder, progress)
         manifest = index.files()
         report.recovered = recover(index, manifest)
-
-        # scan: what changed, without reading files whose size and mtime still match
-        t0 = time.perf_counter()
-        todo: list[_Work] = []
-        seen: set[str] = set()
-        for item in files_mod.discover([p for p in roots if p not in missing]):
-            if isinstance(item, files_mod.Skipped):
-                report.outcomes.append(FileOutcome(_display(item.path, roots), "skipped", item.reason))
-                seen.add(_resolved(item.path))
-                continue
-            path = str(Path(item.path).resolve())
-            if path in seen:
-                continue  # the same file reached twice (two PATHs, a symlink)
-            seen.add(path)
-            try:
-                st = os.stat(path)
-            except OSError as exc:
-                report.outcomes.append(FileOutcome(item.rel, "skipped", f"cannot read: {exc.strerror}"))
-                continue
-            prev = manifest.get(path)
-            if prev and prev.size == st.st_size and prev.mtime_ns == st.st_mtime_ns:
-                report.outcomes.append(FileOutcome(prev.source, "unchanged", chunks=prev.chunks))
-                continue
-            try:
-                digest = content_hash(Path(path))
-            except OSError as exc:
-                report.outcomes.append(FileOutcome(item.rel, "skipped", f"cannot read: {exc.strerror}"))
-                continue
-            if prev and prev.hash == digest:
-                prev.size, prev.mtime_ns = st.st_size, st.st_mtime_ns
-                index.put_files([prev])  # touched but identical: remember the new mtime
-                report.outcomes.append(FileOutcome(prev.source, "unchanged", chunks=prev.chunks))
-                continue
-            todo.append(_Work(item, path, st.st_size, st.st_mtime_ns, digest, prev))
-        run.t["scan"] += time.perf_counter() - t0
-        run.files_total = len(todo)
-        run.tick("ingest")
-
-        batch: list[_Prepared] = []
-        pending_chunks = 0
-        for work in todo:
-            prepared = run.prepare(work)
-            if prepared is None:
-                continue
-            batch.append(prepared)
-            pending_chunks += len(prepared.chunks)
-            if pending_chunks >= _FLUSH_CHUNKS:
-                run.flush(batch)
-                batch, pending_chunks = [], 0
-        run.flush(batch)
-
+        todo, seen = _scan(run, manifest, roots, [p for p in roots if p not in missing])
+        _process(run, todo)
         if prune:
             t0 = time.perf_counter()
             gone = _pruned(manifest, roots, seen)
-            if gone:
-                for r in gone:
-                    r.status = "deleting"
-                index.put_files(gone)
-                for r in gone:
-                    index.delete_file_versions(r)
-                index.drop_files([r.path for r in gone])
-                for r in gone:
-                    report.outcomes.append(FileOutcome(r.source, "removed", chunks=r.chunks))
+            index.remove_files(gone)
+            report.outcomes.extend(FileOutcome(r.source, "removed", chunks=r.chunks) for r in gone)
             run.t["index"] += time.perf_counter() - t0
-
         report.timings = {k: round(v, 3) for k, v in run.t.items()}
         report.elapsed = time.perf_counter() - started
         run.tick("done")
@@ -392,6 +308,90 @@ def ingest(
     finally:
         if owns_index:
             index.close()
+
+
+def _load_embedder(settings, embedder_id: str, device: str):
+    from localrag.runtime import embedder as embed_mod
+
+    return embed_mod.load_for(settings, embedder_id, device)
+
+
+def _settle_embedder(settings, index: Index, embedder, embedder_id: str | None, load):
+    """A new KB gets its embedder now (chosen, loaded, recorded); an existing one keeps its own,
+    and asking for another is refused. Returns (embedder or None, a note for the user)."""
+    if index.record is None:
+        note = None
+        if embedder is None:
+            from localrag.runtime import embedder as embed_mod
+
+            choice = embed_mod.choose(settings, embedder_id)
+            note = choice.note
+            embedder = load(choice.id, choice.device)
+        chunking = {"max_tokens": settings.chunk.max_tokens, "overlap": settings.chunk.overlap_tokens}
+        index.initialise(embedder.id, embedder.dim, chunking)
+        return embedder, note
+    wanted = embedder.id if embedder is not None else embedder_id
+    if wanted:
+        from localrag.runtime.embedder import canonical_id
+
+        wanted = canonical_id(settings, wanted)
+    index.require_embedder(wanted)
+    return embedder, None
+
+
+def _scan(run: _Run, manifest: dict[str, FileRecord], roots: list[Path], present: list[Path]):
+    """What changed, without reading files whose size and mtime still match: (work, seen paths)."""
+    from localrag.kb import files as files_mod
+
+    report, index = run.report, run.index
+    t0 = time.perf_counter()
+    todo: list[_Work] = []
+    seen: set[str] = set()
+    for item in files_mod.discover(present):
+        if isinstance(item, files_mod.Skipped):
+            report.outcomes.append(FileOutcome(_display(item.path, roots), "skipped", item.reason))
+            seen.add(_resolved(item.path))
+            continue
+        path = str(Path(item.path).resolve())
+        if path in seen:
+            continue  # the same file reached twice (two PATHs, a symlink)
+        seen.add(path)
+        try:
+            st = os.stat(path)
+            prev = manifest.get(path)
+            if prev and prev.size == st.st_size and prev.mtime_ns == st.st_mtime_ns:
+                report.outcomes.append(FileOutcome(prev.source, "unchanged", chunks=prev.chunks))
+                continue
+            digest = content_hash(Path(path))
+        except OSError as exc:
+            report.outcomes.append(FileOutcome(item.rel, "skipped", f"cannot read: {exc.strerror}"))
+            continue
+        if prev and prev.hash == digest:
+            prev.size, prev.mtime_ns = st.st_size, st.st_mtime_ns
+            index.put_files([prev])  # touched but identical: remember the new mtime
+            report.outcomes.append(FileOutcome(prev.source, "unchanged", chunks=prev.chunks))
+            continue
+        todo.append(_Work(item, path, st.st_size, st.st_mtime_ns, digest, prev))
+    run.t["scan"] += time.perf_counter() - t0
+    run.files_total = len(todo)
+    run.tick("ingest")
+    return todo, seen
+
+
+def _process(run: _Run, todo: list[_Work]) -> None:
+    """Parse and chunk each file, embedding and writing in batches of about _FLUSH_CHUNKS."""
+    batch: list[_Prepared] = []
+    pending_chunks = 0
+    for work in todo:
+        prepared = run.prepare(work)
+        if prepared is None:
+            continue
+        batch.append(prepared)
+        pending_chunks += len(prepared.chunks)
+        if pending_chunks >= _FLUSH_CHUNKS:
+            run.flush(batch)
+            batch, pending_chunks = [], 0
+    run.flush(batch)
 
 
 def _display(path: str, roots: list[Path]) -> str:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from localrag.kb.files import DEFAULT_MAX_BYTES, filetype_of
+from localrag.lang import CJK_TEXT
 
 SECTION_SEPARATOR = "\n\n"
 
@@ -78,7 +79,7 @@ _BOMS = (
     (codecs.BOM_UTF16_LE, "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
-_CJK = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
+_CJK = CJK_TEXT  # letters and their punctuation: "is this decoding mostly Chinese?"
 
 
 def decode_text(data: bytes) -> tuple[str, str, list[str]]:
@@ -317,7 +318,7 @@ def _parse_html(text: str) -> list[Section]:
 
 _PAGE_NUMBERS = re.compile(r"\b(?:[0-9]+|[ivxlcdm]+)\b|[/\s]+", re.I)
 _CJK_LINEBREAK = re.compile(
-    r"(?<=[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef])\n(?=[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef])"
+    f"(?<={CJK_TEXT.pattern})\n(?={CJK_TEXT.pattern})"
 )
 # PDFium reports a hyphen at a line break as \x02; inside a word it is TeX's hyphenation
 # ("distri-bution"), in a path or URL a real hyphen ("debian-security")

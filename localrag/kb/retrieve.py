@@ -26,6 +26,7 @@ from functools import partial
 from pathlib import PurePosixPath
 
 from localrag.kb.chunk import split_sentences
+from localrag.lang import is_cjk
 from localrag.errors import BadInput, LocalragError
 from localrag.kb.index import Index
 
@@ -176,6 +177,31 @@ def find_reranker(settings, device: str = "cpu") -> Reranker | None:
         return None
 
 
+@dataclass
+class _Candidates:
+    """One search's candidates: their rows and every score they got."""
+
+    entities: dict[str, dict] = field(default_factory=dict)
+    dense_scores: dict[str, float] = field(default_factory=dict)
+    sparse_scores: dict[str, float] = field(default_factory=dict)
+    rerank_scores: dict[str, float] = field(default_factory=dict)
+    dense_order: list[str] = field(default_factory=list)
+    sparse_order: list[str] = field(default_factory=list)
+
+    @classmethod
+    def collect(cls, dense, sparse) -> "_Candidates":
+        c = cls()
+        for cid, score, ent in dense:
+            c.entities[cid] = ent
+            c.dense_scores[cid] = score
+            c.dense_order.append(cid)
+        for cid, score, ent in sparse:
+            c.sparse_scores[cid] = score
+            c.entities.setdefault(cid, ent)
+            c.sparse_order.append(cid)
+        return c
+
+
 class Retriever:
     """Search one KB. Holds the open index and the loaded embedder; call ``close()`` when done."""
 
@@ -261,22 +287,37 @@ class Retriever:
         return " and ".join(parts)
 
     def search(self, query: str, k: int = 5, glob: str | None = None, filetypes: list[str] | None = None) -> list[Hit]:
+        """The best ``k`` windows for ``query``: dense + BM25 candidates fused by weighted RRF,
+        re-ranked by their best sentence (and a cross-encoder when one is installed)."""
         query = (query or "").strip()
         if not query:
             raise BadInput("the query is empty")
-        r = self.settings.retrieval
         t = Timings()
         expr = self._filter_expr(glob, filetypes)
         if expr is None:
             self.last_timings = t
             return []
+        qvec, dense, sparse = self._candidates(query, k, expr, t)
+        t0 = time.perf_counter()
+        c = _Candidates.collect(dense, sparse)
+        fused, order = self._fuse(query, qvec, c)
+        t.fuse = time.perf_counter() - t0
+        order = self._rerank(query, order, k, c, t)
+        self.last_timings = t
+        t0 = time.perf_counter()
+        windows = self._windows_with_cosines(order, k, qvec, c)
+        t.search += time.perf_counter() - t0
+        return [self._hit(rank, members, c, fused) for rank, members in enumerate(windows, start=1)]
+
+    def _candidates(self, query: str, k: int, expr: str, t: Timings):
+        """(query vector, dense hits, BM25 hits), each hit (id, score, entity)."""
+        r = self.settings.retrieval
         n = max(r.candidates, k)
-        cjk_query = is_cjk(query)
         # With windows, a hit's own row comes back with its neighbours, and stored sentence
         # vectors make the candidates' text unnecessary for the re-score: the searches fetch
         # only where each candidate lies (plus the text a Chinese question's language list needs).
         slim = self.index.has_sentences and r.window_tokens > 0 and self.reranker is None
-        fields = (Index.LOCATE_FIELDS + (["text"] if cjk_query else [])) if slim else None
+        fields = (Index.LOCATE_FIELDS + (["text"] if is_cjk(query) else [])) if slim else None
         # BM25 needs no vector: it runs while the query is embedded (torch releases the GIL,
         # Milvus Lite's in-process server takes it), so the embedding costs little wall time.
         t0 = time.perf_counter()
@@ -291,93 +332,84 @@ class Retriever:
         finally:
             sparse = sparse_job.result() if sparse_job is not None else []
         t.search = time.perf_counter() - t1
+        return qvec, dense, sparse
 
-        t0 = time.perf_counter()
-        entities: dict[str, dict] = {}
-        dense_scores: dict[str, float] = {}
-        sparse_scores: dict[str, float] = {}
-        for cid, score, ent in dense:
-            entities[cid] = ent
-            dense_scores[cid] = score
-        for cid, score, ent in sparse:
-            sparse_scores[cid] = score
-            entities.setdefault(cid, ent)
-        lists = [[c for c, _, _ in dense], [c for c, _, _ in sparse]]
-        weights = [r.dense_weight, r.sparse_weight]
-        if cjk_query:
+    def _fuse(self, query: str, qvec, c: "_Candidates") -> tuple[dict[str, float], list[str]]:
+        """Weighted RRF over the dense, BM25 (and same-language, and best-sentence) lists."""
+        r = self.settings.retrieval
+        lists, weights = [c.dense_order, c.sparse_order], [r.dense_weight, r.sparse_weight]
+        if is_cjk(query):
             # A Chinese question is best answered by Chinese text, but English terms in it
             # ("Milvus", "HNSW") pull English chunks up in BM25; the same-language BM25 hits
             # count once more. (English questions need no such help: the corpus' Chinese
             # pages rarely match English queries anyway.)
-            lists.append([c for c, _, _ in sparse if is_cjk(entities[c]["text"])])
+            lists.append([cid for cid in c.sparse_order if is_cjk(c.entities[cid]["text"])])
             weights.append(r.sparse_weight)
         fused = rrf(lists, weights, r.rrf_k)
-        order = sorted(fused, key=lambda c: (-fused[c], c))
+        order = sorted(fused, key=lambda cid: (-fused[cid], cid))
         if r.sentence_pool > 0 and r.sentence_weight > 0 and len(order) > 1:
             pool = order[: r.sentence_pool]
-            best = self._sentence_scores(qvec, [(c, entities[c].get("text", "")) for c in pool])
+            best = self._sentence_scores(qvec, [(cid, c.entities[cid].get("text", "")) for cid in pool])
             if best:
-                lists.append(sorted(best, key=lambda c: (-best[c], c)))
+                lists.append(sorted(best, key=lambda cid: (-best[cid], cid)))
                 weights.append(r.sentence_weight)
                 fused = rrf(lists, weights, r.rrf_k)
-                order = sorted(fused, key=lambda c: (-fused[c], c))
-        t.fuse = time.perf_counter() - t0
+                order = sorted(fused, key=lambda cid: (-fused[cid], cid))
+        return fused, order
 
-        rerank_scores: dict[str, float] = {}
-        if self.reranker is not None and order and r.rerank and r.rerank_pool > 0:
-            t0 = time.perf_counter()
-            # at least k, so every hit returned was judged by the same scorer
-            pool = order[: max(r.rerank_pool, k)]
-            scores = self.reranker.predict([(query, entities[c]["text"]) for c in pool])
-            rerank_scores = {c: float(s) for c, s in zip(pool, scores)}
-            order = sorted(pool, key=lambda c: -rerank_scores[c]) + order[len(pool) :]  # stable: ties keep RRF order
-            t.rerank = time.perf_counter() - t0
-        self.last_timings = t
-
+    def _rerank(self, query: str, order: list[str], k: int, c: "_Candidates", t: Timings) -> list[str]:
+        r = self.settings.retrieval
+        if self.reranker is None or not order or not r.rerank or r.rerank_pool <= 0:
+            return order
         t0 = time.perf_counter()
-        # Cosine of the BM25-only hits that make the cut, so every hit carries both signals
-        # (fetching vectors for all BM25 candidates would cost more than the search); their
-        # vectors come with the window lookup.
+        # at least k, so every hit returned was judged by the same scorer
+        pool = order[: max(r.rerank_pool, k)]
+        scores = self.reranker.predict([(query, c.entities[cid]["text"]) for cid in pool])
+        c.rerank_scores = {cid: float(s) for cid, s in zip(pool, scores)}
+        t.rerank = time.perf_counter() - t0
+        return sorted(pool, key=lambda cid: -c.rerank_scores[cid]) + order[len(pool) :]  # stable: ties keep RRF order
+
+    def _windows_with_cosines(self, order: list[str], k: int, qvec, c: "_Candidates") -> list[list[dict]]:
+        """The hits' windows. The cosine of the BM25-only hits that make the cut is filled in, so
+        every hit carries both signals (fetching vectors for all BM25 candidates would cost more
+        than the search); their vectors come with the window lookup."""
         vectors: dict[str, object] = {}
-        if r.window_tokens > 0:
-            windows = self._windows(order, k, entities, vectors, need_vectors=dense_scores)
+        if self.settings.retrieval.window_tokens > 0:
+            windows = self._windows(order, k, c.entities, vectors, need_vectors=c.dense_scores)
         else:
-            windows = [[entities[c] | {"id": c}] for c in order[:k]]
-        missing = [w[0]["id"] for w in windows if w[0]["id"] not in dense_scores and w[0]["id"] not in vectors]
+            windows = [[c.entities[cid] | {"id": cid}] for cid in order[:k]]
+        missing = [w[0]["id"] for w in windows if w[0]["id"] not in c.dense_scores and w[0]["id"] not in vectors]
         if missing:
             vectors.update(self.index.vectors(missing))
         for w in windows:
             cid = w[0]["id"]
-            if cid not in dense_scores and cid in vectors:
-                dense_scores[cid] = float(sum(a * b for a, b in zip(qvec, vectors[cid])))
-        t.search += time.perf_counter() - t0
+            if cid not in c.dense_scores and cid in vectors:
+                c.dense_scores[cid] = float(sum(a * b for a, b in zip(qvec, vectors[cid])))
+        return windows
 
-        hits = []
-        for rank, members in enumerate(windows, start=1):
-            e = members[0]  # the chunk that matched; the others are its context
-            cid = e["id"]
-            span = sorted(members, key=lambda m: int(m.get("char_start", 0)))
-            page = int(e.get("page", -1))
-            hits.append(
-                Hit(
-                    rank=rank,
-                    score=rerank_scores.get(cid, fused[cid]),
-                    text=merge_window(span),
-                    source=e["source"],
-                    page=page if page >= 0 else None,
-                    heading=e.get("heading", ""),
-                    chunk_id=cid,
-                    filetype=e.get("filetype", ""),
-                    char_start=int(span[0].get("char_start", 0)),
-                    char_end=max(int(m.get("char_end", 0)) for m in span),
-                    dense_score=dense_scores.get(cid),
-                    sparse_score=sparse_scores.get(cid),
-                    rerank_score=rerank_scores.get(cid),
-                    path=e.get("path", ""),
-                    chunk_ids=[m["id"] for m in span],
-                )
-            )
-        return hits
+    @staticmethod
+    def _hit(rank: int, members: list[dict], c: "_Candidates", fused: dict[str, float]) -> Hit:
+        e = members[0]  # the chunk that matched; the others are its context
+        cid = e["id"]
+        span = sorted(members, key=lambda m: int(m.get("char_start", 0)))
+        page = int(e.get("page", -1))
+        return Hit(
+            rank=rank,
+            score=c.rerank_scores.get(cid, fused[cid]),
+            text=merge_window(span),
+            source=e["source"],
+            page=page if page >= 0 else None,
+            heading=e.get("heading", ""),
+            chunk_id=cid,
+            filetype=e.get("filetype", ""),
+            char_start=int(span[0].get("char_start", 0)),
+            char_end=max(int(m.get("char_end", 0)) for m in span),
+            dense_score=c.dense_scores.get(cid),
+            sparse_score=c.sparse_scores.get(cid),
+            rerank_score=c.rerank_scores.get(cid),
+            path=e.get("path", ""),
+            chunk_ids=[m["id"] for m in span],
+        )
 
     def _sentence_scores(self, qvec, chunks: list[tuple[str, str]]) -> dict[str, float]:
         """Each chunk's best cosine between the query and one of its sentences. The sentences'
@@ -505,19 +537,6 @@ class Retriever:
                 else:
                     lo -= 1
         return members
-
-
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
-_WORDISH = re.compile(r"[^\W\d_]")
-
-
-def is_cjk(text: str, threshold: float = 0.3) -> bool:
-    """Mostly CJK text, counting a CJK character like a word and four other letters as one
-    (so a Chinese page full of English identifiers still counts as Chinese)."""
-    sample = text[:2000]
-    cjk = len(_CJK.findall(sample))
-    other = len(_WORDISH.findall(sample)) - cjk
-    return cjk > 0 and cjk / (cjk + other / 4) >= threshold
 
 
 def _file_id(path: str) -> int:

@@ -32,6 +32,7 @@ from localrag.rag.results import (
     AnswerDelta, AnswerResult, AskEvent, Citation, Done, Loaded, Loading, ModelInfo, Retrieved, Thinking, Timings,
 )
 from localrag.errors import LocalragError
+from localrag.lang import IDEOGRAPHS, has_cjk
 
 Progress = Callable[[str], None]
 
@@ -71,7 +72,6 @@ _ANAPHORA = re.compile(
 )
 _CONNECTIVE = re.compile(r"^\s*(and|but|or|so|then|what about|how about|why|also|ok|okay)\b", re.IGNORECASE)
 _ZH_ANAPHORA = re.compile(r"(它|它们|这个|那个|这些|那些|这样|那样|其|他们|该|此|呢)")
-_CJK = re.compile(r"[\u3400-\u9fff]")
 
 
 def is_followup(question: str) -> bool:
@@ -79,7 +79,7 @@ def is_followup(question: str) -> bool:
     Windows?"), or a short question with a pronoun that points back ("how do I enable it?").
     Long questions stand alone even with a pronoun: they usually carry their own subject."""
     q = question.strip()
-    if _CJK.search(q):
+    if has_cjk(q):
         return len(q) <= 10 or (len(q) <= 24 and bool(_ZH_ANAPHORA.search(q)))
     words = re.findall(r"\w+", q)
     if len(words) <= 4 or _CONNECTIVE.match(q):
@@ -446,7 +446,7 @@ class Session:
 
 _PARAGRAPH = re.compile(r"\n\s*\n")
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+")
-_WORD = re.compile(r"[\u3400-\u9fff]|[^\W_]{3,}")
+_WORD = re.compile(f"[{IDEOGRAPHS}]|[^\\W_]{{3,}}")
 _COMMON = frozenset(
     "the and for are you your how what when where which who why does can with from this that "
     "into not use using about have has was were will would should its it's".split()

@@ -281,14 +281,14 @@ def load_model(settings, spec: str | None, progress: Progress | None = None):
     LocalragError when none can be had (the hint says how to pull or import one).
     """
     from localrag.models import hardware
-    from localrag.models import store as modelstore
+    from localrag.models.resolve import resolve_model
     from localrag.models.catalogue import load_catalogue
     from localrag.runtime.engine import open_engine
 
     say = progress or (lambda _msg: None)
     catalogue = load_catalogue(settings.catalogue_path)
     hw = hardware.detect(settings.models_dir)
-    installed = modelstore.resolve(settings, catalogue, spec, hw)
+    installed = resolve_model(settings, catalogue, spec, hw)
     ms = installed.spec
     say(f"loading {ms.name} {installed.quant}")
     started = time.perf_counter()

@@ -108,7 +108,7 @@ class Catalogue:
         if canon not in model.quants:
             raise BadInput(
                 f"{model.id} has no {canon} in the catalogue",
-                hint=f"available: {', '.join(model.quants)} (import another file with `localrag models import`)",
+                hint=f"available: {', '.join(model.quants)} (another quantization's file can be imported)",
             )
         return model, canon
 

@@ -268,7 +268,7 @@ def plan(
 ) -> Plan:
     """Every distill x quant placed on ``hardware``, the choice, and why (see choice_rule)."""
     if ctx is not None and ctx < 512:
-        raise BadInput(f"context {ctx} is too small", hint="use --ctx 4096 or more")
+        raise BadInput(f"context {ctx} is too small", hint="Use a context of 4096 tokens or more.")
     emb = _embedder_for(catalogue, hardware, embedder)
     emb_b = embedder_bytes(emb)
     def place_all(want: int) -> list[Candidate]:

@@ -16,7 +16,7 @@ runs alternate in one process so drift in the machine hits both equally.
 
 Each model is measured with llama.cpp's CPU weight repacking on (its default) and off
 (``use_extra_bufts=False``): the Engine through its own ``repack=`` argument, bare llama-cpp-python
-(no keyword for it) by patching the model-params default for the duration of the load. The decode bound is bench_bandwidth's bandwidth / streamed
+(no keyword for it) through the Engine's Llama subclass that sets it on its own params. The decode bound is bench_bandwidth's bandwidth / streamed
 bytes per token, measured in the same run.
 
     .venv/bin/python bench/bench_generation.py [--quick] [--models q4,q3,smollm2] [--repack on,off]
@@ -66,16 +66,6 @@ def smollm2_gguf() -> Path:
     return path
 
 
-def extra_bufts(enabled: bool):
-    """Load models with llama.cpp's CPU weight repacking on or off (llama_model_params.use_extra_bufts).
-
-    The same parameter override the Engine uses, so bare and engine loads differ only in the engine.
-    """
-    from localrag.runtime.engine import _model_params
-
-    return _model_params(use_extra_bufts=enabled)
-
-
 def prompt_text(n_words: int) -> str:
     """Real prose (the Milvus docs) so tokenization looks like a RAG prompt; cut to about n_words."""
     corpus = REPO_ROOT.parent / "shared" / "corpora" / "milvus-docs" / "en"
@@ -92,11 +82,13 @@ def prompt_text(n_words: int) -> str:
 class Bare:
     """llama-cpp-python alone: Llama + generate, the way its README drives it."""
 
-    def __init__(self, path: Path, n_ctx: int, threads: int, template: str, **load):
-        import llama_cpp
+    def __init__(self, path: Path, n_ctx: int, threads: int, template: str, repack: bool, **load):
+        # The Llama subclass the Engine loads with (llama_model_params.use_extra_bufts), so bare
+        # and engine loads differ only in the engine.
+        from localrag.runtime.engine import _llama_class
 
-        self.llm = llama_cpp.Llama(str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                                   verbose=False, **load)
+        self.llm = _llama_class()(str(path), extra_model_params={"use_extra_bufts": repack}, n_ctx=n_ctx,
+                                  n_threads=threads, n_threads_batch=threads, verbose=False, **load)
 
     def tokens(self, text: str) -> list[int]:
         return [self.llm.token_bos()] + self.llm.tokenize(text.encode(), add_bos=False, special=False)
@@ -152,9 +144,8 @@ class ViaEngine:
 def bench_model(name: str, path: Path, template: str, repack: bool, *, n_ctx: int, threads: int,
                 prompt_words: int, n_gen: int, runs: int, load: dict) -> list[dict]:
     text = prompt_text(prompt_words)
-    with extra_bufts(repack):
-        sides = {"bare": Bare(path, n_ctx, threads, template, **load),
-                 "engine": ViaEngine(path, n_ctx, threads, template, repack=repack, **load)}
+    sides = {"bare": Bare(path, n_ctx, threads, template, repack, **load),
+             "engine": ViaEngine(path, n_ctx, threads, template, repack=repack, **load)}
     try:
         for side in sides.values():  # warm-up: page the weights in, spin up the thread pool
             side.run(text[:200], 4, seed=0)

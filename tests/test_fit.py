@@ -15,12 +15,18 @@ from hypothesis import strategies as st
 
 from localrag.models import fit
 from localrag.models.catalogue import load_catalogue
-from localrag.models.hardware import GPU, GiB, MiB, Hardware, apple_working_set
+from localrag.models.hardware import GPU, Hardware, apple_working_set
+from localrag.units import GiB, MiB
 from localrag.settings import REPO_ROOT
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 CAT = load_catalogue(REPO_ROOT / "models.toml")
+PREFERRED_CTX, FALLBACK_CTX = CAT.defaults.min_ctx, CAT.defaults.fallback_ctx
+
+
+def strength(model_id: str) -> int:
+    return CAT.model(model_id).strength
 
 
 def machine(kind: str, mem_gib: float, *, ram_gib: float | None = None, cores: int = 8, offload: bool = True) -> Hardware:
@@ -172,7 +178,7 @@ def test_choice_on_simulated_machines(kind, mem):
     _assert_within_budget(c)
     if EXPECTED[(kind, mem)] is not None:
         assert (c.model, c.quant, c.fit) == EXPECTED[(kind, mem)], plan.reason
-    assert c.ctx >= fit.PREFERRED_CTX
+    assert c.ctx >= PREFERRED_CTX
     if c.fit == "gpu":
         assert c.n_gpu_layers == CAT.model(c.model).n_layers + 1
     if c.fit == "cpu":
@@ -214,7 +220,7 @@ def test_forced_ctx():
     assert "32768" in plan.reason
     # a longer context costs memory: the choice can only get smaller or stay
     small = fit.plan(CAT, machine("nvidia", 24), ctx=4096).choice
-    assert fit.STRENGTH[plan.choice.model] <= fit.STRENGTH[small.model]
+    assert strength(plan.choice.model) <= strength(small.model)
 
 
 def test_nothing_fits():
@@ -227,11 +233,11 @@ def test_context_falls_back_to_4096_only_when_nothing_else_fits():
     cut = []
     for tenths in range(30, 60):
         plan = fit.plan(CAT, machine("cpu", tenths / 10, cores=2))
-        if plan.choice is not None and plan.choice.ctx < fit.PREFERRED_CTX:
+        if plan.choice is not None and plan.choice.ctx < PREFERRED_CTX:
             cut.append(plan)
             assert not any(c.fits for c in fit.plan(CAT, machine("cpu", tenths / 10, cores=2), ctx=8192).candidates)
     assert cut, "some small machine only fits with the fallback context"
-    assert cut[0].choice.ctx == fit.FALLBACK_CTX and "cut to 4096" in cut[0].reason
+    assert cut[0].choice.ctx == FALLBACK_CTX and "cut to 4096" in cut[0].reason
 
 
 def test_embedder_counts_and_moves_to_gpu_when_room():
@@ -263,7 +269,7 @@ KINDS = st.sampled_from(["cpu", "nvidia", "amd", "apple"])
 
 
 def _rank(c):
-    return (-1, 0) if c is None else (fit.STRENGTH[c.model], fit.QUANT_PREFERENCE[c.quant])
+    return (-1, 0) if c is None else (strength(c.model), CAT.model(c.model).quant_rank(c.quant))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -294,7 +300,7 @@ def test_never_over_budget_and_q4_before_q3(kind, mem, ram, cores):
         assert not fit.qualifies(q4, hw) or (not any(fit.qualifies(x, hw) for x in plan.candidates))
     # nothing stronger qualifies
     if fit.qualifies(c, hw):
-        assert not any(fit.STRENGTH[x.model] > fit.STRENGTH[c.model] and fit.qualifies(x, hw) for x in plan.candidates)
+        assert not any(strength(x.model) > strength(c.model) and fit.qualifies(x, hw) for x in plan.candidates)
 
 
 # --- `localrag doctor` ----------------------------------------------------------------------------
@@ -361,6 +367,21 @@ def test_doctor_simulated_rich(home):
     assert "Hardware (simulated)" in result.output and "NVIDIA GPU (simulated)" in result.output
 
 
+def test_doctor_cores_feed_the_cpu_speed_rule(home):
+    # The same 64 GiB CPU-only machine: on 2 cores the speed rule keeps the 1.5B; on 32 cores a
+    # stronger distill is fast enough. The plan counts the cores asked for, not this machine's.
+    def choice(cores):
+        result = _doctor("--gpu", "none", "--ram", "64GiB", "--cores", str(cores), "--json")
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.output)
+        assert data["simulated"] and data["hardware"]["cpu_cores_physical"] == cores
+        return data["choice"]
+
+    few, many = choice(2), choice(32)
+    assert few["model"] == "r1-distill-qwen-1.5b"
+    assert strength(many["model"]) > strength(few["model"]) and many["fit"] == "cpu"
+
+
 def test_doctor_forced_ctx(home):
     data = json.loads(_doctor("--ctx", "32768", "--json").output)
     assert all(c["ctx"] == 32768 for c in data["candidates"])
@@ -375,6 +396,7 @@ def test_doctor_forced_ctx(home):
         (["--gpu", "none", "--vram", "8GiB"], "contradict"),
         (["--gpu", "nvidia"], "needs --vram"),
         (["--ctx", "100"], "too small"),
+        (["--cores", "0"], "cores must be 1 or more"),
     ],
 )
 def test_doctor_bad_flags_exit_2(home, args, message):

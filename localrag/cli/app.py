@@ -67,12 +67,13 @@ def doctor(
     gpu: Optional[str] = typer.Option(None, "--gpu", help="Plan for another machine: nvidia, amd, apple or none."),
     vram: Optional[str] = typer.Option(None, "--vram", help="GPU memory to plan for, e.g. 8GiB."),
     ram: Optional[str] = typer.Option(None, "--ram", help="System memory to plan for, e.g. 16GiB."),
+    cores: Optional[int] = typer.Option(None, "--cores", help="Physical CPU cores to plan for (CPU decode speed)."),
     ctx: Optional[int] = typer.Option(None, "--ctx", help="Context length to plan for (default: chosen)."),
 ):
     """Show this machine's hardware, what every model needs, and which one localrag picks."""
     from localrag.cli.views import doctor as view
 
-    _run(view.doctor, _settings(), json_out=json_out, gpu=gpu, vram=vram, ram=ram, ctx=ctx)
+    _run(view.doctor, _settings(), json_out=json_out, gpu=gpu, vram=vram, ram=ram, cores=cores, ctx=ctx)
 
 
 @models_app.command("list")

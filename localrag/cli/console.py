@@ -12,17 +12,20 @@ from localrag import errors
 
 # README's documented exit codes: 1 an error stopped the run, 2 bad usage (input or config).
 EXIT_CODES: dict[type, int] = {
+    errors.BadFile: 1,  # a file that is not what it should be: the command was used right
     errors.BadInput: 2,
     errors.BadConfig: 2,
 }
 
 REMEDY_COMMANDS: dict[str, str] = {
-    "install_model": "localrag models pull {spec}",
-    "install_embedder": "localrag models pull {embedder}",
+    "install_model": "localrag models pull {spec} (offline: localrag models import FILE)",
+    "install_embedder": "localrag models pull {embedder} (offline: localrag models import FILE.zip --as {embedder})",
+    "import_model": "localrag models import FILE --as {spec}",
     "ingest": "localrag ingest PATH --kb {kb}",
     "list_kbs": "localrag kb list",
     "list_models": "localrag models list",
     "doctor": "localrag doctor",
+    "verify_models": "localrag models verify",
     "create_key": "localrag keys create NAME --kb KB:read",
     "use_server": "localrag ask ... --server {url}",
 }

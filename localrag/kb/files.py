@@ -25,6 +25,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from localrag.units import format_size
+
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 
 # extension -> the parser parse.py uses for it
@@ -87,14 +89,6 @@ def display_name(name: str) -> str:
 
 def filetype_of(path: Path) -> str | None:
     return FILETYPES.get(path.suffix.lower())
-
-
-def _human(size: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size} B"  # pragma: no cover
 
 
 def _sniff(head: bytes, filetype: str) -> str | None:
@@ -163,7 +157,7 @@ def _check_file(path: Path, root: Path, st: os.stat_result, max_bytes: int) -> F
     if st.st_size == 0:
         return Skipped(shown, "empty file")
     if st.st_size > max_bytes:
-        return Skipped(shown, f"too large ({_human(st.st_size)} > {_human(max_bytes)} limit)")
+        return Skipped(shown, f"too large ({format_size(st.st_size)} > {format_size(max_bytes)} limit)")
     try:
         # opening (not os.access) is the only honest test: root reads through chmod 000, ACLs exist
         with open(path, "rb") as fh:

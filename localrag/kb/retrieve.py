@@ -27,7 +27,7 @@ from pathlib import PurePosixPath
 
 from localrag.kb.chunk import split_sentences
 from localrag.lang import is_cjk
-from localrag.errors import BadInput, LocalragError
+from localrag.errors import BadInput
 from localrag.kb.index import Index
 
 _FILETYPE_RE = re.compile(r"^[A-Za-z0-9_+.-]{1,32}$")
@@ -158,10 +158,10 @@ def find_reranker(settings, device: str = "cpu") -> Reranker | None:
     if not r.rerank or r.rerank_pool <= 0:
         return None
     from localrag.models import catalogue as catalogue_mod
-    from localrag.models import store as modelstore
+    from localrag.models.resolve import chosen_reranker
 
     catalogue = catalogue_mod.load_catalogue(settings.catalogue_path)
-    item = modelstore.chosen_reranker(settings, catalogue)  # an unknown configured id is a LocalragError
+    item = chosen_reranker(settings, catalogue)  # an unknown configured id is a LocalragError
     if item is None:
         if r.reranker:
             _warn(f"reranker {r.reranker} is not installed; searching without it until it is downloaded or imported")

@@ -11,101 +11,15 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from localrag.errors import BadInput, LocalragError
-
-ARCHS = ("qwen2", "llama")
-TEMPLATES = ("r1", "gguf")
-EMBEDDER_DEVICES = ("cpu", "gpu")
-# The sentence-transformers kinds: both are a model directory fetched and stored the same way.
-ST_KINDS = ("embedder", "reranker")
-
-# llama.cpp's file types (LLAMA_FTYPE_*) by their usual names; kept here rather than read from the
-# gguf package so loading the catalogue stays import-free (it runs on every command).
-KNOWN_QUANTS = (
-    "F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_1", "Q5_0", "Q4_K_M", "Q4_K_S",
-    "Q4_1", "Q4_0", "IQ4_NL", "IQ4_XS", "Q3_K_L", "Q3_K_M", "Q3_K_S", "IQ3_M", "IQ3_S", "IQ3_XS",
-    "IQ3_XXS", "Q2_K", "Q2_K_S", "IQ2_M", "IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S",
-    "TQ1_0", "TQ2_0",
+from localrag.errors import BadConfig, BadInput, LocalragError, PermissionDenied
+from localrag.models.specs import (  # noqa: F401 - catalogue.* is where callers find them
+    ARCHS, EMBEDDER_DEVICES, KNOWN_QUANTS, ST_KINDS, TEMPLATES, Defaults, EmbedderSpec, ModelSpec, QuantSpec,
+    _canonical_quant, normalize_quant,
 )
-
-
-@dataclass(frozen=True)
-class QuantSpec:
-    name: str
-    repo: str
-    file: str  # the first (or only) file; for split models, the shard llama.cpp is pointed at
-    shards: tuple[str, ...]  # every file to download, in order; (file,) when not split
-    size_bytes: int  # all shards together
-    size_exact: bool
-    sha256: str | None  # of `file` when not split
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    id: str
-    name: str
-    arch: str
-    n_layers: int
-    n_embd: int
-    n_head: int
-    n_head_kv: int
-    head_dim: int
-    n_ff: int
-    vocab: int
-    ctx_max: int
-    template: str
-    reasoning: bool
-    starter: bool
-    package: str | None
-    package_file: str | None
-    quants: dict[str, QuantSpec] = field(hash=False)
-    aliases: tuple[str, ...] = ()
-    base: str | None = None
-    params_b: float | None = None
-
-    @property
-    def short_name(self) -> str:
-        """What a user calls it: "Qwen-7B", "Llama-70B", "SmolLM2-135M-Instruct"."""
-        prefix = "DeepSeek-R1-Distill-"
-        return self.name[len(prefix):] if self.name.startswith(prefix) else self.name
-
-    @property
-    def kv_bytes_per_token(self) -> int:
-        """f16 K and V for every layer: 2 (K,V) x layers x kv_heads x head_dim x 2 bytes."""
-        return 2 * self.n_layers * self.n_head_kv * self.head_dim * 2
-
-    def quant(self, name: str) -> QuantSpec:
-        key = normalize_quant(name)
-        if key not in self.quants:
-            raise BadInput(
-                f"{self.id} has no {name} in the catalogue",
-                hint=f"available: {', '.join(self.quants)}",
-            )
-        return self.quants[key]
-
-
-@dataclass(frozen=True)
-class EmbedderSpec:
-    """An ``[[embedder]]``, or a ``[[reranker]]`` (a cross-encoder: ``kind`` "reranker", no ``dim``,
-    no prefixes): both are sentence-transformers directories the store handles alike."""
-
-    id: str
-    repo: str
-    dim: int  # 0 for a reranker
-    max_tokens: int
-    size_bytes: int
-    languages: tuple[str, ...]
-    query_prefix: str
-    passage_prefix: str
-    default_for: str | None
-    package: str | None
-    package_file: str | None
-    aliases: tuple[str, ...] = ()
-    kind: str = "embedder"
 
 
 @dataclass(frozen=True)
@@ -114,7 +28,7 @@ class Catalogue:
 
     models: tuple[ModelSpec, ...]
     embedders: tuple[EmbedderSpec, ...]
-    defaults: dict[str, Any] = field(hash=False)
+    defaults: Defaults
     path: Path | None = None
     rerankers: tuple[EmbedderSpec, ...] = ()
 
@@ -141,7 +55,7 @@ class Catalogue:
 
     def default_embedder(self, device: str) -> EmbedderSpec:
         """The catalogue's embedder for a "cpu" or "gpu" machine."""
-        wanted = self.defaults.get(f"embedder_{device}")
+        wanted = getattr(self.defaults, f"embedder_{device}", None)
         if wanted:
             return self.embedder(wanted)
         for emb in self.embedders:
@@ -194,7 +108,7 @@ class Catalogue:
         if canon not in model.quants:
             raise BadInput(
                 f"{model.id} has no {canon} in the catalogue",
-                hint=f"available: {', '.join(model.quants)} (import another file with `localrag models import`)",
+                hint=f"available: {', '.join(model.quants)} (another quantization's file can be imported)",
             )
         return model, canon
 
@@ -242,7 +156,7 @@ class Catalogue:
         raise BadInput(f"unknown model {spec!r}", hint=hint + self._known_hint())
 
     def _known_hint(self) -> str:
-        return "known models: " + ", ".join(m.id for m in self.models) + " (see `localrag models list`)"
+        return "known models: " + ", ".join(m.id for m in self.models) + "."
 
 
 def _lookup_st(kind: str, items: tuple[EmbedderSpec, ...], wanted: str) -> EmbedderSpec:
@@ -257,19 +171,6 @@ def _lookup_st(kind: str, items: tuple[EmbedderSpec, ...], wanted: str) -> Embed
         f"unknown {kind} {wanted!r}",
         hint=f"{hint}known {kind}s: {', '.join(names) or 'none in the catalogue'}",
     )
-
-
-def normalize_quant(name: str) -> str:
-    return _canonical_quant(name) or name.strip().upper()
-
-
-def _canonical_quant(name: str) -> str | None:
-    """"q4_k_m", "Q4-K-M", "q4km" -> "Q4_K_M"; None when it is no llama.cpp quant type."""
-    key = re.sub(r"[^A-Z0-9]", "", name.strip().upper())
-    for known in KNOWN_QUANTS:
-        if key == known.replace("_", ""):
-            return known
-    return None
 
 
 # --- loading and validation ------------------------------------------------------------
@@ -305,10 +206,10 @@ class _Fields:
         return tuple(value)
 
 
-def _bad(path: Path, message: str) -> LocalragError:
-    return LocalragError(
+def _bad(path: Path, message: str) -> BadConfig:
+    return BadConfig(
         f"invalid model catalogue {path}: {message}",
-        hint="fix the file, or point LOCALRAG_CATALOGUE at a good one",
+        hint="Fix the file, or point LOCALRAG_CATALOGUE at a good one.",
     )
 
 
@@ -362,6 +263,13 @@ def _load_model(table: Any, index: int, path: Path) -> ModelSpec:
     if (package is None) != (package_file is None):
         raise _bad(path, f"{f.where}: package and package_file go together")
     params = f.get("params_b", (int, float), None)
+    strength = f.get("strength", int, 0)
+    if strength < 0:
+        raise _bad(path, f"{f.where}: strength must be 0 or more, got {strength}")
+    sizes = [q.size_bytes for q in quants.values()]
+    if sizes != sorted(sizes):
+        # quant_rank reads the order: later means more bits, the better model
+        raise _bad(path, f"{f.where}: list the quants smallest first ({', '.join(quants)})")
     return ModelSpec(
         id=mid,
         name=f.get("name", str, mid),
@@ -383,6 +291,7 @@ def _load_model(table: Any, index: int, path: Path) -> ModelSpec:
         aliases=f.strings("aliases"),
         base=f.get("base", str, None),
         params_b=float(params) if params is not None else None,
+        strength=strength,
     )
 
 
@@ -426,9 +335,11 @@ def load_catalogue(path: Path) -> Catalogue:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise LocalragError(f"model catalogue not found: {path}", hint="set LOCALRAG_CATALOGUE to a models.toml") from None
+        raise BadConfig(f"model catalogue not found: {path}", hint="Point LOCALRAG_CATALOGUE at a models.toml.") from None
+    except PermissionError as exc:
+        raise PermissionDenied(f"cannot read the model catalogue {path}: {exc.strerror}") from None
     except OSError as exc:
-        raise LocalragError(f"cannot read the model catalogue {path}: {exc.strerror}") from None
+        raise BadConfig(f"cannot read the model catalogue {path}: {exc.strerror}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -448,9 +359,6 @@ def load_catalogue(path: Path) -> Catalogue:
     models = tuple(_load_model(t, i, path) for i, t in enumerate(raw_models))
     embedders = tuple(_load_embedder(t, i, path) for i, t in enumerate(raw_embedders))
     rerankers = tuple(_load_embedder(t, i, path, "reranker") for i, t in enumerate(raw_rerankers))
-    defaults = data.get("defaults", {})
-    if not isinstance(defaults, dict):
-        raise _bad(path, "[defaults] must be a table")
 
     for kind, ids in (
         ("model", [m.id for m in models]),
@@ -474,11 +382,51 @@ def load_catalogue(path: Path) -> Catalogue:
             if n in seen and seen[n] != e.id:
                 raise _bad(path, f"{e.kind} name {n!r} is used by both {seen[n]!r} and {e.id!r}")
             seen[n] = e.id
-    catalogue = Catalogue(models=models, embedders=embedders, defaults=dict(defaults), path=path, rerankers=rerankers)
+    defaults = _load_defaults(data.get("defaults", {}), path, embedders)
+    return Catalogue(models=models, embedders=embedders, defaults=defaults, path=path, rerankers=rerankers)
+
+
+DEFAULT_KEYS = ("temperature", "top_p", "system_prompt", "think_prefix", "stop", "min_ctx", "fallback_ctx",
+                "embedder_cpu", "embedder_gpu")
+
+
+def _load_defaults(table: Any, path: Path, embedders: tuple[EmbedderSpec, ...]) -> Defaults:
+    f = _Fields(table, "[defaults]", path)
+    ids = {e.id for e in embedders}
     for key in ("embedder_cpu", "embedder_gpu"):
-        if key in defaults:
-            try:
-                catalogue.embedder(str(defaults[key]))
-            except LocalragError:
-                raise _bad(path, f"[defaults] {key} = {defaults[key]!r} is no [[embedder]]") from None
-    return catalogue
+        wanted = f.get(key, str, None)
+        if wanted is not None and _lookup_or_none(embedders, wanted) is None:
+            raise _bad(path, f"[defaults] {key} = {wanted!r} is no [[embedder]] ({', '.join(sorted(ids))})")
+    unknown = sorted(set(f.table) - set(DEFAULT_KEYS))
+    if unknown:
+        raise _bad(path, f"[defaults]: unknown key(s) {', '.join(unknown)}")
+    temperature = f.get("temperature", (int, float), None)
+    if temperature is not None and not 0 <= temperature <= 2:
+        raise _bad(path, f"[defaults]: temperature must be between 0 and 2, got {temperature!r}")
+    top_p = f.get("top_p", (int, float), None)
+    if top_p is not None and not 0 < top_p <= 1:
+        raise _bad(path, f"[defaults]: top_p must be in (0, 1], got {top_p!r}")
+    min_ctx = f.get("min_ctx", int, None, positive=True)
+    fallback_ctx = f.get("fallback_ctx", int, None, positive=True)
+    if min_ctx is not None and fallback_ctx is not None and fallback_ctx > min_ctx:
+        raise _bad(path, f"[defaults]: fallback_ctx ({fallback_ctx}) must not exceed min_ctx ({min_ctx})")
+    stop = f.strings("stop") if "stop" in f.table else None
+    return Defaults(
+        temperature=float(temperature) if temperature is not None else None,
+        top_p=float(top_p) if top_p is not None else None,
+        system_prompt=f.get("system_prompt", bool, None),
+        think_prefix=f.get("think_prefix", str, None),
+        stop=stop,
+        min_ctx=min_ctx,
+        fallback_ctx=fallback_ctx,
+        embedder_cpu=f.get("embedder_cpu", str, None),
+        embedder_gpu=f.get("embedder_gpu", str, None),
+        path=path,
+    )
+
+
+def _lookup_or_none(items: tuple[EmbedderSpec, ...], wanted: str) -> EmbedderSpec | None:
+    try:
+        return _lookup_st("embedder", items, wanted)
+    except BadInput:
+        return None

@@ -18,8 +18,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-GiB = 1024**3
-MiB = 1024**2
+from localrag.units import GiB, MiB
 
 # How long a vendor tool may take; a hung driver must not hang `localrag doctor`.
 TOOL_TIMEOUT_S = 5
@@ -60,10 +59,6 @@ class Hardware:
     @property
     def vram_free(self) -> int:
         return sum(g.vram_free for g in self.gpus)
-
-    @property
-    def gpu_vendor(self) -> str | None:
-        return self.gpus[0].vendor if self.gpus else None
 
 
 # --- parsers (pure) ----------------------------------------------------------------------
@@ -157,34 +152,6 @@ def apple_gpu_from_sysctl(values: dict[str, str]) -> GPU | None:
         return None
     ws = apple_working_set(memsize, _to_int(values.get("iogpu.wired_limit_mb")))
     return GPU("apple", f"{brand or 'Apple Silicon'} GPU", ws, ws, unified=True, source="sysctl")
-
-
-def parse_size(text: str) -> int:
-    """"8GiB", "16GB", "1.5TiB", "512 MiB", "8g", "1024" (bytes) -> bytes; ValueError otherwise.
-
-    GB and GiB are both read as powers of 1024: people say "16 GB" for a 16 GiB card, and planning
-    for slightly more memory than is there would be the wrong way to err.
-    """
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*", text or "", re.IGNORECASE)
-    if not match:
-        raise ValueError(f"not a size: {text!r} (use e.g. 8GiB, 16GB, 1.5TiB)")
-    number, unit = float(match.group(1)), match.group(2).lower()
-    if not unit and match.group(3):
-        if match.group(3).lower() != "b":  # "8i", "8ib"
-            raise ValueError(f"not a size: {text!r} (use e.g. 8GiB, 16GB, 1.5TiB)")
-    value = number * 1024 ** "_kmgt".index(unit) if unit else number
-    if value <= 0:
-        raise ValueError(f"size must be positive: {text!r}")
-    return int(value)
-
-
-def format_size(n: int | float) -> str:
-    """Bytes -> "4.4 GiB" / "512 MiB" (binary units, as memory is sold and allocated)."""
-    n = float(n)
-    for unit, scale in (("TiB", 1024**4), ("GiB", GiB), ("MiB", MiB), ("KiB", 1024)):
-        if abs(n) >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{int(n)} B"
 
 
 def _to_int(value) -> int | None:
@@ -366,16 +333,28 @@ def detect(models_dir: Path) -> Hardware:
 
 
 def simulate(
-    base: Hardware, *, gpu: str | None = None, vram: int | None = None, ram: int | None = None
+    base: Hardware,
+    *,
+    gpu: str | None = None,
+    vram: int | None = None,
+    ram: int | None = None,
+    cores: int | None = None,
 ) -> Hardware:
-    """Another machine for planning (`doctor --gpu/--vram/--ram`), starting from ``base``.
+    """Another machine for planning (`doctor --gpu/--vram/--ram/--cores`), starting from ``base``:
+    every number given replaces this machine's, so the plan describes that machine throughout.
 
     A simulated GPU is assumed usable (the user is asking "what would this machine run").
     ``ram`` sets total and available (minus what a desktop typically holds: 10%, at most 2 GiB).
+    ``cores`` sets the physical cores the CPU speed estimate counts (two threads each).
     """
     import dataclasses
 
     hw = dataclasses.replace(base, gpus=list(base.gpus), notes=[], simulated=True)
+    if cores is not None:
+        if cores < 1:
+            raise ValueError(f"cores must be 1 or more, got {cores}")
+        hw.cpu_cores_physical, hw.cpu_cores_logical = cores, 2 * cores
+        hw.cpu_name = f"{cores}-core CPU (simulated)"
     if ram is not None:
         hw.ram_total = ram
         hw.ram_available = ram - min(int(ram * 0.10), 2 * GiB)

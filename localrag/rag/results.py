@@ -7,8 +7,7 @@ class or compare ``event.kind``; the stream is, in order:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Literal, Union
 
 from localrag.rag import prompt

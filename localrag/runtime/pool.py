@@ -49,9 +49,9 @@ class ModelPool:
 
     def resolve(self, spec: str | None):
         """The installed model ``spec`` names (None: the machine's choice). Loads nothing."""
-        from localrag.models import store as modelstore
+        from localrag.models.resolve import resolve_model
 
-        return modelstore.resolve(self.settings, self.catalogue, spec, self.hardware)
+        return resolve_model(self.settings, self.catalogue, spec, self.hardware)
 
     def engine(self, spec: str | None, progress: Callable[[str], None] | None = None):
         """(Engine, ModelInfo) for ``spec``; the loaded one again when it is the same model."""

@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-from localrag.errors import BadInput
 from localrag.cli.console import stdout
+from localrag.errors import BadInput
+from localrag.units import GiB, parse_size
+from localrag.units import format_size as fs
 
 FIT_LABEL = {"gpu": "GPU", "partial": "GPU+RAM", "cpu": "CPU", "none": "does not fit"}
 
 
 def _size(text: str | None, flag: str) -> int | None:
-    from localrag.models.hardware import parse_size
-
     if text is None:
         return None
     try:
@@ -22,17 +22,19 @@ def _size(text: str | None, flag: str) -> int | None:
         raise BadInput(f"{flag}: {exc}", hint=f"e.g. {flag} 8GiB") from None
 
 
-def _hardware(settings, *, gpu, vram, ram):
+def _hardware(settings, *, gpu, vram, ram, cores):
+    """This machine, or the one --gpu/--vram/--ram/--cores describe (detected once either way:
+    what is not given comes from here)."""
     from localrag.models import hardware
 
     vram_b, ram_b = _size(vram, "--vram"), _size(ram, "--ram")
     if gpu is not None and gpu.lower().strip() == "none" and vram_b is not None:
         raise BadInput("--gpu none and --vram contradict each other", hint="drop one of them")
     hw = hardware.detect(settings.models_dir)
-    if gpu is None and vram_b is None and ram_b is None:
+    if gpu is None and vram_b is None and ram_b is None and cores is None:
         return hw
     try:
-        return hardware.simulate(hw, gpu=gpu, vram=vram_b, ram=ram_b)
+        return hardware.simulate(hw, gpu=gpu, vram=vram_b, ram=ram_b, cores=cores)
     except ValueError as exc:
         raise BadInput(str(exc), hint="e.g. localrag doctor --gpu nvidia --vram 8GiB") from None
 
@@ -81,14 +83,14 @@ def _candidate_json(c, catalogue, installed: set) -> dict:
 
 
 def doctor(settings, *, json_out: bool = False, gpu: str | None = None, vram: str | None = None,
-           ram: str | None = None, ctx: int | None = None) -> int:
+           ram: str | None = None, cores: int | None = None, ctx: int | None = None) -> int:
     from localrag.models import fit
     from localrag.models.catalogue import load_catalogue
 
     if ctx is not None and ctx < 512:
         raise BadInput(f"--ctx {ctx} is too small", hint="use 4096 or more")
     catalogue = load_catalogue(settings.catalogue_path)
-    hw = _hardware(settings, gpu=gpu, vram=vram, ram=ram)
+    hw = _hardware(settings, gpu=gpu, vram=vram, ram=ram, cores=cores)
     want_ctx = ctx or settings.generation.ctx
     plan = fit.plan(catalogue, hw, ctx=want_ctx, embedder=settings.embedder)
     installed = _installed(settings, catalogue)
@@ -115,8 +117,9 @@ def doctor(settings, *, json_out: bool = False, gpu: str | None = None, vram: st
 
 def _reranker_json(settings, catalogue) -> dict:
     from localrag.models import store as modelstore
+    from localrag.models.resolve import chosen_reranker
 
-    used = modelstore.chosen_reranker(settings, catalogue)
+    used = chosen_reranker(settings, catalogue)
     return {
         "installed": [e.spec.id for e in modelstore.installed_rerankers(settings, catalogue)],
         "in_use": used.spec.id if used else None,
@@ -125,20 +128,28 @@ def _reranker_json(settings, catalogue) -> dict:
 
 
 def _display_order(cands, catalogue):
+    """Catalogue order: models, then each model's quants, smallest first."""
     order = {m.id: i for i, m in enumerate(catalogue.models)}
-    quant_order = {"Q3_K_M": 0, "Q4_K_M": 1}
-    return sorted(cands, key=lambda c: (order.get(c.model, 99), quant_order.get(c.quant, 2)))
+    return sorted(cands, key=lambda c: (order.get(c.model, len(order)), catalogue.model(c.model).quant_rank(c.quant)))
 
 
 def _print(plan, hw, catalogue, settings, installed: set) -> None:
+    con = stdout()
+    _print_hardware(con, hw, settings)
+    _print_table(con, plan, hw, catalogue, installed)
+    _print_choice(con, plan, hw, catalogue, settings, installed)
+    _print_reranker(con, settings, catalogue)
+    con.print(f"[bold]Why:[/] {plan.reason}", highlight=False)
+    con.print(f"[dim]Rule: {plan.rule} Estimates: weights + KV cache + llama.cpp compute buffer + "
+              f"embedder + app + 5% margin; speeds are rough (memory bandwidth / model bytes).[/]", highlight=False)
+
+
+def _print_hardware(con, hw, settings) -> None:
     from rich.panel import Panel
     from rich.table import Table
 
     from localrag.models import fit
-    from localrag.models.hardware import GiB
-    from localrag.models.hardware import format_size as fs
 
-    con = stdout()
     title = "Hardware (simulated)" if hw.simulated else "Hardware"
     info = Table.grid(padding=(0, 2))
     info.add_column(style="bold")
@@ -164,6 +175,12 @@ def _print(plan, hw, catalogue, settings, installed: set) -> None:
         con.print(f"  [dim]to use the GPU, reinstall llama-cpp-python built for it: "
                   f"CMAKE_ARGS=\"{flag}\" pip install --force-reinstall --no-cache-dir llama-cpp-python[/]",
                   highlight=False)
+
+
+def _print_table(con, plan, hw, catalogue, installed: set) -> None:
+    from rich.table import Table
+
+    from localrag.models import fit
 
     usable = f"usable: {fs(fit.ram_budget(hw))} RAM"
     if fit.gpu_usable(hw):
@@ -199,6 +216,9 @@ def _print(plan, hw, catalogue, settings, installed: set) -> None:
         )
     con.print(table)
     con.print("[dim]~ approximate file size   ✓ installed   (slow) fits but under the speed bar[/]")
+
+
+def _print_choice(con, plan, hw, catalogue, settings, installed: set) -> None:
     if plan.choice is not None:
         m = catalogue.model(plan.choice.model)
         q = m.quants[plan.choice.quant]
@@ -216,6 +236,9 @@ def _print(plan, hw, catalogue, settings, installed: set) -> None:
     starters = [m for m in catalogue.starters if any((m.id, q) in installed for q in m.quants)]
     for m in starters:
         con.print(f"[dim]Starter {m.name} is installed (offline, not a reasoning model; for trying localrag).[/]")
+
+
+def _print_reranker(con, settings, catalogue) -> None:
     rr = _reranker_json(settings, catalogue)
     if rr["in_use"]:
         con.print(f"[bold]Reranker:[/] {rr['in_use']} (search reranks its best {settings.retrieval.rerank_pool} candidates)",
@@ -228,6 +251,3 @@ def _print(plan, hw, catalogue, settings, installed: set) -> None:
         small = next((e for e in catalogue.rerankers if e.size_bytes < 500_000_000), None)
         tip = f" (optional: `localrag models pull {small.id}`)" if small else ""
         con.print(f"[dim]Reranker: none installed; search is hybrid dense + BM25 only{tip}[/]", highlight=False)
-    con.print(f"[bold]Why:[/] {plan.reason}", highlight=False)
-    con.print(f"[dim]Rule: {plan.rule} Estimates: weights + KV cache + llama.cpp compute buffer + "
-              f"embedder + app + 5% margin; speeds are rough (memory bandwidth / model bytes).[/]", highlight=False)

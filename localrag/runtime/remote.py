@@ -16,7 +16,9 @@ What the server is asked, and what is guessed when it does not say:
   (llama-cpp-python). A server with neither gets an estimate that errs high: one token per CJK
   character plus one per three other characters (English averages about four per token), so the
   prompt packing leaves room rather than overflow. ``format_prompt`` cannot see the server's chat
-  template: it counts each message's text plus ``MESSAGE_OVERHEAD`` tokens for the role markers.
+  template: it counts each message's text plus what the template adds to a one-message prompt,
+  measured at connect time by a one-token completion (SmolLM2's template adds a default system
+  prompt: 30 tokens, not the 5 of its role markers), plus ``MESSAGE_OVERHEAD`` per further message.
 * Reasoning: ``reasoning_content`` deltas (DeepSeek API, llama-server ``--reasoning-format``,
   vLLM) are the thinking; otherwise, for a model whose id names an R1 distill, the text goes
   through the same ``<think>`` splitter as the local engine. A chat API cannot be told to close
@@ -196,6 +198,7 @@ class RemoteEngine:
         self._reasoning = reasoning
         self._tokenize_path = tokenize  # "/tokenize", "/extras/tokenize" or None (estimate)
         self._bos_tokens = 0  # tokens the server's tokenizer adds to any text (a BOS)
+        self._template_tokens = 2 * MESSAGE_OVERHEAD  # the template around one user message
         self.count_tokens = functools.lru_cache(maxsize=4096)(self._count_tokens)
 
     # --- connecting --------------------------------------------------------------------------
@@ -213,6 +216,7 @@ class RemoteEngine:
         n_ctx = min(filter(None, (served_ctx, ctx))) if (served_ctx or ctx) else DEFAULT_CTX
         engine = cls(client, chosen, n_ctx=n_ctx, reasoning=looks_like_r1(chosen), tokenize=None)
         engine._probe_tokenizer()
+        engine._measure_template()
         return engine
 
     @staticmethod
@@ -241,6 +245,21 @@ class RemoteEngine:
                 self._tokenize_path = path
                 self._bos_tokens = empty
                 return
+
+    def _measure_template(self) -> None:
+        """What the chat template adds to one user message, from the server's own usage count.
+        Also the first real request: a wrong model or key fails here, before any retrieval."""
+        probe = "Hi"
+        body = {"model": self.model, "messages": [{"role": "user", "content": probe}], "max_tokens": 1,
+                "temperature": 0.0, "stream": False}
+        try:
+            data = self.client.json("POST", "/v1/chat/completions", body)
+        except HTTPStatus as exc:
+            raise self._error(exc) from None
+        usage = data.get("usage") if isinstance(data, dict) else None
+        used = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        if isinstance(used, int) and used > 0:
+            self._template_tokens = max(0, used - self.count_tokens(probe))
 
     def _server_tokens(self, text: str, path: str) -> int | None:
         if path == "/tokenize":
@@ -282,12 +301,13 @@ class RemoteEngine:
 
     def format_prompt(self, messages: list[dict]) -> list[int]:
         """Placeholders, one per prompt token: the server applies the chat template, so only the
-        length (each message's text plus ``MESSAGE_OVERHEAD``) means anything here."""
+        length (the messages' text plus the template's share, see the module docstring) means
+        anything here."""
         if not messages or messages[-1].get("role") != "user":
             raise ValueError("messages must end with a user turn")
-        n = MESSAGE_OVERHEAD + self._bos_tokens
-        for m in self._wire_messages(messages):
-            n += self.count_tokens(m["content"]) + MESSAGE_OVERHEAD
+        wire = self._wire_messages(messages)
+        n = self._template_tokens + MESSAGE_OVERHEAD * (len(wire) - 1)
+        n += sum(self.count_tokens(m["content"]) for m in wire)
         return [0] * n
 
     def _wire_messages(self, messages: list[dict]) -> list[dict]:

@@ -86,6 +86,13 @@ class Settings:
     home: Path = field(default_factory=default_home)
     milvus_uri: str | None = None  # None: Milvus Lite under home; else e.g. http://host:19530
     milvus_token: str | None = None
+    # Generation on an OpenAI-compatible server (llama-server, vLLM, another localrag) instead of
+    # the in-process model; None: the local model. llm_ctx: its context when the server does not
+    # say (default 4096), and a cap on what it says.
+    llm_url: str | None = None
+    llm_model: str | None = None  # the served model's id; None: the first the server lists
+    llm_api_key: str | None = None
+    llm_ctx: int | None = None
     embedder: str | None = None  # catalogue id; None: chosen by the hardware fit
     model: str | None = None  # "id" or "id:QUANT"; None: the machine's choice
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
@@ -132,6 +139,16 @@ def _merge(base: Settings, values: dict) -> Settings:
     return dataclasses.replace(base, **top)
 
 
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, not {value!r}") from None
+
+
 def load_settings(**overrides) -> Settings:
     """Defaults < config.toml < LOCALRAG_* env < overrides (flags; None means 'not given')."""
     settings = Settings()
@@ -146,6 +163,10 @@ def load_settings(**overrides) -> Settings:
     env = {
         "milvus_uri": os.environ.get("LOCALRAG_MILVUS_URI"),
         "milvus_token": os.environ.get("LOCALRAG_MILVUS_TOKEN"),
+        "llm_url": os.environ.get("LOCALRAG_LLM_URL"),
+        "llm_model": os.environ.get("LOCALRAG_LLM_MODEL"),
+        "llm_api_key": os.environ.get("LOCALRAG_LLM_API_KEY"),
+        "llm_ctx": _env_int("LOCALRAG_LLM_CTX"),
         "embedder": os.environ.get("LOCALRAG_EMBEDDER"),
         "model": os.environ.get("LOCALRAG_MODEL"),
     }

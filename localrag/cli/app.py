@@ -27,6 +27,10 @@ app.add_typer(kb_app, name="kb")
 
 KB_OPT = typer.Option("default", "--kb", help="Knowledge base name.")
 URI_OPT = typer.Option(None, "--milvus-uri", help="Milvus server URI (default: Milvus Lite under the data dir).")
+LLM_URL_OPT = typer.Option(
+    None, "--llm-url", help="Generate on this OpenAI-compatible server (llama-server, vLLM, localrag) instead of a local model."
+)
+LLM_MODEL_OPT = typer.Option(None, "--llm-model", help="The --llm-url server's model id (default: the first it lists).")
 
 
 def _settings(**overrides):
@@ -229,13 +233,15 @@ def ask(
     show_thinking: bool = typer.Option(False, "--show-thinking", help="Print the model's reasoning in full."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show timings."),
     milvus_uri: Optional[str] = URI_OPT,
+    llm_url: Optional[str] = LLM_URL_OPT,
+    llm_model: Optional[str] = LLM_MODEL_OPT,
 ):
     """Answer one question from a knowledge base, with sources."""
     from localrag.cli.views import answer as view
 
     _run(
         view.ask,
-        _settings(milvus_uri=milvus_uri, model=model),
+        _settings(milvus_uri=milvus_uri, model=model, llm_url=llm_url, llm_model=llm_model),
         question,
         kb=kb,
         json_out=json_out,
@@ -251,11 +257,14 @@ def chat(
     show_thinking: bool = typer.Option(False, "--show-thinking"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
     milvus_uri: Optional[str] = URI_OPT,
+    llm_url: Optional[str] = LLM_URL_OPT,
+    llm_model: Optional[str] = LLM_MODEL_OPT,
 ):
     """Interactive chat over a knowledge base (/help for commands)."""
     from localrag.cli.views import answer as view
 
-    _run(view.chat, _settings(milvus_uri=milvus_uri, model=model), kb=kb, show_thinking=show_thinking, verbose=verbose)
+    settings = _settings(milvus_uri=milvus_uri, model=model, llm_url=llm_url, llm_model=llm_model)
+    _run(view.chat, settings, kb=kb, show_thinking=show_thinking, verbose=verbose)
 
 
 if __name__ == "__main__":

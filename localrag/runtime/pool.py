@@ -54,7 +54,12 @@ class ModelPool:
         return resolve_model(self.settings, self.catalogue, spec, self.hardware)
 
     def engine(self, spec: str | None, progress: Callable[[str], None] | None = None):
-        """(Engine, ModelInfo) for ``spec``; the loaded one again when it is the same model."""
+        """(Engine, ModelInfo) for ``spec``; the loaded one again when it is the same model.
+
+        With ``settings.llm_url`` the engine is a ``runtime.remote.RemoteEngine`` on that server
+        and ``spec`` (or ``settings.llm_model``) names one of the models it serves."""
+        if self.settings.llm_url:
+            return self._remote(spec, progress)
         installed = self.resolve(spec)
         key = (str(Path(installed.path).resolve()), installed.quant)
         with self._lock:
@@ -89,6 +94,31 @@ class ModelPool:
             template=ms.template,
         )
         return engine, info
+
+    def _remote(self, spec: str | None, progress):
+        from localrag.runtime.remote import RemoteEngine
+
+        s = self.settings
+        wanted = s.llm_model or spec
+        key = ("remote", s.llm_url, wanted)
+        with self._lock:
+            if self._engine is not None and self._engine_key == key:
+                return self._engine, self._info
+            self.close_engine()
+            if progress:
+                progress(f"connecting to {s.llm_url}")
+            started = time.perf_counter()
+            engine = RemoteEngine.connect(s.llm_url, model=wanted, api_key=s.llm_api_key, ctx=s.llm_ctx)
+            info = ModelInfo(
+                id=engine.model, name=engine.model.replace("\\", "/").rsplit("/", 1)[-1], quant="remote",
+                path=Path(engine.model), starter=False, reasoning=engine.reasoning, n_ctx=engine.n_ctx,
+                n_gpu_layers=0, load_s=time.perf_counter() - started,
+                cores=self.hardware.cpu_cores_physical or 1,
+                note=f"generation on {s.llm_url}" + ("" if engine.tokenizes else " (token counts estimated)"),
+                template=engine.template,
+            )
+            self._engine, self._info, self._engine_key = engine, info, key
+            return engine, info
 
     @property
     def loaded(self) -> ModelInfo | None:

@@ -117,6 +117,7 @@ class LocalRAG:
         self._hardware = hardware
         self._catalogue = catalogue
         self._pool = None
+        self._embedder_device: str | None = None
         self._kbs: dict[str, _OpenKB] = {}
         self._lock = threading.RLock()
         self.memory = PrefillMemory(self.settings.home / "perf.json" if remember_speed else None)
@@ -138,6 +139,16 @@ class LocalRAG:
 
             self._hardware = hardware.detect(self.settings.models_dir)
         return self._hardware
+
+    @property
+    def embedder_device(self) -> str:
+        """Where embedders run on this machine (the plan's choice; "cpu" if the probe fails)."""
+        if self._embedder_device is None:
+            try:
+                self._embedder_device = self.plan().embedder_device or "cpu"
+            except Exception:  # noqa: BLE001 - a failing probe must not block search or ingest
+                self._embedder_device = "cpu"
+        return self._embedder_device
 
     @property
     def pool(self):
@@ -282,7 +293,8 @@ class LocalRAG:
                 report = ingest_mod.ingest(
                     self.settings, [Path(p).expanduser() for p in paths], kb=kb, prune=prune,
                     embedder_id=embedder, progress=progress, index=handle.index,
-                    load_embedder=self.pool.embedder,
+                    load_embedder=self.pool.embedder, device=self.embedder_device,
+                    catalogue=self.catalogue, hardware=self.hardware,
                 )
             finally:
                 if handle.index.record is None:  # nothing was created: do not keep an empty KB open
@@ -317,7 +329,8 @@ class LocalRAG:
             if handle.retriever is None:
                 from localrag.kb.retrieve import Retriever
 
-                handle.retriever = Retriever(self.settings, kb, index=handle.index, load_embedder=self.pool.embedder)
+                handle.retriever = Retriever(self.settings, kb, index=handle.index, load_embedder=self.pool.embedder,
+                                             device=self.embedder_device, catalogue=self.catalogue)
             return handle.retriever
 
     def search(self, query: str, *, kb: str = "default", k: int = 5, glob: str | None = None,
@@ -334,8 +347,8 @@ class LocalRAG:
         else:
             from localrag.runtime import embedder as embed_mod
 
-            embedder_id = embed_mod.choose(self.settings, embedder).id
-        model = self.pool.embedder(embedder_id)
+            embedder_id = embed_mod.choose(self.settings, embedder, hardware=self.hardware, catalogue=self.catalogue).id
+        model = self.pool.embedder(embedder_id, self.embedder_device)
         vectors = model.embed_passages(list(texts))
         return [list(map(float, v)) for v in vectors]
 

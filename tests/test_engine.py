@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from localrag.errors import LocalragError as UserError
-from localrag.runtime.engine import ASSISTANT, BOS, EOS, USER, Engine, EngineCache
+from localrag.runtime.engine import ASSISTANT, BOS, EOS, USER, Engine
 from tests.synthgguf import make_gguf
 
 SAMPLE = dict(temperature=0.6, top_p=0.95, seed=7)
@@ -184,18 +184,6 @@ def test_refuses_a_model_that_does_not_fit_in_memory():
     with pytest.raises(UserError) as err:
         Engine.load(path, n_ctx=131072, kv_bytes_per_token=8 << 20)  # a 1 TiB KV cache
     assert "not enough memory" in err.value.message and "GiB available" in err.value.message
-
-
-def test_engine_cache_keeps_one_model():
-    path = make_gguf("r1-distill-qwen-1.5b", "Q4_K_M", tiny=True)
-    cache = EngineCache()
-    try:
-        a = cache.get(path, n_ctx=256, n_threads=1)
-        assert cache.get(path, n_ctx=256, n_threads=1) is a
-        b = cache.get(path, n_ctx=512, n_threads=1)
-        assert b is not a and a.llm is None and b.n_ctx == 512
-    finally:
-        cache.close()
 
 
 def test_repack_off_loads_and_generates():

@@ -34,12 +34,24 @@ LLM_MODEL_OPT = typer.Option(None, "--llm-model", help="The --llm-url server's m
 
 
 def _settings(**overrides):
+    """Settings for a command; a broken configuration is reported like any other error (it is
+    evaluated before ``_run``, so it cannot rely on ``_run``'s handler)."""
     from localrag.settings import load_settings
 
     try:
         return load_settings(**overrides)
     except ValueError as exc:
-        raise BadConfig(f"bad configuration: {exc}") from exc
+        _report(BadConfig(f"bad configuration: {exc}"))
+    except LocalragError as exc:
+        _report(exc)
+
+
+def _report(exc: LocalragError):
+    err = stderr()
+    err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+    for line in hint_lines(exc):
+        err.print(f"[dim]{line}[/]", highlight=False)
+    raise typer.Exit(exit_code_for(exc))
 
 
 def _run(fn, *args, **kwargs) -> None:
@@ -51,11 +63,7 @@ def _run(fn, *args, **kwargs) -> None:
     try:
         code = fn(*args, **kwargs)
     except LocalragError as exc:
-        err = stderr()
-        err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
-        for line in hint_lines(exc):
-            err.print(f"[dim]{line}[/]", highlight=False)
-        raise typer.Exit(exit_code_for(exc))
+        _report(exc)
     except KeyboardInterrupt:
         stderr().print("[yellow]interrupted[/]")
         raise typer.Exit(130)

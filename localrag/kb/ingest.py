@@ -260,6 +260,9 @@ def ingest(
     progress: Callable[[IngestProgress], None] | None = None,
     index: Index | None = None,
     load_embedder: Callable[[str, str], object] | None = None,
+    device: str | None = None,
+    catalogue=None,
+    hardware=None,
 ) -> IngestReport:
     """Bring KB ``kb`` up to date with ``paths``.
 
@@ -268,6 +271,8 @@ def ingest(
     and loaded only if some file actually needs embedding. ``index``: an already open
     ``Index.open(settings, kb, create=True)`` to write through (kept open afterwards).
     ``load_embedder(id, device)``: how to get an embedder when one is needed (a model pool's).
+    ``device`` / ``catalogue`` / ``hardware``: what a long-lived caller already knows (else
+    planned, read and detected here).
     """
     started = time.perf_counter()
     roots = [Path(p).expanduser() for p in paths]
@@ -280,14 +285,14 @@ def ingest(
         index = Index.open(settings, kb, create=True)
     try:
         load = load_embedder or partial(_load_embedder, settings)
-        embedder, note = _settle_embedder(settings, index, embedder, embedder_id, load)
+        embedder, note = _settle_embedder(settings, index, embedder, embedder_id, load, catalogue, hardware)
         record = index.record
         report = IngestReport(kb=kb, embedder=record.embedder, note=note)
         loaded = {"e": embedder}
 
         def get_embedder():  # loaded only once some file needs embedding
             if loaded["e"] is None:
-                loaded["e"] = load(record.embedder, _device(settings))
+                loaded["e"] = load(record.embedder, device or _device(settings, catalogue, hardware))
             return loaded["e"]
 
         run = _Run(settings, index, report, get_embedder, progress)
@@ -316,7 +321,7 @@ def _load_embedder(settings, embedder_id: str, device: str):
     return embed_mod.load_for(settings, embedder_id, device)
 
 
-def _settle_embedder(settings, index: Index, embedder, embedder_id: str | None, load):
+def _settle_embedder(settings, index: Index, embedder, embedder_id: str | None, load, catalogue=None, hardware=None):
     """A new KB gets its embedder now (chosen, loaded, recorded); an existing one keeps its own,
     and asking for another is refused. Returns (embedder or None, a note for the user)."""
     if index.record is None:
@@ -324,7 +329,7 @@ def _settle_embedder(settings, index: Index, embedder, embedder_id: str | None, 
         if embedder is None:
             from localrag.runtime import embedder as embed_mod
 
-            choice = embed_mod.choose(settings, embedder_id)
+            choice = embed_mod.choose(settings, embedder_id, hardware=hardware, catalogue=catalogue)
             note = choice.note
             embedder = load(choice.id, choice.device)
         chunking = {"max_tokens": settings.chunk.max_tokens, "overlap": settings.chunk.overlap_tokens}
@@ -334,7 +339,7 @@ def _settle_embedder(settings, index: Index, embedder, embedder_id: str | None, 
     if wanted:
         from localrag.runtime.embedder import canonical_id
 
-        wanted = canonical_id(settings, wanted)
+        wanted = canonical_id(settings, wanted, catalogue)
     index.require_embedder(wanted)
     return embedder, None
 
@@ -435,13 +440,15 @@ def _pruned(manifest: dict[str, FileRecord], roots: list[Path], seen: set[str]) 
     return gone
 
 
-def _device(settings) -> str:
+def _device(settings, catalogue=None, hardware=None) -> str:
+    """The device the hardware plan gives the embedder (the caller's catalogue and hardware when
+    it has them, else read and detected here)."""
     try:
-        from localrag.models import catalogue
         from localrag.models import fit
-        from localrag.models import hardware
+        from localrag.models import hardware as hw
+        from localrag.models.catalogue import load_catalogue
 
-        plan = fit.plan(catalogue.load_catalogue(settings.catalogue_path), hardware.detect(settings.models_dir))
+        plan = fit.plan(catalogue or load_catalogue(settings.catalogue_path), hardware or hw.detect(settings.models_dir))
         return plan.embedder_device or "cpu"
     except Exception:  # probing must never block ingest; CPU always works
         return "cpu"

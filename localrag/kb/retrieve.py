@@ -151,16 +151,16 @@ def _warn(message: str) -> None:
     logging.getLogger("localrag").warning(message)
 
 
-def find_reranker(settings, device: str = "cpu") -> Reranker | None:
+def find_reranker(settings, device: str = "cpu", catalogue=None) -> Reranker | None:
     """The installed cross-encoder retrieval should use, loaded; None when reranking is off or none
     is installed. A reranker that fails to load costs a one-line warning, not the search."""
     r = settings.retrieval
     if not r.rerank or r.rerank_pool <= 0:
         return None
-    from localrag.models import catalogue as catalogue_mod
+    from localrag.models.catalogue import load_catalogue
     from localrag.models.resolve import chosen_reranker
 
-    catalogue = catalogue_mod.load_catalogue(settings.catalogue_path)
+    catalogue = catalogue or load_catalogue(settings.catalogue_path)
     item = chosen_reranker(settings, catalogue)  # an unknown configured id is a LocalragError
     if item is None:
         if r.reranker:
@@ -206,10 +206,11 @@ class Retriever:
     """Search one KB. Holds the open index and the loaded embedder; call ``close()`` when done."""
 
     def __init__(self, settings, kb: str, *, embedder=None, reranker=None, index: Index | None = None,
-                 load_embedder=None):
+                 load_embedder=None, device: str | None = None, catalogue=None):
         """``index``: an already open ``Index`` of ``kb`` to share (a long-lived process that also
         ingests into it: one process may hold a Milvus Lite KB only once); it stays open on
-        ``close()``. ``load_embedder(id, device)``: how to get the KB's embedder (a model pool's)."""
+        ``close()``. ``load_embedder(id, device)``: how to get the KB's embedder (a model pool's);
+        ``device`` and ``catalogue``: what a long-lived caller already knows."""
         self.settings = settings
         self.kb = kb
         self._owns_index = index is None
@@ -219,17 +220,17 @@ class Retriever:
             from localrag.runtime import embedder as embed_mod
 
             if settings.embedder:
-                self.index.require_embedder(embed_mod.canonical_id(settings, settings.embedder))
+                self.index.require_embedder(embed_mod.canonical_id(settings, settings.embedder, catalogue))
             if embedder is not None:
                 self.index.require_embedder(embedder.id)
-            device = "cpu"
             if embedder is None:
-                from localrag.kb.ingest import _device
+                if device is None:
+                    from localrag.kb.ingest import _device
 
-                device = _device(settings)
+                    device = _device(settings, catalogue)
                 embedder = (load_embedder or partial(embed_mod.load_for, settings))(record.embedder, device)
             self.embedder = embedder
-            self.reranker = reranker if reranker is not None else find_reranker(settings, device)
+            self.reranker = reranker if reranker is not None else find_reranker(settings, device or "cpu", catalogue)
         except BaseException:
             if self._owns_index:
                 self.index.close()

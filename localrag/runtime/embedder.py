@@ -164,12 +164,19 @@ class _one_cpu_thread:
             torch.set_num_threads(self._saved)
 
 
-def info_from_catalogue(settings, embedder_id: str) -> EmbedderInfo:
+def _catalogue(settings, catalogue):
+    """The catalogue the caller already holds, else the one the settings point at."""
+    if catalogue is not None:
+        return catalogue
+    from localrag.models.catalogue import load_catalogue
+
+    return load_catalogue(settings.catalogue_path)
+
+
+def info_from_catalogue(settings, embedder_id: str, catalogue=None) -> EmbedderInfo:
     """EmbedderInfo from the catalogue entry; an id unknown to the catalogue gets no prefixes."""
     try:
-        from localrag.models.catalogue import load_catalogue
-
-        spec = load_catalogue(settings.catalogue_path).embedder(embedder_id)
+        spec = _catalogue(settings, catalogue).embedder(embedder_id)
     except (ImportError, OSError, LookupError, ValueError, LocalragError):
         return EmbedderInfo(id=embedder_id)
     return EmbedderInfo(
@@ -180,12 +187,10 @@ def info_from_catalogue(settings, embedder_id: str) -> EmbedderInfo:
     )
 
 
-def canonical_id(settings, embedder_id: str) -> str:
+def canonical_id(settings, embedder_id: str, catalogue=None) -> str:
     """The catalogue id for an id or alias ("minilm" -> "all-minilm-l6-v2"); unknown ids unchanged."""
     try:
-        from localrag.models.catalogue import load_catalogue
-
-        return load_catalogue(settings.catalogue_path).embedder(embedder_id).id
+        return _catalogue(settings, catalogue).embedder(embedder_id).id
     except (ImportError, OSError, LookupError, ValueError, LocalragError):
         return embedder_id
 
@@ -197,7 +202,8 @@ class EmbedderChoice:
     note: str | None  # set when the choice differs from what the user or the machine asked for
 
 
-def choose(settings, requested: str | None = None, *, hardware: "Hardware | None" = None) -> EmbedderChoice:
+def choose(settings, requested: str | None = None, *, hardware: "Hardware | None" = None,
+           catalogue=None) -> EmbedderChoice:
     """Which embedder a new knowledge base gets, and on which device.
 
     Order: ``--embedder`` / settings.embedder, else the plan's default for ``hardware`` (None:
@@ -206,10 +212,9 @@ def choose(settings, requested: str | None = None, *, hardware: "Hardware | None
     because refusing would leave an offline user with nothing; an explicit request that is not
     installed is refused instead.
     """
-    from localrag.models import catalogue as catalogue_mod
     from localrag.models.resolve import resolve_embedder
 
-    catalogue = catalogue_mod.load_catalogue(settings.catalogue_path)
+    catalogue = _catalogue(settings, catalogue)
     planned, device = _planned(settings, catalogue, hardware)
     explicit = requested or settings.embedder
     if explicit:
@@ -256,12 +261,11 @@ def _embedders(catalogue):
     return list(catalogue.embedders)
 
 
-def load_for(settings, embedder_id: str, device: str = "cpu") -> Embedder:
+def load_for(settings, embedder_id: str, device: str = "cpu", catalogue=None) -> Embedder:
     """Resolve ``embedder_id`` in the local store and load it."""
-    from localrag.models import catalogue as catalogue_mod
     from localrag.models.resolve import resolve_embedder
 
-    catalogue = catalogue_mod.load_catalogue(settings.catalogue_path)
+    catalogue = _catalogue(settings, catalogue)
     path = resolve_embedder(settings, catalogue, embedder_id)
-    return Embedder.load(Path(path), info_from_catalogue(settings, embedder_id), device=device)
+    return Embedder.load(Path(path), info_from_catalogue(settings, embedder_id, catalogue), device=device)
 

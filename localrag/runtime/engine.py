@@ -435,39 +435,12 @@ def _explain_load_failure(path: Path, exc: Exception) -> LocalragError:
 # --- the process-level cache callers keep --------------------------------------------------------
 
 
-class EngineCache:
-    """Holds at most one loaded Engine; ``get`` returns it again while the parameters match.
-
-    The chat REPL keeps one of these so a follow-up reuses both the model and its KV cache; a
-    different model or context closes the old one first (two models rarely fit in RAM).
-    """
-
-    def __init__(self) -> None:
-        self._key: tuple | None = None
-        self._engine: Engine | None = None
-
-    def get(self, path: Path, **params) -> Engine:
-        key = (str(Path(path).resolve()), tuple(sorted(params.items())))
-        if self._engine is not None and self._key == key:
-            return self._engine
-        self.close()
-        self._engine = Engine.load(Path(path), **params)
-        self._key = key
-        return self._engine
-
-    def close(self) -> None:
-        if self._engine is not None:
-            self._engine.close()
-        self._engine, self._key = None, None
-
-
 def open_engine(
     settings: "Settings",
     catalogue: "Catalogue",
     model: "InstalledModel",
     *,
     hardware: "Hardware",
-    cache: EngineCache | None = None,
     ctx: int | None = None,
     verbose: bool | None = None,
 ) -> Engine:
@@ -512,6 +485,4 @@ def open_engine(
         check_header=not getattr(model, "header_checked", False),
         defaults=catalogue.defaults,
     )
-    if cache is not None:
-        return cache.get(model.path, **params)
     return Engine.load(model.path, **params)

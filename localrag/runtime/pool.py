@@ -138,11 +138,11 @@ class ModelPool:
         """The loaded embedder ``embedder_id`` on ``device`` (loaded on first use)."""
         from localrag.runtime import embedder as embed_mod
 
-        canonical = embed_mod.canonical_id(self.settings, embedder_id)
+        canonical = embed_mod.canonical_id(self.settings, embedder_id, self.catalogue)
         key = (canonical, device)
         with self._lock:
             if key not in self._embedders:
-                self._embedders[key] = embed_mod.load_for(self.settings, canonical, device)
+                self._embedders[key] = embed_mod.load_for(self.settings, canonical, device, self.catalogue)
             return self._embedders[key]
 
     def close(self) -> None:

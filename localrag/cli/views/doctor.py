@@ -84,15 +84,15 @@ def _candidate_json(c, catalogue, installed: set) -> dict:
 
 def doctor(settings, *, json_out: bool = False, gpu: str | None = None, vram: str | None = None,
            ram: str | None = None, cores: int | None = None, ctx: int | None = None) -> int:
-    from localrag.models import fit
-    from localrag.models.catalogue import load_catalogue
+    from localrag.api import LocalRAG
 
     if ctx is not None and ctx < 512:
         raise BadInput(f"--ctx {ctx} is too small", hint="use 4096 or more")
-    catalogue = load_catalogue(settings.catalogue_path)
     hw = _hardware(settings, gpu=gpu, vram=vram, ram=ram, cores=cores)
+    rag = LocalRAG(settings, hardware=hw, remember_speed=False)
+    catalogue = rag.catalogue
     want_ctx = ctx or settings.generation.ctx
-    plan = fit.plan(catalogue, hw, ctx=want_ctx, embedder=settings.embedder)
+    plan = rag.plan(ctx=want_ctx)
     installed = _installed(settings, catalogue)
 
     if json_out:

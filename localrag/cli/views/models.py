@@ -58,15 +58,14 @@ def _transfer_progress():
 
 
 def list_models(settings, *, json_out: bool = False) -> int:
-    from localrag.models import fit
-    from localrag.models import hardware as hw
+    from localrag.api import LocalRAG
     from localrag.models import store as modelstore
     from localrag.models.resolve import chosen_reranker
 
-    catalogue = _catalogue(settings)
-    machine = hw.detect(settings.models_dir)
-    plan = fit.plan(catalogue, machine, ctx=settings.generation.ctx, embedder=settings.embedder)
-    installed = {m.label: m for m in modelstore.installed_models(settings, catalogue)}
+    rag = LocalRAG(settings, remember_speed=False)
+    catalogue, machine = rag.catalogue, rag.hardware
+    plan = rag.plan(ctx=settings.generation.ctx)
+    installed = {m.label: m for m in rag.installed_models()}
     in_use = chosen_reranker(settings, catalogue)
     rows = _model_rows(settings, catalogue, machine, plan, installed)
     emb_rows = _st_rows(catalogue.embedders, modelstore.installed_embedders(settings, catalogue))

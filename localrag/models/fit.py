@@ -37,7 +37,7 @@ def choice_rule(catalogue: Catalogue) -> str:
     return (
         "For every distill and quantization, localrag places the model as fast as memory allows: fully on "
         "the GPU, else as many layers as fit on the GPU with the rest in RAM, else in RAM on the CPU; "
-        f"context {preferred} (or {fallback} when that is what fits; --ctx forces it). It then picks "
+        f"context {preferred} (or {fallback} when that is what fits; a context you set wins). It then picks "
         f"the strongest model that fits fully on the GPU or whose estimated decode speed is at least "
         f"{MIN_TOK_S:g} tokens/s ({MIN_TOK_S_WITH_GPU:g} on a machine with a usable GPU: you have a GPU for "
         "speed), the larger quantization before the smaller of the same model; if none qualifies, the "
@@ -436,7 +436,7 @@ def _reason(choice, cands, catalogue, hw, emb, emb_device, *, forced_ctx) -> str
             parts.append(
                 f"{_label(nm, nxt.quant)} would also fit ({_PLACE_WORDS[nxt.fit]}{', ' + nxt.note if nxt.note else ''}) but decodes at "
                 f"about {nxt.tok_s:.1f} tokens/s, under the {min_tok_s(hw):g} tokens/s localrag wants for a reasoning model here; "
-                f"pick it with --model {nm.aliases[0] if nm.aliases else nm.id}:{nxt.quant} if you can wait."
+                f"ask for {nm.aliases[0] if nm.aliases else nm.id}:{nxt.quant} by name if you can wait."
             )
         else:
             parts.append(f"{_label(nm, nxt.quant)} would not fit: it {nxt.note}.")
@@ -448,7 +448,7 @@ def _reason(choice, cands, catalogue, hw, emb, emb_device, *, forced_ctx) -> str
         else:
             parts.append(f"Its {best} would not fit ({top.note}).")
     if forced_ctx:
-        parts.append(f"Context {forced_ctx} as asked (--ctx).")
+        parts.append(f"Context {forced_ctx} as asked.")
     where_emb = {"cpu": "on the CPU", "cuda": "on the GPU", "mps": "on the GPU (Metal)"}[emb_device]
     parts.append(f"Embedder {emb.id} ({format_size(embedder_bytes(emb))}) runs {where_emb} and is counted in the budget.")
     return " ".join(parts)

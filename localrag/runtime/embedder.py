@@ -232,7 +232,7 @@ def choose(settings, requested: str | None = None, *, hardware: "Hardware | None
         if planned and emb_id != planned:
             note = (
                 f"the default embedder '{planned}' is not installed; using '{emb_id}' instead. "
-                f"Install it with `localrag models pull {planned}` and re-ingest into a new KB for better "
+                f"Download or import it and ingest into a new knowledge base for better "
                 "results on non-English text."
             )
         return EmbedderChoice(emb_id, device, note)

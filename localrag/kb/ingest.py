@@ -55,6 +55,7 @@ class IngestReport:
     elapsed: float = 0.0
     note: str | None = None  # e.g. an embedder fallback the user should know about
     recovered: int = 0  # files rolled back from an interrupted earlier run
+    unread_pages: int = 0  # scanned pages / images left unread: OCR (localrag[ocr]) is not installed
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -131,6 +132,7 @@ class _Run:
         try:
             doc = parse_mod.parse_file(work.entry.path)
         except parse_mod.ParseError as exc:
+            self.report.unread_pages += getattr(exc, "pages", 0)
             self.skip(source, str(exc) or "could not be parsed")
             return None
         except Exception as exc:  # a parser bug on one hostile file must not stop the run
@@ -138,10 +140,11 @@ class _Run:
             return None
         finally:
             self.t["parse"] += time.perf_counter() - t0
+        self.report.unread_pages += doc.unread_pages
         t0 = time.perf_counter()
         embedder = self.get_embedder()
         try:
-            chunks = chunk_mod.chunk_document(
+            chunks = chunk_mod.chunk_all(
                 doc, source, embedder.count_tokens, self._max_tokens(embedder), self.settings.chunk.overlap_tokens
             )
         except Exception as exc:
@@ -229,8 +232,8 @@ class _Run:
                         id=chunk_id(w.path, w.hash, c.ordinal),
                         file_id=fid,
                         path=w.path,
-                        source=w.entry.rel,
-                        filetype=p.filetype,
+                        source=c.source,  # an attachment's chunks: "mail.eml › file.pdf"
+                        filetype=c.filetype or p.filetype,
                         page=c.page if c.page is not None else -1,
                         heading=c.heading or "",
                         ordinal=c.ordinal,

@@ -244,6 +244,7 @@ class Retriever:
         parts = []
         if filetypes:
             types = canonical_filetypes(filetypes)
+            types += [f"{t}+ocr" for t in types if "+" not in t]  # OCR'd pages are still that type
             bad = [t for t in types if not _FILETYPE_RE.match(t)]
             if bad:
                 raise BadInput(f"invalid file type: {bad[0]!r}")

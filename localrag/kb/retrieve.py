@@ -485,6 +485,7 @@ class Retriever:
             return (
                 row["id"] not in taken
                 and row.get("heading", "") == seed.get("heading", "")
+                and row.get("source") == seed.get("source")  # a mail's attachments are sources of their own
                 and int(row.get("page", -1)) == int(seed.get("page", -1))
             )
 

@@ -8,7 +8,7 @@
   use, as docutils assigns them) split the text. Org: ``*`` headlines, ``#+TITLE`` on top.
 * Source code: each top-level definition (Python via ``ast``: classes, functions and methods;
   other languages by their definition keywords at the start of a line) is a section headed by
-  its symbol, so a citation names the file and the symbol.
+  its symbol and its line range, so a citation names the file, the symbol and the lines.
 """
 
 from __future__ import annotations
@@ -91,7 +91,10 @@ def read_json(path: Path, filetype: str):
             except ValueError:
                 bad += 1
                 continue
-            json_sections(record, (_item_name(record, "line", n) if isinstance(record, dict) else f"line {n}",), sections)
+            # the line number is the record's address; its own name (an id, a title) follows
+            root = (f"line {n}",)
+            name = _item_name(record, "", 0) if isinstance(record, dict) else "[0]"
+            json_sections(record, root if name == "[0]" else root + (name,), sections)
         if bad:
             warnings.append(f"{bad} line(s) are not JSON")
     else:
@@ -221,7 +224,15 @@ def read_code(path: Path, filetype: str):
             m = _DEFINITION.match(line)
             if m:
                 heads.append((n, n, 1, m.group(0).strip()[:120]))
-    sections = _split_at(lines, heads)
+    # each symbol carries its line range: a second heading level that also keeps neighbouring
+    # small definitions from being merged into one chunk under no symbol at all
+    heads = sorted(heads)
+    sections = []
+    for sec in _split_at(lines, heads):
+        start = next((h[0] for h in heads if sec.heading and h[3] == sec.heading[-1]), 0)
+        n = sec.text.count("\n") + 1
+        first = start + 1 if sec.heading else 1
+        sections.append(type(sec)(sec.text, None, (sec.heading or ("top of file",)) + (f"lines {first}–{first + n - 1}" if n > 1 else f"line {first}",)))
     if not sections:
         raise ParseError("no text")
     return ParsedDocument(path, "code", sections, encoding, warnings)

@@ -22,6 +22,18 @@ SHARED = HERE.parents[3] / "shared"
 FONT = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"
 
 
+# sections of a realistic length: the chunker merges sections under ~64 tokens with their neighbours
+FILLER_EN = (
+    "<p>The harbour froze twice that decade, and each time the fishing boats waited in the outer basin "
+    "until the icebreaker from Kirkenes cut a channel. Nobody in town remembers a winter without the lamp.</p>"
+)
+FILLER_ZH = "<p>山城依江而建，街道高低起伏，居民习惯步行上下坡。雾季从十月持续到次年三月，渡轮常因大雾停航，缆车因此成为两岸之间最可靠的交通方式。</p>"
+FILLER_TEXT = (
+    "This procedure was written after the spring outage, when the relay stayed down for forty minutes "
+    "because nobody knew which host held the configuration. Keep this page current when hosts change."
+)
+
+
 def pptx_deck(path: Path) -> None:
     from pptx import Presentation
 
@@ -99,8 +111,8 @@ def zh_mbox(path: Path) -> None:
 
 def epub_book(path: Path) -> None:
     chapters = [
-        ("ch1.xhtml", "Chapter 1. The Harbour", "<p>The lighthouse keeper of Vardø lit the lamp at 16:40 every winter evening.</p>"),
-        ("ch2.xhtml", "第二章 山城", "<p>山城的缆车每天早上六点半开始运行。</p>"),
+        ("ch1.xhtml", "Chapter 1. The Harbour", "<p>The lighthouse keeper of Vardø lit the lamp at 16:40 every winter evening.</p>" + FILLER_EN),
+        ("ch2.xhtml", "第二章 山城", "<p>山城的缆车每天早上六点半开始运行。</p>" + FILLER_ZH),
     ]
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr(zipfile.ZipInfo("mimetype"), "application/epub+zip")
@@ -170,15 +182,15 @@ def text_files() -> None:
         encoding="utf-8",
     )
     (OUT / "runbook.rst").write_text(
-        "Falcon runbook\n==============\n\nRestarting the telemetry relay\n------------------------------\n\nRun ``relayctl restart --graceful`` and wait for the green lamp.\n\n中文说明\n--------\n\n遥测中继重启后需要等待三十秒。\n",
+        "Falcon runbook\n==============\n\nRestarting the telemetry relay\n------------------------------\n\nRun ``relayctl restart --graceful`` and wait for the green lamp.\n" + FILLER_TEXT + "\n\n中文说明\n--------\n\n遥测中继重启后需要等待三十秒。\n" + FILLER_TEXT + "\n",
         encoding="utf-8",
     )
     (OUT / "todo.org").write_text(
-        "#+TITLE: Falcon tasks\n* TODO Order spare gaskets\nGaskets come from the Tromsø warehouse.\n* 采购\n** 螺栓\n螺栓库存不足五百件时补货。\n",
+        "#+TITLE: Falcon tasks\n* TODO Order spare gaskets\nGaskets come from the Tromsø warehouse.\n" + FILLER_TEXT + "\n* 采购\n** 螺栓\n螺栓库存不足五百件时补货。\n" + FILLER_TEXT + "\n",
         encoding="utf-8",
     )
     (OUT / "flight_envelope.py").write_text(
-        'MAX_ALTITUDE_M = 4200\n\n\ndef stall_speed(mass_kg: float) -> float:\n    """Falcon stalls below 31 m/s at its 600 kg reference mass."""\n    return 31.0 * (mass_kg / 600) ** 0.5\n\n\nclass Envelope:\n    def ceiling(self) -> int:\n        # 最大飞行高度为四千二百米\n        return MAX_ALTITUDE_M\n',
+        '"""Flight envelope of the Falcon demonstrator: the limits the autopilot enforces.\n\n' + FILLER_TEXT + '\n"""\n\nMAX_ALTITUDE_M = 4200\n\n\ndef stall_speed(mass_kg: float) -> float:\n    """Falcon stalls below 31 m/s at its 600 kg reference mass.\n\n    The stall speed scales with the square root of the mass: a heavier aircraft needs more lift,\n    hence more speed, before the wing carries it. Flap settings are not modelled here.\n    """\n    return 31.0 * (mass_kg / 600) ** 0.5\n\n\nclass Envelope:\n    def ceiling(self) -> int:\n        # 最大飞行高度为四千二百米\n        return MAX_ALTITUDE_M\n',
         encoding="utf-8",
     )
 
@@ -199,6 +211,7 @@ def images() -> None:
     def scan(pdf: Path, index: int) -> bytes:
         page = pdfium.PdfDocument(str(pdf))[index]
         pil = page.render(scale=150 / 72, grayscale=True).to_pil()
+        pil = pil.crop((0, 0, pil.width, int(pil.height * 0.4)))  # the top of the page: OCR in tests stays quick
         buf = io.BytesIO()
         pil.save(buf, "PDF", resolution=150, quality=60)
         return buf.getvalue()

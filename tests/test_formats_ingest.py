@@ -30,7 +30,7 @@ FACTS = {
     "Falcon fuel pump stock": ("inventory.ods", None, "库存 > rows 2–3", "ods"),
     "telemetry endpoint address": ("config.json", None, "falcon", "json"),  # a small file: one chunk
     "test stand pressure alarm": ("events.jsonl", None, "line 1 > evt-1", "jsonl"),
-    "How do I restart the telemetry relay?": ("runbook.rst", None, "Falcon runbook > Restarting the telemetry relay", "rst"),
+    "How do I restart the telemetry relay?": ("runbook.rst", None, "Falcon runbook", "rst"),
     "Where do the spare gaskets come from?": ("todo.org", None, "Falcon tasks > Order spare gaskets", "org"),
     "Falcon stall speed at reference mass": ("flight_envelope.py", None, "def stall_speed > lines 9–15", "code"),
     "When is the Falcon acceptance review on the whiteboard?": ("whiteboard.png", 1, "", "image+ocr"),

@@ -100,8 +100,9 @@ def _safe_name(name: str, used: set[str]) -> str:
     return name
 
 
-def _attachments(msg: EmailMessage, tmp: Path, used: set[str], parts: list, warnings: list[str]) -> None:
-    """Parse the attachments of a supported type into ``parts`` (their own parts flattened)."""
+def _attachments(msg: EmailMessage, tmp: Path, used: set[str], parts: list, warnings: list[str], unread: list[int]) -> None:
+    """Parse the attachments of a supported type into ``parts`` (their own parts flattened);
+    ``unread[0]`` counts their scanned pages left unread for want of OCR."""
     from localrag.kb.files import filetype_of
     from localrag.kb.parse import ParseError, parse_file
 
@@ -134,9 +135,11 @@ def _attachments(msg: EmailMessage, tmp: Path, used: set[str], parts: list, warn
             doc = parse_file(target, filetype=filetype)
         except ParseError as exc:
             warnings.append(f"attachment {name}: {exc}")
+            unread[0] += getattr(exc, "pages", 0)
             continue
         finally:
             target.unlink(missing_ok=True)
+        unread[0] += doc.unread_pages
         nested, doc.parts = doc.parts, []
         if doc.sections:
             parts.append((name, doc))
@@ -144,10 +147,10 @@ def _attachments(msg: EmailMessage, tmp: Path, used: set[str], parts: list, warn
 
 
 def _read_messages(path: Path, filetype: str, messages) -> "ParsedDocument":
-    from localrag.kb.parse import ParsedDocument, ParseError, Section
+    from localrag.kb.parse import OCR_HINT, NeedsOCR, ParsedDocument, ParseError, Section
 
     depth = getattr(_depth, "n", 0)
-    sections, parts, warnings, used = [], [], [], set()
+    sections, parts, warnings, used, unread = [], [], [], set(), [0]
     _depth.n = depth + 1
     try:
         with tempfile.TemporaryDirectory(prefix="localrag-mail-") as tmp:
@@ -155,14 +158,16 @@ def _read_messages(path: Path, filetype: str, messages) -> "ParsedDocument":
                 subject, meta = mail_heading(msg)
                 body = _body(msg)
                 if depth + 1 < MAX_DEPTH:
-                    _attachments(msg, Path(tmp), used, parts, warnings)
+                    _attachments(msg, Path(tmp), used, parts, warnings, unread)
                 if body:
                     sections.append(Section(body, None, (subject, meta)))
     finally:
         _depth.n = depth
     if not sections and not parts:
+        if unread[0]:
+            raise NeedsOCR(f"only scanned attachments; {OCR_HINT}", unread[0])
         raise ParseError("no message with text or readable attachments")
-    return ParsedDocument(path, filetype, sections, None, warnings, parts=parts)
+    return ParsedDocument(path, filetype, sections, None, warnings, parts=parts, unread_pages=unread[0])
 
 
 def read_eml(path: Path, filetype: str):

@@ -168,7 +168,10 @@ def build_hostile_corpus(root: Path) -> dict[str, Expected]:
     # --- hostile files that discover rejects
     write("empty.txt", b"", Expected("skipped", "empty file"))
     write("binary.txt", bytes(range(256)) * 64, Expected("skipped", "binary content"))
-    write("image.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, Expected("skipped", "unsupported file type .png"))
+    # an image is read by OCR; this one cannot be decoded (or, without localrag[ocr], not read)
+    write("image.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, Expected("parse_error", "image"))
+    write("archive.zip", b"PK\x05\x06" + b"\x00" * 18, Expected("skipped", "unsupported file type .zip"))
+    write("old.doc", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 504, Expected("skipped", "save it as .docx"))
     write("fake.pdf", "just text, no PDF here\n", Expected("skipped", "not a PDF"))
     write("fake.docx", "not a zip\n", Expected("skipped", "not a DOCX"))
     huge = root / "huge.txt"

@@ -8,7 +8,13 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "llama_cpp", "pymilvus", "sentence_transformers", "transformers", "milvus_lite")
+HEAVY = (
+    "torch", "llama_cpp", "pymilvus", "sentence_transformers", "transformers", "milvus_lite",
+    # document parsers (kb/parse.py, kb/formats/) load only when a file needs them
+    "pypdfium2", "docx", "pptx", "openpyxl", "rapidocr", "onnxruntime", "cv2", "PIL", "bs4", "lxml",
+    "localrag.kb.formats.office", "localrag.kb.formats.sheets", "localrag.kb.formats.mail",
+    "localrag.kb.formats.epub", "localrag.kb.formats.structured", "localrag.kb.formats.ocr",
+)
 
 PROBE = """
 import sys

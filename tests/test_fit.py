@@ -342,6 +342,7 @@ def test_doctor_json_schema(home):
     assert {"model", "quant", "n_gpu_layers", "ctx", "estimated_bytes", "budget_bytes"} <= set(choice)
     assert choice["estimated_bytes"] <= choice["budget_bytes"] and choice["ctx"] >= 4096
     assert data["reason"] and data["embedder"]["id"] in {e.id for e in CAT.embedders}
+    assert data["ocr"] == {"available": True}  # the test extra installs localrag[ocr]'s packages
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,7 @@ class Chunk:
     char_end: int
     ordinal: int
     context: str = ""  # heading path (+ table header) prefixed for embedding and BM25; not in text or span
+    filetype: str = ""  # set by ingest where it differs from the file's: "pdf+ocr", an attachment's type
 
     @property
     def embed_text(self) -> str:
@@ -382,6 +383,25 @@ def _group_spans(text, sections, groups, costs, rates, counter, count_tokens, ma
         for a, b, ok in _pack(units, budget, max_tokens, overlap, exact):
             spans.append((units[a][0], units[b - 1][1], heading, page, ok))
     return spans
+
+
+def chunk_all(
+    doc: ParsedDocument, source: str, count_tokens: Callable[[str], int], max_tokens: int, overlap: int
+) -> list[Chunk]:
+    """``chunk_document`` over a document and its parts (a mail's attachments, cited as
+    ``source › name``), numbered in one sequence. Chunks of OCR'd pages, and of parts whose type
+    differs from the document's, carry their own ``filetype`` ("pdf+ocr", "pdf")."""
+    chunks: list[Chunk] = []
+    for name, part in [("", doc), *doc.parts]:
+        where = f"{source} › {name}" if name else source
+        for c in chunk_document(part, where, count_tokens, max_tokens, overlap):
+            c.ordinal = len(chunks)
+            if c.page is not None and c.page in part.ocr_pages:
+                c.filetype = f"{part.filetype}+ocr"
+            elif part is not doc:
+                c.filetype = part.filetype
+            chunks.append(c)
+    return chunks
 
 
 def _recut(text, s, e, heading, context, depth, counter, max_tokens, overlap, embed_of) -> list[tuple[int, int, bool]]:

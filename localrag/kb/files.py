@@ -36,16 +36,57 @@ FILETYPES: dict[str, str] = {
     ".mdx": "markdown",
     ".txt": "text",
     ".text": "text",
-    ".rst": "text",
+    ".rst": "rst",
+    ".rest": "rst",
+    ".org": "org",
     ".log": "text",
-    ".csv": "text",
-    ".tsv": "text",
+    ".csv": "csv",
+    ".tsv": "csv",
     ".html": "html",
     ".htm": "html",
     ".xhtml": "html",
     ".pdf": "pdf",
     ".docx": "docx",
+    ".docm": "docx",  # macro-enabled: the text is read, the macros never run
+    ".pptx": "pptx",
+    ".pptm": "pptx",
+    ".xlsx": "xlsx",
+    ".xlsm": "xlsx",
+    ".odt": "odt",
+    ".odp": "odp",
+    ".ods": "ods",
+    ".epub": "epub",
+    ".eml": "eml",
+    ".mbox": "mbox",
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".png": "image",
+    ".jpg": "image",
+    ".jpeg": "image",
+    ".tif": "image",
+    ".tiff": "image",
+    # source code: file + symbol as provenance (formats/structured.py)
+    **{ext: "code" for ext in (
+        ".py", ".js", ".mjs", ".ts", ".tsx", ".jsx", ".java", ".kt", ".go", ".rs", ".c", ".h", ".cc",
+        ".cpp", ".hpp", ".cs", ".rb", ".php", ".swift", ".scala", ".sh", ".bash", ".sql", ".lua", ".r",
+    )},
 }
+
+# Formats read by no parser here, with the fix that makes them readable.
+LEGACY: dict[str, str] = {
+    ".doc": "old Word format (.doc): save it as .docx to index it",
+    ".ppt": "old PowerPoint format (.ppt): save it as .pptx to index it",
+    ".xls": "old Excel format (.xls): save it as .xlsx to index it",
+    ".pps": "old PowerPoint show (.pps): save it as .pptx to index it",
+    ".dot": "old Word template (.dot): save it as .docx to index it",
+    ".xlt": "old Excel template (.xlt): save it as .xlsx to index it",
+    ".rtf": "Rich Text Format (.rtf): save it as .docx or .odt to index it",
+    ".msg": "Outlook message (.msg): save it as .eml to index it",
+}
+
+# zip containers (OOXML, OpenDocument, EPUB); an OLE2 header instead means encrypted or legacy
+_ZIP_TYPES = {"docx", "pptx", "xlsx", "odt", "odp", "ods", "epub"}
 
 # Folders that hold tools' state, never the user's documents: skipped without a word.
 QUIET_DIRS = frozenset(
@@ -65,7 +106,7 @@ class FileEntry:
     rel: str  # relative to root, posix separators, printable (see display_name)
     root: Path
     size: int
-    filetype: str = ""  # "markdown" | "text" | "html" | "pdf" | "docx"
+    filetype: str = ""  # a FILETYPES value
 
 
 @dataclass
@@ -96,10 +137,14 @@ def _sniff(head: bytes, filetype: str) -> str | None:
     if filetype == "pdf":
         # the header may follow a little junk; readers accept it within the first 1 KB
         return None if b"%PDF-" in head[:1024] else "not a PDF (no %PDF header)"
-    if filetype == "docx":
-        if head.startswith(b"\xd0\xcf\x11\xe0"):
-            return "encrypted DOCX or old Word format (OLE container, not a .docx zip)"
-        return None if head.startswith(b"PK\x03\x04") else "not a DOCX (not a zip container)"
+    if filetype in _ZIP_TYPES:
+        # an OLE2 container is either a password-protected OOXML file or a legacy file renamed:
+        # the parser tells which (it reads the container's stream names)
+        if head.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):
+            return None
+        return f"not a {filetype.upper()} (not a zip container)"
+    if filetype == "image":
+        return None
     # text-like: UTF-16/32 legitimately hold NULs, so let a BOM through; otherwise NULs mean binary
     if head.startswith((b"\xff\xfe", b"\xfe\xff", b"\xef\xbb\xbf")):
         return None
@@ -152,6 +197,8 @@ def _check_file(path: Path, root: Path, st: os.stat_result, max_bytes: int) -> F
         # that is not UTF-8 cannot be kept without losing the way back to the file
         return Skipped(shown, f"file {_NOT_UTF8}")
     filetype = filetype_of(path)
+    if filetype is None and path.suffix.lower() in LEGACY:
+        return Skipped(shown, LEGACY[path.suffix.lower()])
     if filetype is None and path.suffix:
         return Skipped(shown, f"unsupported file type {display_name(path.suffix)}")
     if st.st_size == 0:

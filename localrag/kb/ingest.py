@@ -56,6 +56,7 @@ class IngestReport:
     elapsed: float = 0.0
     note: str | None = None  # e.g. an embedder fallback the user should know about
     recovered: int = 0  # files rolled back from an interrupted earlier run
+    unread_pages: int = 0  # scanned pages / images left unread: OCR (localrag[ocr]) is not installed
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -132,6 +133,7 @@ class _Run:
         try:
             doc = parse_mod.parse_file(work.entry.path)
         except parse_mod.ParseError as exc:
+            self.report.unread_pages += getattr(exc, "pages", 0)
             self.skip(source, str(exc) or "could not be parsed")
             return None
         except Exception as exc:  # a parser bug on one hostile file must not stop the run
@@ -139,10 +141,11 @@ class _Run:
             return None
         finally:
             self.t["parse"] += time.perf_counter() - t0
+        self.report.unread_pages += doc.unread_pages
         t0 = time.perf_counter()
         embedder = self.get_embedder()
         try:
-            chunks = chunk_mod.chunk_document(
+            chunks = chunk_mod.chunk_all(
                 doc, source, embedder.count_tokens, self._max_tokens(embedder), self.settings.chunk.overlap_tokens
             )
         except Exception as exc:
@@ -242,8 +245,9 @@ def _pending_record(p: _Prepared) -> FileRecord:
 def _chunk_row(p: _Prepared, c, vector, sentences: str) -> ChunkRow:
     w = p.work
     return ChunkRow(
-        id=chunk_id(w.path, w.hash, c.ordinal), file_id=file_id(w.path), path=w.path, source=w.entry.rel,
-        filetype=p.filetype, page=c.page if c.page is not None else -1, heading=c.heading or "", ordinal=c.ordinal,
+        id=chunk_id(w.path, w.hash, c.ordinal), file_id=file_id(w.path), path=w.path,
+        source=c.source,  # an attachment's chunks: "mail.eml › file.pdf"
+        filetype=c.filetype or p.filetype, page=c.page if c.page is not None else -1, heading=c.heading or "", ordinal=c.ordinal,
         char_start=c.char_start, char_end=c.char_end, file_hash=w.hash, text=c.text, vector=vector,
         search_text=_embed_text(c), sentences=sentences,
     )

@@ -15,6 +15,10 @@ Parsers (chosen for what they do to retrieval, measured on /work/shared corpora)
   pdfminer.six 25.6 s with the same quality as PDFium). PyMuPDF is AGPL, so not considered.
   The PDF outline (bookmarks) gives each page its heading path.
 * DOCX: python-docx, headings from paragraph styles, tables as ``cell | cell`` rows.
+* Scanned PDF pages (no text layer, an image): OCR when ``localrag[ocr]`` is installed
+  (``formats/ocr.py``); otherwise they are counted in ``unread_pages`` for the ingest summary.
+* Slides, sheets, mail, EPUB, OpenDocument, JSON, reST/Org, source code, images: the readers in
+  ``localrag/kb/formats/`` (``_READERS`` below says which), one module per family.
 * Plain text: decoded as described in ``decode_text``.
 
 ``parse_file`` raises ``ParseError`` (a one-line reason) for anything it cannot read; no other
@@ -49,6 +53,10 @@ class ParsedDocument:
     sections: list[Section]
     encoding: str | None
     warnings: list[str] = field(default_factory=list)  # e.g. invalid bytes replaced; for the ingest summary
+    # documents inside this one (a mail's attachments), each cited as "<this file> › <name>"
+    parts: list[tuple[str, "ParsedDocument"]] = field(default_factory=list)
+    ocr_pages: set[int] = field(default_factory=set)  # pages whose text OCR found (scans, images)
+    unread_pages: int = 0  # pages with no text layer left unread because OCR is not installed
 
     @property
     def text(self) -> str:
@@ -68,6 +76,17 @@ class ParsedDocument:
 
 class ParseError(Exception):
     """The file cannot be read as a document; ``str(exc)`` is a one-line reason."""
+
+
+class NeedsOCR(ParseError):
+    """Nothing readable without OCR, which is not installed; ``pages`` were left unread."""
+
+    def __init__(self, reason: str, pages: int):
+        super().__init__(reason)
+        self.pages = pages
+
+
+OCR_HINT = "install localrag[ocr] to read them"
 
 
 # ---------------------------------------------------------------- text decoding
@@ -382,8 +401,10 @@ def _pdf_headings(doc, n_pages: int) -> list[tuple[str, ...]]:
     return result
 
 
-def _parse_pdf(path: Path, data_tail: bytes) -> list[Section]:
+def _parse_pdf(path: Path, data_tail: bytes) -> ParsedDocument:
     import pypdfium2 as pdfium
+
+    from localrag.kb.formats import ocr
 
     try:
         doc = pdfium.PdfDocument(str(path))
@@ -397,6 +418,7 @@ def _parse_pdf(path: Path, data_tail: bytes) -> list[Section]:
     try:
         n = len(doc)
         raw_pages: list[str] = []
+        scanned: list[int] = []  # pages with (almost) no text layer but an image: scans
         for i in range(n):
             page = doc[i]
             try:
@@ -405,9 +427,20 @@ def _parse_pdf(path: Path, data_tail: bytes) -> list[Section]:
                     raw_pages.append(textpage.get_text_bounded())
                 finally:
                     textpage.close()
+                if ocr.is_scanned(page, raw_pages[-1]):
+                    scanned.append(i)
             finally:
                 page.close()
         headings = _pdf_headings(doc, n)
+        ocr_pages: set[int] = set()
+        if scanned and ocr.available():
+            for i in scanned:
+                page = doc[i]
+                try:
+                    raw_pages[i] = ocr.page_text(page)
+                finally:
+                    page.close()
+                ocr_pages.add(i + 1)
     except pdfium.PdfiumError as exc:
         raise ParseError(f"damaged PDF ({str(exc).strip().rstrip('.')})") from None
     finally:
@@ -427,11 +460,14 @@ def _parse_pdf(path: Path, data_tail: bytes) -> list[Section]:
         text = _CJK_LINEBREAK.sub("", text).strip()
         if text:
             sections.append(Section(text, i + 1, headings[i]))
+    unread = 0 if ocr_pages else len(scanned)
     if not sections:
+        if unread:
+            raise NeedsOCR(f"{unread} page(s) with no text layer (a scan); {OCR_HINT}", unread)
         if b"%%EOF" not in data_tail:
             raise ParseError("truncated PDF (no readable pages)")
-        raise ParseError("no extractable text (a scanned PDF? OCR is not supported)")
-    return sections
+        raise ParseError("no extractable text (no text layer, no scanned pages)")
+    return ParsedDocument(path, "pdf", sections, None, ocr_pages={p for p in ocr_pages if any(s.page == p for s in sections)}, unread_pages=unread)
 
 
 # ---------------------------------------------------------------- docx
@@ -459,7 +495,8 @@ def _docx_heading_level(paragraph) -> int | None:
     return None
 
 
-def _parse_docx(path: Path) -> list[Section]:
+def _parse_docx(path) -> list[Section]:
+    """``path``: a file, or a stream (a macro-enabled .docm relabelled by ``office.macro_free``)."""
     import zipfile
 
     import docx
@@ -467,7 +504,7 @@ def _parse_docx(path: Path) -> list[Section]:
     from docx.table import Table
 
     try:
-        document = docx.Document(str(path))
+        document = docx.Document(str(path) if isinstance(path, Path) else path)
     except (PackageNotFoundError, zipfile.BadZipFile, KeyError) as exc:
         raise ParseError("damaged DOCX (not a readable Word package)") from None
 
@@ -509,6 +546,40 @@ def _parse_docx(path: Path) -> list[Section]:
 
 # ---------------------------------------------------------------- entry point
 
+# filetype -> (module, function(path, filetype) -> ParsedDocument); imported on first use, so
+# the libraries behind them load only when such a file is met
+_READERS = {
+    "pptx": ("localrag.kb.formats.office", "read_pptx"),
+    "odt": ("localrag.kb.formats.office", "read_odf_text"),
+    "odp": ("localrag.kb.formats.office", "read_odf_text"),
+    "xlsx": ("localrag.kb.formats.sheets", "read_xlsx"),
+    "ods": ("localrag.kb.formats.sheets", "read_ods"),
+    "csv": ("localrag.kb.formats.sheets", "read_csv"),
+    "eml": ("localrag.kb.formats.mail", "read_eml"),
+    "mbox": ("localrag.kb.formats.mail", "read_mbox"),
+    "epub": ("localrag.kb.formats.epub", "read_epub"),
+    "json": ("localrag.kb.formats.structured", "read_json"),
+    "jsonl": ("localrag.kb.formats.structured", "read_json"),
+    "rst": ("localrag.kb.formats.structured", "read_rst"),
+    "org": ("localrag.kb.formats.structured", "read_org"),
+    "code": ("localrag.kb.formats.structured", "read_code"),
+    "image": ("localrag.kb.formats.ocr", "read_image"),
+}
+
+
+def read_text_file(path: Path, filetype: str) -> tuple[str, str, list[str]]:
+    """A text-based format's content, decoded (see ``decode_text``) and cleaned of control characters."""
+    data = path.read_bytes()
+    if b"\x00" in data[:8192] and not data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise ParseError(f"binary content in a {filetype} file")
+    text, encoding, warnings = decode_text(data)
+    return _clean(text), encoding, warnings
+
+
+def html_sections(text: str) -> list[Section]:
+    """Sections of an HTML/XHTML page (EPUB chapters reuse the HTML reader)."""
+    return _parse_html(text)
+
 
 def parse_file(path: Path, *, filetype: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> ParsedDocument:
     """Read one document. Raises ParseError (one-line reason) for anything unreadable."""
@@ -524,9 +595,16 @@ def parse_file(path: Path, *, filetype: str | None = None, max_bytes: int = DEFA
             with open(path, "rb") as fh:
                 fh.seek(max(0, size - 2048))
                 tail = fh.read()
-            return ParsedDocument(path, "pdf", _parse_pdf(path, tail), None)
+            return _parse_pdf(path, tail)
         if filetype == "docx":
-            return ParsedDocument(path, "docx", _parse_docx(path), None)
+            from localrag.kb.formats.office import macro_free
+
+            return ParsedDocument(path, "docx", _parse_docx(macro_free(path, "docx")), None)
+        if filetype in _READERS:
+            import importlib
+
+            module, func = _READERS[filetype]
+            return getattr(importlib.import_module(module), func)(path, filetype)
         data = path.read_bytes()
         if filetype == "html":
             text, encoding, warnings = _decode_html(data)

@@ -270,6 +270,7 @@ class Retriever:
         parts = []
         if filetypes:
             types = canonical_filetypes(filetypes)
+            types += [f"{t}+ocr" for t in types if "+" not in t]  # OCR'd pages are still that type
             bad = [t for t in types if not _FILETYPE_RE.match(t)]
             if bad:
                 raise BadInput(f"invalid file type: {bad[0]!r}")
@@ -516,6 +517,7 @@ class Retriever:
             return (
                 row["id"] not in taken
                 and row.get("heading", "") == seed.get("heading", "")
+                and row.get("source") == seed.get("source")  # a mail's attachments are sources of their own
                 and int(row.get("page", -1)) == int(seed.get("page", -1))
             )
 

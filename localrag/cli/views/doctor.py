@@ -107,12 +107,19 @@ def doctor(settings, *, json_out: bool = False, gpu: str | None = None, vram: st
             "rule": plan.rule,
             "embedder": {"id": plan.embedder, "device": plan.embedder_device},
             "reranker": _reranker_json(settings, catalogue),
+            "ocr": {"available": _ocr_available()},
             "candidates": [_candidate_json(c, catalogue, installed) for c in _display_order(plan.candidates, catalogue)],
         }
         print(json.dumps(out, indent=2, ensure_ascii=False))
         return 0
     _print(plan, hw, catalogue, settings, installed)
     return 0
+
+
+def _ocr_available() -> bool:
+    from localrag.kb.formats import ocr
+
+    return ocr.available()
 
 
 def _reranker_json(settings, catalogue) -> dict:
@@ -167,6 +174,8 @@ def _print_hardware(con, hw, settings) -> None:
     offload = "yes" if hw.gpu_offload_supported else "no (CPU-only build)"
     info.add_row("llama.cpp GPU offload", offload)
     info.add_row("Disk", f"{fs(hw.disk_free)} free in {settings.models_dir}")
+    info.add_row("OCR", "RapidOCR installed: scanned PDF pages and images are read" if _ocr_available()
+                 else "not installed: scanned PDF pages and images are skipped (pip install 'localrag[ocr]')")
     con.print(Panel(info, title=title, expand=False))
     for note in hw.notes:
         con.print(f"[yellow]![/] {note}")

@@ -56,6 +56,12 @@ def ingest(settings, paths: list[Path], *, kb: str = "default", prune: bool = Fa
         err.print(f"[yellow]note:[/] {report.note}", highlight=False)
     if report.recovered:
         err.print(f"[yellow]recovered:[/] {report.recovered} file(s) left half-written by an interrupted run were redone")
+    if report.unread_pages:
+        err.print(
+            f"[yellow]note:[/] {report.unread_pages} page(s) had no text layer (scans, images); "
+            "install localrag[ocr] to read them",
+            highlight=False,
+        )
     counts = report.summary()
     parts = [f"[green]{counts['added']} added[/]", f"{counts['updated']} updated", f"{counts['unchanged']} unchanged"]
     if prune or counts["removed"]:

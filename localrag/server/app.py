@@ -5,6 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+
 from localrag.server import http
 from localrag.server.http import ApiError
 
@@ -14,9 +17,6 @@ MAX_JSON_BYTES = 8 * 2**20  # a chat or search body; uploads have their own limi
 
 def create_app(state):
     from contextlib import asynccontextmanager
-
-    from fastapi import FastAPI, Request
-    from fastapi.responses import FileResponse, PlainTextResponse
 
     from localrag.server import kb_api, openai_api
 
@@ -36,8 +36,6 @@ def create_app(state):
         length = request.headers.get("content-length", "")
         is_upload = request.url.path.endswith("/uploads")
         if not is_upload and length.isdigit() and int(length) > MAX_JSON_BYTES:
-            from fastapi.responses import JSONResponse
-
             response = JSONResponse(http.body(413, f"the request body is over {MAX_JSON_BYTES // 2**20} MiB", "too_large"),
                                     status_code=413)
         else:
@@ -69,7 +67,8 @@ def create_app(state):
 
         principal(request)  # any valid key; the numbers say how busy the server is, nothing more
         text = state.metrics.render(queue_waiting=state.queue.waiting, queue_active=state.queue.active,
-                                    slots=state.queue.slots, threads=state.config.threads, jobs_running=state.jobs.pending)
+                                    slots=state.queue.slots, threads=state.config.threads, jobs_running=state.jobs.pending,
+                                    conversations_reused=state.conversations.hits)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     @app.get("/")

@@ -167,7 +167,9 @@ def timings(result) -> dict:
 class Translator:
     """Turns one request's event stream into OpenAI chunks (and the final message)."""
 
-    def __init__(self, model: str, link: Callable[[str], str | None], *, sources_in_content: bool):
+    def __init__(self, model: str, link: Callable[[str], str | None], *, sources_in_content: bool,
+                 model_loaded: bool = False):
+        self.model_loaded = model_loaded  # a new conversation "loads" the pool's model in no time: not worth a stage
         self.id = "chatcmpl-" + uuid.uuid4().hex[:24]
         self.created = int(time.time())
         self.model = model
@@ -195,7 +197,7 @@ class Translator:
         """Chunks for one event (none for some)."""
         kind = event.kind
         if kind == "loading":
-            return [self.stage_chunk("loading", model=event.model)]
+            return [] if self.model_loaded else [self.stage_chunk("loading", model=event.model)]
         if kind == "retrieved":
             self.packed = list(event.packing.sources)
             return [self.stage_chunk(

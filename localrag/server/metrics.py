@@ -39,7 +39,8 @@ class Metrics:
             if seconds > 0 and tokens > 1:
                 self.last_tok_s = tokens / seconds
 
-    def render(self, *, queue_waiting: int, queue_active: int, slots: int, threads: int | None, jobs_running: int) -> str:
+    def render(self, *, queue_waiting: int, queue_active: int, slots: int, threads: int | None, jobs_running: int,
+               conversations_reused: int = 0) -> str:
         lines = []
 
         def metric(name, kind, help_, samples):
@@ -69,6 +70,8 @@ class Metrics:
             overall = self.gen_tokens / self.gen_seconds if self.gen_seconds > 0 else 0.0
             metric("tokens_per_second", "gauge", "Generated tokens per second: overall and the last generation.",
                    [({"window": "overall"}, round(overall, 2)), ({"window": "last"}, round(self.last_tok_s, 2))])
+            metric("conversations_reused_total", "counter",
+                   "Follow-ups that found their conversation's Session (KV cache reuse possible).", [({}, conversations_reused)])
             metric("llama_threads", "gauge", "llama.cpp threads chosen at server start.", [({}, threads or 0)])
             metric("ingest_jobs_running", "gauge", "Ingest jobs queued or running.", [({}, jobs_running)])
             metric("uptime_seconds", "gauge", "Seconds since the server started.", [({}, round(time.time() - self.started, 1))])

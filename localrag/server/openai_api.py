@@ -163,7 +163,8 @@ async def chat_completions(request: Request, body: ChatRequest, who=Depends(prin
     in_content = state.config.sources_in_content if body.sources_in_content is None else body.sources_in_content
     base = str(request.base_url)
     link = (lambda source: state.signer.url(base, who.key_id, kb, source)) if kb else (lambda source: None)
-    translator = Translator(body.model, link, sources_in_content=in_content)
+    translator = Translator(body.model, link, sources_in_content=in_content,
+                            model_loaded=state.rag.pool.loaded is not None)
     pairs = history_pairs(msgs) if kb else []
     if kb:
         session = await in_pool(request, state.conversations.take, kb, pairs)

@@ -41,7 +41,7 @@ function place(anchor) {
   const c = card();
   if (window.innerWidth < 600) {
     c.classList.add("sheet"); // a bottom sheet on phones
-    c.style.left = c.style.top = "";
+    c.style.left = c.style.top = c.style.maxHeight = "";
     return;
   }
   c.classList.remove("sheet");
@@ -50,9 +50,20 @@ function place(anchor) {
   const left = Math.max(12, Math.min(r.left, window.innerWidth - w - 12));
   c.style.width = `${w}px`;
   c.style.left = `${left}px`;
-  const below = r.bottom + 8;
+  // below the citation if it fits, else above; if neither fits, the roomier side, shortened, so
+  // the card never covers the link it belongs to
+  c.style.maxHeight = "";
   const h = Math.min(c.offsetHeight || 320, window.innerHeight * 0.6);
-  c.style.top = `${below + h < window.innerHeight ? below : Math.max(12, r.top - h - 8)}px`;
+  const spaceBelow = window.innerHeight - r.bottom - 16;
+  const spaceAbove = r.top - 16;
+  if (h <= spaceBelow || (h > spaceAbove && spaceBelow >= spaceAbove)) {
+    c.style.top = `${r.bottom + 8}px`;
+    c.style.maxHeight = `${Math.max(120, spaceBelow)}px`;
+  } else {
+    const room = Math.min(h, spaceAbove);
+    c.style.top = `${r.top - room - 8}px`;
+    c.style.maxHeight = `${Math.max(120, room)}px`;
+  }
 }
 
 export function show(anchor, source, pin) {

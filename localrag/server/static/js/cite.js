@@ -88,8 +88,11 @@ export function hide(force = false) {
 }
 
 /** Wire an element (a citation link or a source entry) to show `source` in the card. */
+const canHover = () => window.matchMedia("(hover: hover)").matches && window.innerWidth >= 600;
+
 export function attach(node, source) {
-  node.addEventListener("mouseenter", () => !pinned && show(node, source, false));
+  // a preview on hover where there is a mouse and room; on phones a tap opens the sheet
+  node.addEventListener("mouseenter", () => !pinned && canHover() && show(node, source, false));
   node.addEventListener("mouseleave", () => {
     if (!pinned) hideTimer = setTimeout(() => hide(), 250);
   });

@@ -187,7 +187,7 @@ async function uploadFiles(items) {
   const summary = el("div", "job-summary");
   batch.append(list, jobLine, summary);
   $("uploads").prepend(batch);
-  const rows = items.map(({ file, path }) => {
+  let rows = items.map(({ file, path }) => {
     const li = el("li");
     li.dataset.path = path;
     const bar = el("progress");
@@ -199,35 +199,77 @@ async function uploadFiles(items) {
     list.append(li);
     return { file, path, li, bar, state };
   });
-  const form = new FormData();
-  for (const r of rows) form.append("files", r.file, r.path);
-  const total = rows.reduce((s, r) => s + r.file.size, 0) || 1;
-  let job;
-  try {
-    job = await upload(`/api/kbs/${encodeURIComponent(kb)}/uploads`, form, (loaded, all) => {
-      // the request carries the files in order: map the bytes sent onto each file's share
-      let sent = (loaded / all) * total;
-      for (const r of rows) {
-        const pct = Math.round(Math.max(0, Math.min(1, sent / (r.file.size || 1))) * 100);
-        sent -= r.file.size;
-        r.bar.value = pct;
-        r.state.textContent = t("up.uploading", { pct });
-      }
-    });
-  } catch (err) {
-    for (const r of rows) setState(r, "failed", t("up.failed", { reason: err.message }));
-    jobLine.textContent = t("err.generic", { message: err.message });
-    jobLine.classList.add("error");
-    return;
+  // Hidden files (.DS_Store, .git/…) are never indexed: leave them out rather than send them.
+  let pending = [];
+  const local = []; // files skipped before the job: they belong in its summary too
+  const skip = (r, reason) => {
+    local.push({ source: r.path, reason });
+    setState(r, "skipped", t("up.skipped", { reason }));
+  };
+  for (const r of rows) {
+    if (r.path.split("/").some((part) => part.startsWith("."))) skip(r, t("up.hidden"));
+    else pending.push(r);
   }
+  let job;
+  for (;;) {
+    if (!pending.length) {
+      jobLine.textContent = t("up.nothing");
+      showSummary({ state: "done", skipped: [] }, [], jobLine, summary, local);
+      return;
+    }
+    try {
+      job = await send(kb, pending);
+      break;
+    } catch (err) {
+      // The server refuses a whole upload that holds a file it will not take (an unsupported
+      // type, a bad name), naming that file: mark it skipped with the reason, send the rest.
+      const bad = (err.status === 400 || err.status === 415) && refused(pending, err.message);
+      if (bad) {
+        skip(bad, err.message.replace(/^(['"]).*?\1:\s*/, ""));
+        bad.bar.value = 0;
+        pending = pending.filter((r) => r !== bad);
+        continue;
+      }
+      for (const r of pending) setState(r, "failed", t("up.failed", { reason: err.message }));
+      jobLine.textContent = t("err.generic", { message: err.message });
+      jobLine.classList.add("error");
+      return;
+    }
+  }
+  rows = pending;
   for (const r of rows) {
     r.bar.value = 100;
     setState(r, "uploaded", t("up.uploaded"));
   }
   const final = await follow(job.job, (j) => showJob(j, rows, jobLine));
-  showSummary(final, rows, jobLine, summary);
+  showSummary(final, rows, jobLine, summary, local);
   if (selected === kb) await loadDocs();
   await refreshKBs().catch(() => {});
+}
+
+function send(kb, rows) {
+  const form = new FormData();
+  for (const r of rows) form.append("files", r.file, r.path);
+  const total = rows.reduce((s, r) => s + r.file.size, 0) || 1;
+  return upload(`/api/kbs/${encodeURIComponent(kb)}/uploads`, form, (loaded, all) => {
+    // the request carries the files in order: map the bytes sent onto each file's share
+    let sent = (loaded / all) * total;
+    for (const r of rows) {
+      const pct = Math.round(Math.max(0, Math.min(1, sent / (r.file.size || 1))) * 100);
+      sent -= r.file.size;
+      r.bar.value = pct;
+      r.state.textContent = t("up.uploading", { pct });
+    }
+  });
+}
+
+/** The row an upload error names (the server quotes the path, cut at 80 characters). */
+function refused(rows, message) {
+  const named = rows.filter((r) => {
+    const p = r.path.slice(0, 80);
+    return message.includes(`'${p}'`) || message.includes(`"${p}"`);
+  });
+  return named.sort((a, b) => b.path.length - a.path.length)[0] || null;
 }
 
 function setState(r, state, text) {
@@ -247,7 +289,8 @@ function showJob(job, rows, line) {
   }
 }
 
-function showSummary(job, rows, line, box) {
+function showSummary(job, rows, line, box, local = []) {
+  const skipped = [...local, ...(job.skipped || [])];
   if (job.state === "failed") {
     line.textContent = t("job.failed", { error: job.error || "?" });
     line.classList.add("error");
@@ -256,12 +299,11 @@ function showSummary(job, rows, line, box) {
     line.classList.add("error");
   } else {
     line.textContent = t("job.done", {
-      added: job.added ?? 0, updated: job.updated ?? 0, unchanged: job.unchanged ?? 0, skipped: (job.skipped || []).length,
+      added: job.added ?? 0, updated: job.updated ?? 0, unchanged: job.unchanged ?? 0, skipped: skipped.length,
     });
   }
-  const skipped = job.skipped || [];
   for (const r of rows) {
-    const skip = skipped.find((s) => matches(r, s.source));
+    const skip = (job.skipped || []).find((s) => matches(r, s.source));
     if (skip) setState(r, "skipped", t("up.skipped", { reason: skip.reason }));
     else if (job.state === "done") setState(r, "indexed", t("up.indexed"));
     else setState(r, "failed", t("up.failed", { reason: job.error || job.state }));

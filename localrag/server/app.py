@@ -30,19 +30,7 @@ def create_app(state):
     http.install(app)
     app.include_router(openai_api.router)
     app.include_router(kb_api.router)
-
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        length = request.headers.get("content-length", "")
-        is_upload = request.url.path.endswith("/uploads")
-        if not is_upload and length.isdigit() and int(length) > MAX_JSON_BYTES:
-            response = JSONResponse(http.body(413, f"the request body is over {MAX_JSON_BYTES // 2**20} MiB", "too_large"),
-                                    status_code=413)
-        else:
-            response = await call_next(request)
-        route = request.scope.get("route")
-        state.metrics.request(request.method, getattr(route, "path", "unmatched"), response.status_code)
-        return response
+    app.add_middleware(Guard, state=state)
 
     @app.get("/health")
     async def health():
@@ -83,6 +71,37 @@ def create_app(state):
 
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+class Guard:
+    """Plain ASGI middleware (Starlette's BaseHTTPMiddleware would hide a client's disconnect from
+    the endpoint): refuse an oversized JSON body on its Content-Length, count every response."""
+
+    def __init__(self, app, state):
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = {"code": 500}
+        length = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if not scope["path"].endswith("/uploads") and length.isdigit() and int(length) > MAX_JSON_BYTES:
+            response = JSONResponse(http.body(413, f"the request body is over {MAX_JSON_BYTES // 2**20} MiB", "too_large"),
+                                    status_code=413)
+            self.state.metrics.request(scope["method"], "unmatched", 413)
+            return await response(scope, receive, send)
+
+        async def counting_send(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            route = scope.get("route")
+            self.state.metrics.request(scope["method"], getattr(route, "path", "unmatched"), status["code"])
 
 
 def _version() -> str:

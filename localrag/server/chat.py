@@ -77,9 +77,10 @@ class Conversations:
 
 
 async def run_in_thread(make_events: Callable[[], Iterator], executor, cancel: threading.Event,
-                        on_end: Callable[[], None]) -> AsyncIterator:
+                        on_end: Callable[[object], None]) -> AsyncIterator:
     """Iterate ``make_events()`` in ``executor``; yield its events here. ``cancel`` stops it after
-    the current event; ``on_end`` runs on the event loop once the thread has let go."""
+    the current event; ``on_end(last event or None when stopped early)`` runs on the event loop
+    once the thread has let go."""
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue = asyncio.Queue()
 
@@ -91,13 +92,17 @@ async def run_in_thread(make_events: Callable[[], Iterator], executor, cancel: t
 
     def work() -> None:
         events = None
+        last = None
         try:
             events = make_events()
             for event in events:
                 if cancel.is_set():
+                    last = None
                     break
+                last = event
                 send(("event", event))
         except BaseException as exc:  # noqa: BLE001 - handed to the request, which answers it
+            last = None
             send(("error", exc))
         finally:
             if events is not None and hasattr(events, "close"):
@@ -106,7 +111,7 @@ async def run_in_thread(make_events: Callable[[], Iterator], executor, cancel: t
                 except Exception:  # noqa: BLE001
                     log.warning("closing a generation failed", exc_info=True)
             try:
-                loop.call_soon_threadsafe(on_end)
+                loop.call_soon_threadsafe(on_end, last)
             except RuntimeError:
                 pass
             send(("end", None))

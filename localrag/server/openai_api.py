@@ -197,9 +197,9 @@ class Run:
         self.entered = time.monotonic()
         self.waited = 0.0
 
-    def _ended(self) -> None:
+    def _ended(self, last) -> None:
         self.state.queue.release(self.ticket)
-        r = self.tr.result
+        r = last.result if getattr(last, "kind", None) == "done" else None  # None: stopped early
         t = r.timings if r is not None else None
         self.state.metrics.generation(
             tokens=t.gen_tokens if t else 0, seconds=t.gen_s if t else 0.0, prompt_tokens=t.prompt_tokens if t else 0,

@@ -361,19 +361,21 @@ def test_reasoning_block_and_safe_rendering_from_a_recorded_r1_stream(pages, ser
     assert "<script>window.__pwned=4</script>" in text and 'onerror="window.__pwned=3"' in text
     assert answer.locator(".body script, .body img").count() == 0
 
-    answer.locator(".body a.cite", has_text="[1]").click()
+    answer.locator(".body a.cite", has_text="[1]").hover()  # a preview on hover...
     card = page.locator("#cite-card")
     assert "blue suitcase" in card.locator(".cite-text").inner_text()
+    page.mouse.move(0, 0)
+    page.locator("#cite-card").wait_for(state="hidden")
+    answer.locator(".body a.cite", has_text="[2]").click()  # ...pinned by a click
+    # the PDF citation carries the cited page into the link
+    assert card.locator(".cite-open").get_attribute("href").endswith(f"#page={sources[1]['page']}")
+    assert card.locator(".cite-open").inner_text() == f"Open document at page {sources[1]['page']}"
     page.wait_for_timeout(200)
     shot(page, "chat-citation")
-    docs_img = REPO / "docs" / "img" / "chat-citation.png"
-    if os.environ.get("LOCALRAG_UPDATE_DOCS_IMG"):
-        docs_img.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(docs_img))
+    if os.environ.get("LOCALRAG_UPDATE_DOCS_IMG"):  # the README's picture
+        (REPO / "docs" / "img").mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(REPO / "docs" / "img" / "chat-citation.png"))
     page.keyboard.press("Escape")
-    # the PDF citation carries the cited page into the link
-    answer.locator(".body a.cite", has_text="[2]").hover()
-    assert card.locator(".cite-open").get_attribute("href").endswith(f"#page={sources[1]['page']}")
     # the hostile document's passage: shown verbatim, nothing runs
     page.mouse.move(0, 0)
     answer.locator(".src-uncited summary").click()

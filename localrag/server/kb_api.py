@@ -196,7 +196,7 @@ async def original(kb: str, source: str, request: Request, t: str = ""):
     elif t:
         raise ApiError(401, "this link has expired or is not valid; reload the page for a fresh one", "invalid_link")
     else:
-        who = principal(request)
+        who = await in_pool(request, principal, request)  # a first-seen key costs the KDF: not on the loop
     need(who, kb, "read")
     try:
         doc = await in_pool(request, state.rag.document, kb, source)

@@ -193,12 +193,14 @@ class Run:
         self.state, self.ticket, self.tr, self.make = state, ticket, translator, make
         self.kb, self.pairs, self.question, self.session = kb, pairs, question, session
         self.cancel = threading.Event()
+        state.running.add(self.cancel)
         self.started = False
         self.entered = time.monotonic()
         self.waited = 0.0
 
     def _ended(self, last) -> None:
         self.state.queue.release(self.ticket)
+        self.state.running.discard(self.cancel)
         r = last.result if getattr(last, "kind", None) == "done" else None  # None: stopped early
         t = r.timings if r is not None else None
         self.state.metrics.generation(
@@ -219,6 +221,7 @@ class Run:
         self.cancel.set()
         if not self.started:
             self.state.queue.release(self.ticket)  # left while waiting: out of the line
+            self.state.running.discard(self.cancel)
 
     async def sse(self):
         import json

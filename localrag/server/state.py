@@ -45,8 +45,17 @@ class ServerState:
         # they answer while a long generation runs.
         self.generation_pool = ThreadPoolExecutor(config.slots, thread_name_prefix="localrag-gen")
         self.work_pool = ThreadPoolExecutor(8, thread_name_prefix="localrag-work")
+        self.running: set = set()  # cancel events of the generations in flight
+        self._closed = False
 
     def close(self) -> None:
+        """Stop generations (each within a token) and wait for their threads, so the model is
+        never freed under one; a running ingest job is left to be resumed at the next start."""
+        if self._closed:
+            return
+        self._closed = True
         self.jobs.stop()
-        self.generation_pool.shutdown(wait=False, cancel_futures=True)
+        for cancel in list(self.running):
+            cancel.set()
+        self.generation_pool.shutdown(wait=True, cancel_futures=True)
         self.work_pool.shutdown(wait=False, cancel_futures=True)

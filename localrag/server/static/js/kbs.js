@@ -131,13 +131,15 @@ function docRow(doc, kb) {
 
 async function removeDoc(source) {
   if (!confirm(t("docs.remove.confirm", { source, kb: selected }))) return;
+  let message;
   try {
     await request(`/api/kbs/${encodeURIComponent(selected)}/documents/${enc(source)}`, { method: "DELETE" });
-    flash(t("docs.removed", { source }));
+    message = [t("docs.removed", { source }), false];
   } catch (err) {
-    flash(t("err.generic", { message: err.message }), true);
+    message = [t("err.generic", { message: err.message }), true];
   }
   await loadDocs();
+  flash(...message); // after the list, so what it says is already true on screen
   await refreshKBs();
 }
 

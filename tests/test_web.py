@@ -425,6 +425,8 @@ def test_upload_a_folder_see_the_summary_and_search_it(pages, server, tmp_path):
     row.locator("button", has_text="Remove").click()
     page.locator("#kb-message", has_text="Removed").wait_for()
     assert page.locator("#doc-rows tr", has_text="trains.md").count() == 0
+    assert not any(h["source"].endswith("trains.md") for h in server.api(
+        "POST", "/api/kbs/team/search", server.keys["reader"], {"query": "quokka rule first class train", "k": 3}))
 
 
 def test_a_reader_cannot_upload_or_remove(pages, server):

@@ -496,3 +496,47 @@ def test_shift_enter_makes_a_new_line_and_the_page_is_labelled(pages, server):
         name = page.evaluate("""(sel) => { const el = document.querySelector(sel);
             const label = el.labels && el.labels[0]; return el.getAttribute('aria-label') || (label && label.textContent) || el.textContent; }""", sel)
         assert name and name.strip(), sel
+
+
+def test_markdown_renderer_builds_only_safe_elements(pages, server):
+    """md.js on hostile and awkward input: only its fixed elements appear, attributes carry no
+    script, `javascript:` links stay text, an unclosed fence while streaming is still code."""
+    page = pages()
+    page.goto(server.url + "/")
+    result = page.evaluate("""async () => {
+        const { renderMarkdown } = await import('/static/js/md.js');
+        const cases = [
+          '<img src=x onerror="window.__pwned=1"> **bold <b>x</b>**',
+          '[click](javascript:window.__pwned=2) and [ok](https://example.org/a) and [rel](/static/x)',
+          '```html\\n<script>window.__pwned=3</script>\\n',
+          '| a | <i>b</i> |\\n|---|---|\\n| `c` | [1] |',
+          '- one\\n  - nested <svg onload=alert(1)>\\n- two\\n\\n1. first\\n2. second',
+          '> quoted <iframe src="http://203.0.113.9/"></iframe>\\n\\n# 标题 *斜体*',
+          'cite [1] and [1, 2] but not [9]',
+        ];
+        const allowed = new Set(['P','STRONG','EM','DEL','CODE','PRE','DIV','SPAN','BUTTON','A','BR','UL','OL','LI',
+                                 'BLOCKQUOTE','TABLE','THEAD','TBODY','TR','TH','TD','H3','H4','H5','H6','HR']);
+        const out = [];
+        for (const text of cases) {
+          const box = document.createElement('div');
+          box.append(renderMarkdown(text, { cite: (n) => n <= 2 ? Object.assign(document.createElement('a'), {className: 'cite', textContent: `[${n}]`}) : null }));
+          const tags = [...box.querySelectorAll('*')].map((e) => e.tagName);
+          const attrs = [...box.querySelectorAll('*')].flatMap((e) => [...e.attributes].map((a) => a.name));
+          const hrefs = [...box.querySelectorAll('a[href]')].map((a) => a.getAttribute('href'));
+          out.push({ text: box.textContent, bad: tags.filter((t) => !allowed.has(t)), attrs, hrefs, tags,
+                     cites: box.querySelectorAll('a.cite').length });
+        }
+        return out;
+    }""")
+    for case in result:
+        assert case["bad"] == [], case
+        assert not [a for a in case["attrs"] if a.startswith("on") or a in ("src", "style")], case
+    assert '<img src=x onerror="window.__pwned=1">' in result[0]["text"] and "STRONG" in result[0]["tags"]
+    assert result[1]["hrefs"] == ["https://example.org/a", "/static/x"]
+    assert "[click](javascript:window.__pwned=2)" in result[1]["text"]
+    assert "PRE" in result[2]["tags"] and "<script>" in result[2]["text"]
+    assert "TABLE" in result[3]["tags"] and result[3]["cites"] == 1
+    assert result[4]["tags"].count("UL") == 2 and "OL" in result[4]["tags"]
+    assert "BLOCKQUOTE" in result[5]["tags"] and "H3" in result[5]["tags"] and "EM" in result[5]["tags"]
+    assert result[6]["cites"] == 3 and "[9]" in result[6]["text"]
+    assert page.evaluate("() => window.__pwned") is None

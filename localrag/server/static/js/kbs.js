@@ -243,7 +243,23 @@ async function uploadFiles(items) {
     r.bar.value = 100;
     setState(r, "uploaded", t("up.uploaded"));
   }
-  const final = await follow(job.job, (j) => showJob(j, rows, jobLine));
+  // A job that stops moving must not look like one that works: after 10 s without a change the
+  // line says for how long nothing has changed.
+  let lastSeen = "";
+  let lastChange = Date.now();
+  let lastJob = null;
+  const tick = setInterval(() => lastJob && showJob(lastJob, rows, jobLine, (Date.now() - lastChange) / 1000), 1000);
+  let final;
+  try {
+    final = await follow(job.job, (j) => {
+      const seen = `${j.state}|${j.files_done}|${j.chunks}|${j.current}`;
+      if (seen !== lastSeen) [lastSeen, lastChange] = [seen, Date.now()];
+      lastJob = j;
+      showJob(j, rows, jobLine, 0);
+    });
+  } finally {
+    clearInterval(tick);
+  }
   showSummary(final, rows, jobLine, summary, local);
   if (selected === kb) await loadDocs();
   await refreshKBs().catch(() => {});
@@ -283,10 +299,13 @@ function matches(r, source) {
   return source === r.path || source.endsWith(`/${r.path}`) || r.path.endsWith(`/${source}`) || source.endsWith(r.path);
 }
 
-function showJob(job, rows, line) {
-  if (job.state === "queued") line.textContent = t("job.queued");
-  else if (job.state === "running") {
-    line.textContent = t("job.running", { done: job.files_done ?? 0, total: job.files_total ?? rows.length, chunks: job.chunks ?? 0, current: job.current || "…" });
+function showJob(job, rows, line, idle) {
+  if (TERMINAL.has(job.state)) return;
+  let text = job.state === "queued" ? t("job.queued")
+    : t("job.running", { done: job.files_done ?? 0, total: job.files_total ?? rows.length, chunks: job.chunks ?? 0, current: job.current || "…" });
+  if (idle >= 10) text += ` ${t("job.idle", { seconds: Math.round(idle) })}`;
+  line.textContent = text;
+  if (job.state === "running") {
     for (const r of rows) if (job.current && matches(r, job.current)) setState(r, "indexing", t("up.indexing"));
   }
 }

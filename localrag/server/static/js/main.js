@@ -67,6 +67,7 @@ function tab(name) {
     $(`tab-${which}`).setAttribute("aria-selected", String(on));
     $(`${which}-view`).hidden = !on;
   }
+  document.body.dataset.tab = name; // the conversation list belongs to the chat only
   history.replaceState(null, "", name === "kbs" ? "#kbs" : "#chat");
 }
 

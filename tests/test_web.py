@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -127,7 +127,8 @@ def server(tmp_path_factory, shared_dir, minilm_zip, smollm2_gguf):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
-        shutil.copy(root / "server.log", SHOTS / "server.log") if SHOTS.is_dir() else None
+        if SHOTS.is_dir():  # beside the screenshots, for whoever looks into a failure
+            shutil.copy(root / "server.log", SHOTS / "server.log")
 
 
 @pytest.fixture(scope="module")
@@ -197,14 +198,17 @@ def test_sign_in_ask_stream_follow_up_and_check_a_citation(pages, server):
     page.expose_function("recordStage", lambda s, b: (stages.append(s), bodies.append(b)))
     page.evaluate("""() => new MutationObserver(() => {
         const s = document.getElementById('status'); const m = [...document.querySelectorAll('.msg.assistant .body')].pop();
-        window.recordStage(s.hidden ? '' : s.dataset.stage, m ? m.textContent : '');
+        const bar = s.dataset.stage === 'reading' ? ` bar:${document.getElementById('status-bar').style.transition}` : '';
+        window.recordStage(s.hidden ? '' : s.dataset.stage + bar, m ? m.textContent : '');
       }).observe(document.getElementById('messages').parentElement, {subtree: true, childList: true, characterData: true, attributes: true})""")
     sent = []
     page.on("request", lambda r: sent.append(r.post_data_json) if r.url.endswith("/v1/chat/completions") else None)
 
     answer = ask(page, "How do I install localrag on an air-gapped machine?")
     assert sent[0]["model"] == "kb:team" and sent[0]["stream"] is True
-    assert {"sending", "reading"} <= set(stages), stages  # "retrieving" may share a network read with "reading"
+    assert "sending" in stages, stages
+    # "retrieving" may share a network read with "reading"; reading fills a bar over the server's prefill estimate
+    assert any(re.fullmatch(r"reading bar:width [\d.]+s linear", s) for s in stages), stages
     partial = {b for b in bodies if b}
     assert len(partial) > 2, "the answer should appear piece by piece"
     assert answer.locator(".body").inner_text().strip()
@@ -212,7 +216,8 @@ def test_sign_in_ask_stream_follow_up_and_check_a_citation(pages, server):
     # the sources the model was given are listed; opening one shows the exact passage
     items = answer.locator(".src-item")
     assert items.count() >= 1
-    link = answer.locator("a.cite")
+    # the tiny model may or may not write [n]: click its citation of the handbook if there is one
+    link = answer.locator("a.cite[aria-label*='offline-install.md']")
     target = link.first if link.count() else items.filter(has_text="offline-install.md").first
     target.click()
     card = page.locator("#cite-card")

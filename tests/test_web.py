@@ -454,13 +454,14 @@ def test_a_bad_key_is_refused_and_a_revoked_key_is_signed_out(pages, server):
     page.goto(server.url + "/")
     page.fill("#key", "lrag_nope_nope")
     page.click("#signin-form button[type=submit]")
-    assert page.locator("#signin-error").inner_text() == "This key was not accepted."
+    page.locator("#signin-error", has_text="This key was not accepted.").wait_for()
+    assert page.locator("#app").is_hidden()
     sign_in(page, server, server.keys["temp"])
     _cli(server.home, "keys", "revoke", "temp")
     page.fill("#question", "Anyone there?")
     page.press("#question", "Enter")
-    page.wait_for_selector("#signin:not([hidden])")
-    assert "no longer valid" in page.locator("#signin-error").inner_text()
+    page.locator("#signin-error", has_text="no longer valid").wait_for()
+    assert page.locator("#app").is_hidden()
     assert page.evaluate("() => sessionStorage.getItem('localrag.key')") is None
 
 

@@ -36,10 +36,15 @@ def plain_chat(pool, settings, messages: list[dict], *, model: str | None = None
     if loading:
         yield Loaded(info)
     gen = settings.generation
+    chat = [{"role": m["role"], "content": str(m.get("content") or "")} for m in messages]
+    need = len(engine.format_prompt(chat)) + (gen.reasoning_budget if info.reasoning else 0) + 16
+    if need > info.n_ctx:
+        raise BadInput(f"the conversation needs ~{need} tokens but the model's context holds {info.n_ctx}",
+                       hint="Start a new conversation, or send fewer earlier messages.")
     picked = (sampling or Sampling()).resolve(gen, reasoning=info.reasoning)
     thinking, answer, stats = [], [], None
     for ev in engine.stream(
-        [{"role": m["role"], "content": str(m.get("content") or "")} for m in messages],
+        chat,
         max_tokens=picked["max_tokens"], reasoning_budget=gen.reasoning_budget if info.reasoning else None,
         temperature=picked["temperature"], top_p=picked["top_p"], seed=picked["seed"],
     ):

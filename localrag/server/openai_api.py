@@ -34,6 +34,7 @@ router = APIRouter()
 
 MAX_MESSAGES = 256
 MAX_CHARS = 200_000
+MAX_QUESTION_CHARS = 8_000  # a KB question; its sources and answer must fit the context beside it
 MAX_EMBED_INPUTS = 256
 MAX_EMBED_CHARS = 32_000
 
@@ -159,6 +160,8 @@ async def chat_completions(request: Request, body: ChatRequest, who=Depends(prin
     kb = await in_pool(request, _resolve_model, state, who, body.model)
     msgs = _messages(body)
     question = msgs[-1]["content"]
+    if kb and len(question) > MAX_QUESTION_CHARS:
+        raise ApiError(413, f"the question is over {MAX_QUESTION_CHARS} characters; ask it shorter", "too_long")
     sampling = Sampling(body.temperature, body.top_p, body.max_completion_tokens or body.max_tokens, body.seed)
     in_content = state.config.sources_in_content if body.sources_in_content is None else body.sources_in_content
     base = str(request.base_url)

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
 from localrag.api import sample_dir
-from tests.server_helpers import Server, cli, env_for, ingest, make_key, multipart
+from tests.server_helpers import Server, cli, ingest, make_key, multipart
 
 openai = pytest.importorskip("openai")
 
@@ -267,14 +266,16 @@ ENDPOINTS = [
     ("POST", "/api/kbs/docs/uploads", {"not": "multipart"}, "write"),
     ("POST", "/api/kbs/docs/sync", None, "write"),
     ("GET", "/metrics", None, "any"),
+    ("GET", "/api/keys", None, "admin"),
+    ("DELETE", "/api/keys/no-such-key", None, "admin"),
 ]
 EXPECT = {  # who -> role needed -> outcome
-    None: {"any": 401, "read": 401, "write": 401},
-    "revoked": {"any": 401, "read": 401, "write": 401},
-    "other": {"any": "ok", "read": 404, "write": 404},
-    "read": {"any": "ok", "read": "ok", "write": 403},
-    "write": {"any": "ok", "read": "ok", "write": "ok"},
-    "admin": {"any": "ok", "read": "ok", "write": "ok"},
+    None: {"any": 401, "read": 401, "write": 401, "admin": 401},
+    "revoked": {"any": 401, "read": 401, "write": 401, "admin": 401},
+    "other": {"any": "ok", "read": 404, "write": 404, "admin": 403},
+    "read": {"any": "ok", "read": "ok", "write": 403, "admin": 403},
+    "write": {"any": "ok", "read": "ok", "write": "ok", "admin": 403},
+    "admin": {"any": "ok", "read": "ok", "write": "ok", "admin": "ok"},
 }
 
 
@@ -306,6 +307,18 @@ def test_revoke_takes_effect_on_a_running_server(srv):
     assert cli(srv.home, "keys", "revoke", "short-lived").returncode == 0
     status, data = srv.json("GET", "/api/me", key)
     assert status == 401 and "revoked" in data["error"]["message"]
+
+
+def test_admin_manages_keys_over_http(srv):
+    admin = srv.keys["admin"]
+    status, made = srv.json("POST", "/api/keys", admin, {"name": "via-http", "kbs": {"eng": "read"}})
+    assert status == 201 and made["key"].startswith("lrag_") and made["kbs"] == {"eng": "read"}
+    assert srv.json("GET", "/api/me", made["key"])[1]["kbs"] == {"eng": "read"}
+    listed = srv.json("GET", "/api/keys", admin)[1]
+    assert any(k["name"] == "via-http" for k in listed) and all("hash" not in k and "key" not in k for k in listed)
+    assert srv.json("POST", "/api/keys", admin, {"name": "x", "kbs": {"eng": "owner"}})[0] == 400
+    assert srv.json("DELETE", "/api/keys/via-http", admin) == (200, {"revoked": "via-http"})
+    assert srv.json("GET", "/api/me", made["key"])[0] == 401
 
 
 def test_keys_are_stored_hashed_and_listed_without_secrets(srv):

@@ -215,3 +215,42 @@ async def original(kb: str, source: str, request: Request, t: str = ""):
             media = "text/plain; charset=utf-8"  # served as text: a document's scripts do not run in our origin
     return FileResponse(path, media_type=media, content_disposition_type="inline", filename=path.name,
                         headers={"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"})
+
+
+# --- keys (admin) -----------------------------------------------------------------------------------
+
+
+class KeyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=63)
+    kbs: dict[str, str] = Field(default_factory=dict)
+    admin: bool = False
+
+
+@router.get("/keys")
+async def keys_list(request: Request, who=Depends(principal)):
+    from localrag.server.auth import need_admin
+
+    need_admin(who)
+    return [r.public() for r in _state(request).keys.records()]
+
+
+@router.post("/keys", status_code=201)
+async def keys_create(body: KeyRequest, request: Request, who=Depends(principal)):
+    """A new key, returned once (as ``localrag keys create`` prints it)."""
+    from localrag.server.auth import need_admin
+    from localrag.server.keys import parse_grants
+
+    need_admin(who)
+    grants = parse_grants([f"{kb}:{role}" for kb, role in body.kbs.items()])
+    key, rec = await in_pool(request, _state(request).keys.create, body.name, kbs=grants, admin=body.admin)
+    return {"key": key, **rec.public()}
+
+
+@router.delete("/keys/{name}")
+async def keys_revoke(name: str, request: Request, who=Depends(principal)):
+    from localrag.server.auth import need_admin
+
+    need_admin(who)
+    _state(request).keys.revoke(name)
+    return {"revoked": name}

@@ -26,7 +26,8 @@ def keys_create(settings, name: str, *, grants: list[str], admin: bool) -> int:
     key, rec = KeyStore(settings.home).create(name, kbs=parse_grants(grants), admin=admin)
     out = stdout()
     roles = "admin (every knowledge base, keys)" if rec.admin else ", ".join(f"{kb}:{r}" for kb, r in rec.kbs.items())
-    stderr().print(f"key '{name}' created: {roles}. It is shown once; store it now.", highlight=False, markup=False)
+    stderr().print(f"key '{name}' created: {roles}. It is shown once; store it now.", highlight=False, markup=False,
+                   soft_wrap=True)
     out.print(key, highlight=False, markup=False, soft_wrap=True)
     return 0
 

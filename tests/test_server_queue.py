@@ -156,6 +156,24 @@ def test_full_queue_is_503_and_a_client_that_leaves_frees_its_slot(r1):
     assert _metric(r1, "localrag_queue_rejected_total") >= 1
 
 
+def test_search_and_embeddings_answer_while_a_long_generation_runs(r1):
+    url = r1.url + "/v1/chat/completions"
+    body = {"model": "r1-tiny", "stream": True, "messages": [{"role": "user", "content": "hi"}], "max_tokens": LONG}
+    with httpx.Client(timeout=120) as hx:
+        with hx.stream("POST", url, json=body, headers=_auth(r1)) as first:
+            lines = first.iter_lines()
+            for event in _events(lines):
+                if _token(event):
+                    break
+            search = hx.post(r1.url + "/api/kbs/docs/search", json={"query": "pick a model", "k": 2}, headers=_auth(r1))
+            embed = hx.post(r1.url + "/v1/embeddings", json={"model": "kb:docs", "input": "pick a model"},
+                            headers=_auth(r1))
+            health = hx.get(r1.url + "/health").json()
+    assert search.status_code == 200 and search.json()[0]["source"] == "choosing-a-model.md"
+    assert embed.status_code == 200 and len(embed.json()["data"][0]["embedding"]) == 384
+    assert health["queue"]["active"] == 1  # both answered while the generation was still running
+
+
 def test_non_streaming_client_that_times_out_stops_its_generation(r1):
     url = r1.url + "/v1/chat/completions"
     cancelled = _metric(r1, "localrag_generations_cancelled_total")

@@ -173,8 +173,9 @@ class Translator:
     """Turns one request's event stream into OpenAI chunks (and the final message)."""
 
     def __init__(self, model: str, link: Callable[[str], str | None], *, sources_in_content: bool,
-                 model_loaded: bool = False):
+                 model_loaded: bool = False, model_id: str | None = None):
         self.model_loaded = model_loaded  # a new conversation "loads" the pool's model in no time: not worth a stage
+        self.model_id = model_id  # the model a "loading" stage names
         self.id = "chatcmpl-" + uuid.uuid4().hex[:24]
         self.created = int(time.time())
         self.model = model
@@ -202,7 +203,7 @@ class Translator:
         """Chunks for one event (none for some)."""
         kind = event.kind
         if kind == "loading":
-            return [] if self.model_loaded else [self.stage_chunk("loading", model=event.model)]
+            return [] if self.model_loaded else [self.stage_chunk("loading", model=event.model or self.model_id or "")]
         if kind == "retrieved":
             self.packed = list(event.packing.sources)
             return [self.stage_chunk(

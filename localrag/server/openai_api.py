@@ -167,7 +167,8 @@ async def chat_completions(request: Request, body: ChatRequest, who=Depends(prin
     base = str(request.base_url)
     link = (lambda source: state.signer.url(base, who.key_id, kb, source)) if kb else (lambda source: None)
     translator = Translator(body.model, link, sources_in_content=in_content,
-                            model_loaded=state.rag.pool.loaded is not None)
+                            model_loaded=state.rag.pool.loaded is not None,
+                            model_id=await in_pool(request, bare_model_id, state))
     pairs = history_pairs(msgs) if kb else []
     if kb:
         session = await in_pool(request, state.conversations.take, kb, pairs)

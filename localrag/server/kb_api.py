@@ -213,8 +213,12 @@ async def original(kb: str, source: str, request: Request, t: str = ""):
         media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         if media == "text/html":
             media = "text/plain; charset=utf-8"  # served as text: a document's scripts do not run in our origin
-    return FileResponse(path, media_type=media, content_disposition_type="inline", filename=path.name,
-                        headers={"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"})
+    headers = {"X-Content-Type-Options": "nosniff"}
+    if media != "application/pdf":
+        # nothing a document carries runs in the server's origin; a PDF keeps the browser's viewer,
+        # which a sandboxed page may not load
+        headers["Content-Security-Policy"] = "sandbox"
+    return FileResponse(path, media_type=media, content_disposition_type="inline", filename=path.name, headers=headers)
 
 
 # --- keys (admin) -----------------------------------------------------------------------------------

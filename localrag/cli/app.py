@@ -22,8 +22,10 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="The model catalogue and the local model store.", no_args_is_help=True)
 kb_app = typer.Typer(help="Knowledge bases: list, inspect, remove.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys for `localrag serve`: create, list, revoke.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(kb_app, name="kb")
+app.add_typer(keys_app, name="keys")
 
 KB_OPT = typer.Option("default", "--kb", help="Knowledge base name.")
 URI_OPT = typer.Option(None, "--milvus-uri", help="Milvus server URI (default: Milvus Lite under the data dir).")
@@ -63,11 +65,36 @@ def _run(fn, *args, **kwargs) -> None:
     try:
         code = fn(*args, **kwargs)
     except LocalragError as exc:
-        _report(exc)
+        _report(_name_the_server(exc, args))
     except KeyboardInterrupt:
         stderr().print("[yellow]interrupted[/]")
         raise typer.Exit(130)
     raise typer.Exit(code or 0)
+
+
+def _name_the_server(exc: LocalragError, args) -> LocalragError:
+    """A knowledge base locked by a running `localrag serve`: say so, and where to reach it."""
+    from localrag.errors import KBBusy
+
+    settings = args[0] if args else None
+    if not isinstance(exc, KBBusy) or not hasattr(settings, "home"):
+        return exc
+    from localrag.server import runfile
+
+    info = runfile.read(settings.home)
+    if info is None or (exc.pid is not None and info.get("pid") != exc.pid):
+        return exc
+    import re
+
+    url = info.get("url", "")
+    named = re.search(r"knowledge base '([^']+)'", exc.message)
+    kb = named.group(1) if named else "KB"
+    return KBBusy(
+        f"the knowledge base '{kb}' is held by the localrag server at {url} (pid {info['pid']})",
+        hint=f"Use it through the server with an API key: the web page {url}/, search "
+        f"{url}/api/kbs/{kb}/search, answers {url}/v1/chat/completions (model kb:{kb}); or stop the server and retry.",
+        pid=info["pid"],
+    )
 
 
 # --- hardware and models -------------------------------------------------------------
@@ -273,6 +300,57 @@ def chat(
 
     settings = _settings(milvus_uri=milvus_uri, model=model, llm_url=llm_url, llm_model=llm_model)
     _run(view.chat, settings, kb=kb, show_thinking=show_thinking, verbose=verbose)
+
+
+# --- the team server ------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (beyond loopback only once an API key exists)."),
+    port: int = typer.Option(8000, "--port"),
+    kb: Optional[List[str]] = typer.Option(None, "--kb", help="Knowledge bases to open at start (others on first use)."),
+    slots: int = typer.Option(1, "--slots", min=1, help="Chat requests in flight. They take turns on the one loaded model; more than 1 only overlaps retrieval and prompt packing."),
+    max_waiting: int = typer.Option(8, "--max-waiting", min=0, help="Chat requests that may wait for a slot before 503."),
+    max_upload_mb: int = typer.Option(200, "--max-upload-mb", min=1, help="Largest upload, in MiB."),
+    sources_in_content: bool = typer.Option(
+        False, "--sources-in-content", help="Append a plain 'Sources:' list to every answer's content by default."
+    ),
+    milvus_uri: Optional[str] = URI_OPT,
+):
+    """Serve the knowledge bases and the model to a team: OpenAI-compatible API, web page, keys."""
+    from localrag.cli.views import server as view
+
+    _run(view.serve, _settings(milvus_uri=milvus_uri), host=host, port=port, kbs=kb or [], slots=slots,
+         max_waiting=max_waiting, max_upload_mb=max_upload_mb, sources_in_content=sources_in_content)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: str = typer.Argument(..., help="Who or what the key is for."),
+    kb: Optional[List[str]] = typer.Option(None, "--kb", help="KB:read or KB:write; repeat for more knowledge bases."),
+    admin: bool = typer.Option(False, "--admin", help="Every knowledge base, and managing keys."),
+):
+    """Make an API key; it is printed once (only a hash is stored)."""
+    from localrag.cli.views import server as view
+
+    _run(view.keys_create, _settings(), name, grants=kb or [], admin=admin)
+
+
+@keys_app.command("list")
+def keys_list(json_out: bool = typer.Option(False, "--json")):
+    """The keys, their roles and whether they are revoked (never the keys themselves)."""
+    from localrag.cli.views import server as view
+
+    _run(view.keys_list, _settings(), json_out=json_out)
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: str = typer.Argument(...)):
+    """Revoke a key; a running server refuses it from its next request."""
+    from localrag.cli.views import server as view
+
+    _run(view.keys_revoke, _settings(), name)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,34 @@ DENSE_GATE: dict[str, float] = {
 STARTER_MAX_ANSWER_TOKENS = 384
 STARTER_MAX_SOURCES = 2
 RERANK_GATE = -4.0  # cross-encoder logit (ms-marco style), when a reranker ran
+# DeepSeek's model card for the R1 distills: temperature 0.5-0.7 (0.6 recommended); outside it
+# they repeat themselves or ramble. Other models get the usual OpenAI range.
+R1_TEMPERATURE = (0.5, 0.7)
+OTHER_TEMPERATURE = (0.0, 2.0)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """One request's sampling wishes (None: the settings'), kept within the model card's limits
+    by ``resolve``: a client cannot push an R1 distill outside the range it works in, nor past
+    the configured answer length."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None  # answer tokens (the reasoning has its own budget)
+    seed: int | None = None
+
+    def resolve(self, gen, *, reasoning: bool) -> dict:
+        lo, hi = R1_TEMPERATURE if reasoning else OTHER_TEMPERATURE
+        temperature = gen.temperature if self.temperature is None else self.temperature
+        top_p = gen.top_p if self.top_p is None else self.top_p
+        limit = gen.max_answer_tokens if self.max_tokens is None else min(self.max_tokens, gen.max_answer_tokens)
+        return {
+            "temperature": min(hi, max(lo, float(temperature))),
+            "top_p": min(1.0, max(0.01, float(top_p))),
+            "max_tokens": max(1, int(limit)),
+            "seed": self.seed,
+        }
 
 
 @dataclass
@@ -198,6 +226,7 @@ class Session:
         self.turns: list[Turn] = []
         self.last: AnswerResult | None = None
         self.next_n = 1
+        self.sampling = Sampling()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -240,6 +269,12 @@ class Session:
         self.last = None
         self.next_n = 1
 
+    def load_history(self, pairs: list[tuple[str, str]]) -> None:
+        """Continue a conversation kept by someone else (an API client's earlier messages): each
+        (question, answer) becomes a turn without sources, as the model will read it."""
+        self.reset()
+        self.turns.extend(Turn(q, q, False, q, a, []) for q, a in pairs)
+
     def switch_kb(self, kb: str) -> None:
         retriever = self._retriever_for(kb)  # fails before we let go
         if self._open_retriever is None and self.retriever is not None and hasattr(self.retriever, "close"):
@@ -271,7 +306,9 @@ class Session:
 
     # -- asking ---------------------------------------------------------------------------
 
-    def ask(self, question: str) -> Iterator[AskEvent]:
+    def ask(self, question: str, *, sampling: Sampling | None = None) -> Iterator[AskEvent]:
+        """``sampling``: this question's temperature/top_p/max_tokens/seed (see ``Sampling``)."""
+        self.sampling = sampling or Sampling()
         question = question.strip()
         if not question:
             raise LocalragError("the question is empty")
@@ -317,12 +354,14 @@ class Session:
         first_token_at = None
         first_answer_at = None
         thinking_tokens = 0
+        picked = self.sampling.resolve(gen, reasoning=info.reasoning)
         for ev in engine.stream(
             messages,
             max_tokens=self._max_answer_tokens(),
             reasoning_budget=reasoning_budget if info.reasoning else None,
-            temperature=gen.temperature,
-            top_p=gen.top_p,
+            temperature=picked["temperature"],
+            top_p=picked["top_p"],
+            seed=picked["seed"],
         ):
             now = time.perf_counter()
             if ev.kind == "thinking":
@@ -369,7 +408,7 @@ class Session:
     def _max_answer_tokens(self) -> int:
         # The 135M starter tends to loop once it has said its piece; a short cap keeps a CPU
         # user from waiting minutes for repetition.
-        limit = self.settings.generation.max_answer_tokens
+        limit = self.sampling.resolve(self.settings.generation, reasoning=False)["max_tokens"]
         return min(limit, STARTER_MAX_ANSWER_TOKENS) if self.info.starter else limit
 
     def _pack(self, question: str, hits: list, followup: bool, reasoning_budget: int):

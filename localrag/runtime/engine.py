@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -82,6 +83,9 @@ class Engine:
     _is_eog: object = field(default=None, repr=False)
     _vocab: object = field(default=None, repr=False)
     _piece_buf: object = field(default=None, repr=False)
+    # llama.cpp's context holds one sequence: two threads generating at once (a server with more
+    # than one slot) would corrupt each other's KV cache, so generations take turns.
+    _busy: object = field(default_factory=threading.Lock, repr=False)
 
     # --- loading --------------------------------------------------------------------------
 
@@ -319,10 +323,11 @@ class Engine:
 
         t_call = time.perf_counter()
         tokens = self.format_prompt(messages)
-        yield from self.stream_tokens(
-            tokens, max_tokens=max_tokens, reasoning_budget=reasoning_budget, temperature=temperature,
-            top_p=top_p, seed=seed, top_k=top_k, min_p=min_p, _t_call=t_call,
-        )
+        with self._busy:  # released when the generator ends or is abandoned (closed)
+            yield from self.stream_tokens(
+                tokens, max_tokens=max_tokens, reasoning_budget=reasoning_budget, temperature=temperature,
+                top_p=top_p, seed=seed, top_k=top_k, min_p=min_p, _t_call=t_call,
+            )
 
     def stream_tokens(
         self,

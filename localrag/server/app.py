@@ -1,0 +1,110 @@
+"""The FastAPI application: routes, error shapes, request metrics, the web page's files."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+
+from localrag.server import http
+from localrag.server.http import ApiError
+
+STATIC = Path(__file__).resolve().parent / "static"
+MAX_JSON_BYTES = 8 * 2**20  # a chat or search body; uploads have their own limit
+
+
+def create_app(state):
+    from contextlib import asynccontextmanager
+
+    from localrag.server import kb_api, openai_api
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        state.close()
+
+    app = FastAPI(title="localrag", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.localrag = state
+    http.install(app)
+    app.include_router(openai_api.router)
+    app.include_router(kb_api.router)
+    app.add_middleware(Guard, state=state)
+
+    @app.get("/health")
+    async def health():
+        pool = state.rag.pool
+        loaded = pool.loaded
+        return {
+            "status": "ok",
+            "version": _version(),
+            "model": loaded.id if loaded else None,
+            "model_loaded": loaded is not None,
+            "threads": state.config.threads,
+            "threads_why": state.config.threads_why,
+            "queue": {"slots": state.queue.slots, "active": state.queue.active, "waiting": state.queue.waiting,
+                      "max_waiting": state.queue.max_waiting},
+            "jobs_pending": state.jobs.pending,
+            "uptime_s": round(time.time() - state.metrics.started, 1),
+        }
+
+    @app.get("/metrics")
+    async def metrics(request: Request):
+        from localrag.server.auth import principal
+
+        principal(request)  # any valid key; the numbers say how busy the server is, nothing more
+        text = state.metrics.render(queue_waiting=state.queue.waiting, queue_active=state.queue.active,
+                                    slots=state.queue.slots, threads=state.config.threads, jobs_running=state.jobs.pending,
+                                    conversations_reused=state.conversations.hits)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+    @app.get("/")
+    async def index():
+        page = STATIC / "index.html"
+        if not page.is_file():
+            raise ApiError(404, "the web page is not installed; the API is under /v1 and /api", "no_page")
+        return FileResponse(page, media_type="text/html")
+
+    if STATIC.is_dir():
+        from fastapi.staticfiles import StaticFiles
+
+        app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+class Guard:
+    """Plain ASGI middleware (Starlette's BaseHTTPMiddleware would hide a client's disconnect from
+    the endpoint): refuse an oversized JSON body on its Content-Length, count every response."""
+
+    def __init__(self, app, state):
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = {"code": 500}
+        length = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if not scope["path"].endswith("/uploads") and length.isdigit() and int(length) > MAX_JSON_BYTES:
+            response = JSONResponse(http.body(413, f"the request body is over {MAX_JSON_BYTES // 2**20} MiB", "too_large"),
+                                    status_code=413)
+            self.state.metrics.request(scope["method"], "unmatched", 413)
+            return await response(scope, receive, send)
+
+        async def counting_send(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            route = scope.get("route")
+            self.state.metrics.request(scope["method"], getattr(route, "path", "unmatched"), status["code"])
+
+
+def _version() -> str:
+    from localrag import __version__
+
+    return __version__

@@ -20,7 +20,6 @@ REMEDIES = frozenset({
     "doctor",            # check this machine's hardware and what fits
     "verify_models",     # re-check the installed model files
     "create_key",        # make an API key (server)
-    "use_server",        # reach the knowledge base through the running server; args: url
 })
 
 

@@ -27,7 +27,6 @@ REMEDY_COMMANDS: dict[str, str] = {
     "doctor": "localrag doctor",
     "verify_models": "localrag models verify",
     "create_key": "localrag keys create NAME --kb KB:read",
-    "use_server": "localrag ask ... --server {url}",
 }
 
 

@@ -16,7 +16,7 @@ How a document is cut:
    one per unit of a long section, and one exact check per chunk, so the bound holds exactly.
 
 Provenance: ``char_start``/``char_end`` index ``doc.text`` (the sections joined by
-``parse.SECTION_SEPARATOR``) and ``doc.text[char_start:char_end] == chunk.text`` always holds.
+``document.SECTION_SEPARATOR``) and ``doc.text[char_start:char_end] == chunk.text`` always holds.
 ``embed_text`` is what to embed: the heading path (its ancestors when the chunk already starts with
 its own heading line) on a first line, plus the header row of a table the chunk starts inside, then
 the text. The prefix (``context``) is kept out of ``text`` and of the spans, so citations quote the
@@ -32,7 +32,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from localrag.kb.parse import ParsedDocument, Section
+from localrag.kb.document import ParsedDocument, Section
 
 HEADING_JOIN = " > "
 

@@ -29,7 +29,7 @@ from localrag.units import format_size
 
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 
-# extension -> the parser parse.py uses for it
+# extension -> the file type parse.py picks a reader by
 FILETYPES: dict[str, str] = {
     ".md": "markdown",
     ".markdown": "markdown",

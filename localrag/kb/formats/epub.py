@@ -1,4 +1,4 @@
-"""E-books: .epub, read as what it is (a zip of XHTML chapters) with the HTML reader parse.py has.
+"""E-books: .epub, read as what it is (a zip of XHTML chapters) with the HTML reader (formats/text.py).
 
 The reading order is the OPF spine; a chapter's title comes from the table of contents (EPUB 3
 ``nav`` document, else EPUB 2 ``toc.ncx``), else from the chapter's own heading, and heads the
@@ -13,6 +13,9 @@ import re
 import zipfile
 from pathlib import Path
 from urllib.parse import unquote
+
+from localrag.kb.document import ParsedDocument, ParseError, Section, clean_text
+from localrag.kb.formats.text import decode_html, html_sections
 
 _NS = {
     "c": "urn:oasis:names:tc:opendocument:xmlns:container",
@@ -68,7 +71,6 @@ def _toc_titles(zf: zipfile.ZipFile, opf_path: str, opf, manifest: dict[str, tup
 
 def read_epub(path: Path, filetype: str):
     from localrag.kb.formats.office import open_zip
-    from localrag.kb.parse import ParsedDocument, ParseError, Section, _clean, _decode_html, html_sections
 
     with open_zip(path, "epub") as zf:
         try:
@@ -100,10 +102,10 @@ def read_epub(path: Path, filetype: str):
                 continue  # a spine entry the zip lacks: the other chapters still count
             if info.file_size > _MAX_CHAPTER_BYTES:
                 continue
-            text, _enc, _w = _decode_html(zf.read(info))
+            text, _enc, _w = decode_html(zf.read(info))
             chapter = titles.get(href, chapter)
             # the XML declaration would only make BeautifulSoup's HTML parser warn
-            text = re.sub(r"\A\s*<\?xml[^>]*\?>", "", _clean(text))
+            text = re.sub(r"\A\s*<\?xml[^>]*\?>", "", clean_text(text))
             for sec in html_sections(text):
                 own = sec.heading or ()
                 if chapter and (not own or own[0] != chapter):

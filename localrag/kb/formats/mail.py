@@ -4,8 +4,9 @@ Each message is a section: its body (the text/plain part, else the HTML part's t
 heading ``(subject, "From: …; To: …; Date: …")``, so every chunk of a mail carries who wrote it,
 to whom and when in its context. Attachments of a supported type are parsed as documents of
 their own and returned as ``ParsedDocument.parts``, which ingest cites as ``mail.eml › file.pdf``;
-the others are listed in the document's warnings. A mailbox is read one message at a time
-(``mailbox.mbox`` keeps only an index of offsets), so 10,000 mails cost the memory of their text.
+the others are listed in the document's warnings; the readers parse them with the dispatcher
+they are given as ``parse``. A mailbox is read one message at a time (``mailbox.mbox`` keeps only
+an index of offsets), so 10,000 mails cost the memory of their text.
 """
 
 from __future__ import annotations
@@ -13,15 +14,23 @@ from __future__ import annotations
 import re
 import tempfile
 import threading
+from collections.abc import Callable
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
 from pathlib import Path
 
+from localrag.kb.document import OCR_HINT, NeedsOCR, ParsedDocument, ParseError, Section, clean_text
+from localrag.kb.formats.text import html_sections
+
 MAX_DEPTH = 3  # a mail attached to a mail attached to a mail: deeper ones are not opened
 _MAX_RECIPIENTS = 4
 _depth = threading.local()
+
+# the dispatcher, ``parse.parse_file``: an attachment may be of any type, a mail included. It is
+# passed in, not imported, so that the readers stay below the dispatcher that picks them.
+Parse = Callable[..., ParsedDocument]
 
 
 def _header(msg, name: str) -> str:
@@ -75,15 +84,13 @@ def _part_text(part) -> str:
 
 
 def _body(msg: EmailMessage) -> str:
-    from localrag.kb.parse import _clean, html_sections
-
     try:
         part = msg.get_body(preferencelist=("plain", "html"))
     except Exception:
         part = None
     if part is None:
         return ""
-    text = _clean(_part_text(part))
+    text = clean_text(_part_text(part))
     if part.get_content_subtype() == "html":
         text = "\n\n".join(s.text for s in html_sections(text))
     return re.sub(r"\n{3,}", "\n\n", text).strip()
@@ -100,11 +107,10 @@ def _safe_name(name: str, used: set[str]) -> str:
     return name
 
 
-def _attachments(msg: EmailMessage, tmp: Path, used: set[str], parts: list, warnings: list[str], unread: list[int]) -> None:
+def _attachments(msg: EmailMessage, tmp: Path, used: set[str], parts: list, warnings: list[str], unread: list[int], parse: Parse) -> None:
     """Parse the attachments of a supported type into ``parts`` (their own parts flattened);
     ``unread[0]`` counts their scanned pages left unread for want of OCR."""
     from localrag.kb.files import filetype_of
-    from localrag.kb.parse import ParseError, parse_file
 
     try:
         attachments = list(msg.iter_attachments())
@@ -132,7 +138,7 @@ def _attachments(msg: EmailMessage, tmp: Path, used: set[str], parts: list, warn
         target = tmp / f"{len(used)}{Path(name).suffix.lower()}"
         target.write_bytes(data)
         try:
-            doc = parse_file(target, filetype=filetype)
+            doc = parse(target, filetype=filetype)
         except ParseError as exc:
             warnings.append(f"attachment {name}: {exc}")
             unread[0] += getattr(exc, "pages", 0)
@@ -146,9 +152,7 @@ def _attachments(msg: EmailMessage, tmp: Path, used: set[str], parts: list, warn
         parts += [(f"{name} › {sub}", d) for sub, d in nested]
 
 
-def _read_messages(path: Path, filetype: str, messages) -> "ParsedDocument":
-    from localrag.kb.parse import OCR_HINT, NeedsOCR, ParsedDocument, ParseError, Section
-
+def _read_messages(path: Path, filetype: str, messages, parse: Parse) -> ParsedDocument:
     depth = getattr(_depth, "n", 0)
     sections, parts, warnings, used, unread = [], [], [], set(), [0]
     _depth.n = depth + 1
@@ -158,7 +162,7 @@ def _read_messages(path: Path, filetype: str, messages) -> "ParsedDocument":
                 subject, meta = mail_heading(msg)
                 body = _body(msg)
                 if depth + 1 < MAX_DEPTH:
-                    _attachments(msg, Path(tmp), used, parts, warnings, unread)
+                    _attachments(msg, Path(tmp), used, parts, warnings, unread, parse)
                 if body:
                     sections.append(Section(body, None, (subject, meta)))
     finally:
@@ -170,17 +174,15 @@ def _read_messages(path: Path, filetype: str, messages) -> "ParsedDocument":
     return ParsedDocument(path, filetype, sections, None, warnings, parts=parts, unread_pages=unread[0])
 
 
-def read_eml(path: Path, filetype: str):
-    from localrag.kb.parse import ParseError
-
+def read_eml(path: Path, filetype: str, *, parse: Parse) -> ParsedDocument:
     with open(path, "rb") as fh:
         msg = BytesParser(policy=policy.default).parse(fh)
     if not msg.keys():
         raise ParseError("not an e-mail message (no headers)")
-    return _read_messages(path, "eml", [msg])
+    return _read_messages(path, "eml", [msg], parse)
 
 
-def read_mbox(path: Path, filetype: str):
+def read_mbox(path: Path, filetype: str, *, parse: Parse) -> ParsedDocument:
     import mailbox
 
     parser = BytesParser(policy=policy.default)
@@ -193,4 +195,4 @@ def read_mbox(path: Path, filetype: str):
         finally:
             box.close()
 
-    return _read_messages(path, "mbox", messages())
+    return _read_messages(path, "mbox", messages(), parse)

@@ -19,6 +19,8 @@ import re
 import threading
 from pathlib import Path
 
+from localrag.kb.document import OCR_HINT, NeedsOCR, ParsedDocument, ParseError, Section
+
 # fewer visible characters than this on a page counts as "no text layer" (a scan's stray
 # page number, a watermark)
 MIN_TEXT_CHARS = 16
@@ -81,8 +83,6 @@ def page_text(page) -> str:
 
 def read_image(path: Path, filetype: str):
     """An image file: each frame (a TIFF may hold pages) is a page whose text OCR finds."""
-    from localrag.kb.parse import OCR_HINT, NeedsOCR, ParsedDocument, ParseError, Section
-
     if not available():
         raise NeedsOCR(f"an image: its text needs OCR; {OCR_HINT}", 1)
     from PIL import Image, ImageSequence, UnidentifiedImageError

@@ -1,8 +1,10 @@
-"""Slides and OpenDocument text: .pptx/.pptm (python-pptx), .odt and .odp (zip + lxml).
+"""Word, slides and OpenDocument text: .docx/.docm (python-docx), .pptx/.pptm (python-pptx),
+.odt and .odp (zip + lxml).
 
-Provenance: a slide's number is its ``page``, its title the heading; speaker notes follow the
-slide's text. An .odt has headings (``text:h`` and their outline level) like a .docx; an .odp
-has pages like a .pptx.
+Provenance: a .docx has its headings from paragraph styles (or Word's outline level) and its
+tables as ``cell | cell`` rows; a slide's number is its ``page``, its title the heading; speaker
+notes follow the slide's text. An .odt has headings (``text:h`` and their outline level) like a
+.docx; an .odp has pages like a .pptx.
 
 Macros: .pptm/.docm/.xlsm are read as the documents they are; the VBA part is never loaded, let
 alone run (python-pptx and python-docx never execute anything; a .docm is handed to python-docx
@@ -21,6 +23,8 @@ import io
 import re
 import zipfile
 from pathlib import Path
+
+from localrag.kb.document import ParsedDocument, ParseError, Section
 
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0"
 _APP = {"docx": "Word", "pptx": "PowerPoint", "xlsx": "Excel"}
@@ -42,8 +46,6 @@ def ole_reason(path: Path, filetype: str) -> str | None:
 
 
 def open_zip(path: Path, filetype: str) -> zipfile.ZipFile:
-    from localrag.kb.parse import ParseError
-
     reason = ole_reason(path, filetype)
     if reason:
         raise ParseError(reason)
@@ -95,8 +97,6 @@ def _shape_lines(shape, out: list[str], skip) -> None:
 
 
 def read_pptx(path: Path, filetype: str):
-    from localrag.kb.parse import ParsedDocument, ParseError, Section
-
     open_zip(path, "pptx").close()
     import pptx
     from pptx.exc import PackageNotFoundError
@@ -170,8 +170,6 @@ def odf_text(el) -> str:
 def _odf_content(path: Path, filetype: str):
     from lxml import etree
 
-    from localrag.kb.parse import ParseError
-
     zf = open_zip(path, filetype)
     try:
         with zf.open("content.xml") as fh:
@@ -185,8 +183,6 @@ def _odf_content(path: Path, filetype: str):
 
 
 def _odt_sections(root) -> list:
-    from localrag.kb.parse import Section
-
     body = root.find(f"{_q('office', 'body')}/{_q('office', 'text')}")
     sections: list = []
     stack: list[tuple[int, str]] = []
@@ -235,8 +231,6 @@ def _table_rows(table) -> list[str]:
 
 
 def _odp_sections(root) -> list:
-    from localrag.kb.parse import Section
-
     sections = []
     pages = root.iter(_q("draw", "page"))
     for number, page in enumerate(pages, start=1):
@@ -264,10 +258,87 @@ def _odp_sections(root) -> list:
 
 def read_odf_text(path: Path, filetype: str):
     """An .odt (headings as in a .docx) or an .odp (pages as slides)."""
-    from localrag.kb.parse import ParsedDocument, ParseError
-
     root = _odf_content(path, filetype)
     sections = _odp_sections(root) if filetype == "odp" else _odt_sections(root)
     if not sections:
         raise ParseError("no text")
     return ParsedDocument(path, filetype, sections, None)
+
+
+# ---------------------------------------------------------------- docx (Word)
+
+_DOCX_HEADING_STYLE = re.compile(r"(?i)^(?:heading|标题|標題|titre|überschrift|título|titolo|заголовок)\s*(\d)$")
+
+
+def _docx_heading_level(paragraph) -> int | None:
+    """0 for the title, 1-9 for headings: by style name (English or localized), else by the
+    outline level Word stores on the paragraph or its style."""
+    style = paragraph.style
+    name = ((style.name if style is not None else "") or "").strip()
+    if name.lower() == "title":
+        return 0
+    m = _DOCX_HEADING_STYLE.match(name)
+    if m:
+        return int(m.group(1))
+    for element in (paragraph._p, style.element if style is not None else None):
+        if element is None:
+            continue
+        values = element.xpath("./w:pPr/w:outlineLvl/@w:val")
+        if values and values[0].isdigit() and int(values[0]) < 9:
+            return int(values[0]) + 1
+    return None
+
+
+def docx_sections(path) -> list[Section]:
+    """``path``: a file, or a stream (a macro-enabled .docm relabelled by ``office.macro_free``)."""
+    import zipfile
+
+    import docx
+    from docx.opc.exceptions import PackageNotFoundError
+    from docx.table import Table
+
+    try:
+        document = docx.Document(str(path) if isinstance(path, Path) else path)
+    except (PackageNotFoundError, zipfile.BadZipFile, KeyError) as exc:
+        raise ParseError("damaged DOCX (not a readable Word package)") from None
+
+    sections: list[Section] = []
+    stack: list[tuple[int, str]] = []
+    buf: list[str] = []
+
+    def flush():
+        body = "\n\n".join(b for b in buf if b.strip()).strip()
+        if body:
+            sections.append(Section(body, None, tuple(n for _, n in stack)))
+        buf.clear()
+
+    for block in document.iter_inner_content():
+        if isinstance(block, Table):
+            rows = []
+            for row in block.rows:
+                cells: list[str] = []
+                for cell in row.cells:
+                    t = re.sub(r"\s+", " ", cell.text).strip()
+                    if not cells or cells[-1] != t:  # merged cells repeat their text
+                        cells.append(t)
+                if any(cells):
+                    rows.append(" | ".join(cells))
+            buf.append("\n".join(rows))
+            continue
+        text = block.text.strip()
+        level = _docx_heading_level(block)
+        if level is not None and text:
+            flush()
+            while stack and stack[-1][0] >= level:
+                stack.pop()
+            stack.append((level, re.sub(r"\s+", " ", text)))
+        if text:
+            buf.append(block.text.strip("\n"))
+    flush()
+    return sections
+
+
+
+
+def read_docx(path: Path, filetype: str) -> ParsedDocument:
+    return ParsedDocument(path, "docx", docx_sections(macro_free(path, "docx")), None)

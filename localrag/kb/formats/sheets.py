@@ -16,6 +16,8 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from localrag.kb.document import ParsedDocument, ParseError, Section, read_text_file
+
 # a block of rows fits one 256-token chunk with its header and heading: CJK costs about a token
 # a character, other text about a quarter
 BLOCK_TOKENS = 160
@@ -49,8 +51,6 @@ def _line(values: Iterable) -> str:
 
 def sheet_sections(name: str, rows: Iterator[tuple[int, str]]) -> list:
     """(row number, row line) pairs -> sections of about BLOCK_TOKENS, each led by the header row."""
-    from localrag.kb.parse import Section
-
     sections: list = []
     header = None
     block: list[tuple[int, str]] = []
@@ -91,7 +91,6 @@ def read_xlsx(path: Path, filetype: str):
     import zipfile
 
     from localrag.kb.formats.office import open_zip
-    from localrag.kb.parse import ParsedDocument, ParseError
 
     open_zip(path, "xlsx").close()
     import openpyxl
@@ -162,7 +161,6 @@ def read_ods(path: Path, filetype: str):
     from lxml import etree
 
     from localrag.kb.formats.office import open_zip
-    from localrag.kb.parse import ParsedDocument, ParseError
 
     sections = []
     with open_zip(path, "ods") as zf:
@@ -183,8 +181,6 @@ def read_ods(path: Path, filetype: str):
 
 
 def read_csv(path: Path, filetype: str):
-    from localrag.kb.parse import ParsedDocument, ParseError, read_text_file
-
     text, encoding, warnings = read_text_file(path, filetype)
     if path.suffix.lower() == ".tsv":
         delimiter = "\t"

@@ -17,6 +17,8 @@ import json
 import re
 from pathlib import Path
 
+from localrag.kb.document import ParsedDocument, ParseError, Section, read_text_file, strip_blank_edges
+
 _NAME_KEYS = ("title", "label", "name", "id", "key")
 _MAX_SCALAR = 2000  # characters of one value kept (a base64 blob says nothing)
 
@@ -41,8 +43,6 @@ def _item_name(item, key: str, i: int) -> str:
 
 def json_sections(value, path: tuple[str, ...], out: list, depth: int = 0) -> None:
     """Sections for ``value`` at key path ``path``: its scalars here, its containers below."""
-    from localrag.kb.parse import Section
-
     if depth > 64:  # a pathological nesting: the rest stays a JSON string
         out.append(Section(json.dumps(value, ensure_ascii=False)[:_MAX_SCALAR], None, path))
         return
@@ -77,8 +77,6 @@ def json_sections(value, path: tuple[str, ...], out: list, depth: int = 0) -> No
 
 
 def read_json(path: Path, filetype: str):
-    from localrag.kb.parse import ParsedDocument, ParseError, read_text_file
-
     text, encoding, warnings = read_text_file(path, filetype)
     sections: list = []
     if filetype == "jsonl":
@@ -113,18 +111,16 @@ def read_json(path: Path, filetype: str):
 
 def _split_at(lines: list[str], heads: list[tuple[int, int, int, str]], root: tuple[str, ...] = ()) -> list:
     """Sections of ``lines`` cut at ``heads`` = (first line, text line, level, title)."""
-    from localrag.kb.parse import Section, _strip_blank_edges
-
     sections, stack = [], []
     bounds = [h[0] for h in heads] + [len(lines)]
-    pre = _strip_blank_edges("\n".join(lines[: bounds[0]]))
+    pre = strip_blank_edges("\n".join(lines[: bounds[0]]))
     if pre:
         sections.append(Section(pre, None, root))
     for (first, _t, level, title), nxt in zip(heads, bounds[1:]):
         while stack and stack[-1][0] >= level:
             stack.pop()
         stack.append((level, title))
-        body = _strip_blank_edges("\n".join(lines[first:nxt]))
+        body = strip_blank_edges("\n".join(lines[first:nxt]))
         if body:
             sections.append(Section(body, None, root + tuple(t for _, t in stack)))
     return sections
@@ -134,8 +130,6 @@ _RST_ADORN = re.compile(r"^([!-/:-@\[-`{-~])\1{2,}\s*$")
 
 
 def read_rst(path: Path, filetype: str):
-    from localrag.kb.parse import ParsedDocument, ParseError, read_text_file
-
     text, encoding, warnings = read_text_file(path, filetype)
     lines = text.split("\n")
     styles: list[tuple[str, bool]] = []
@@ -165,8 +159,6 @@ _ORG_TITLE = re.compile(r"^#\+TITLE:\s*(.+)$", re.I | re.M)
 
 
 def read_org(path: Path, filetype: str):
-    from localrag.kb.parse import ParsedDocument, ParseError, read_text_file
-
     text, encoding, warnings = read_text_file(path, filetype)
     lines = text.split("\n")
     heads = []
@@ -213,8 +205,6 @@ def _python_heads(text: str) -> list[tuple[int, int, int, str]] | None:
 
 
 def read_code(path: Path, filetype: str):
-    from localrag.kb.parse import ParsedDocument, ParseError, read_text_file
-
     text, encoding, warnings = read_text_file(path, filetype)
     lines = text.split("\n")
     heads = _python_heads(text) if path.suffix.lower() == ".py" else None

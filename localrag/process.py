@@ -100,7 +100,7 @@ def setup(*, online: bool = False, warn=None) -> None:
     _quiet()
     # pymilvus configures its loggers when it is imported (dictConfig, its own handler): quiet
     # them again right after that import, whenever it happens.
-    for package in ("pymilvus", "milvus_lite"):
+    for package in ("pymilvus", "milvus_lite", "jieba"):
         _after_import(package, _quiet)
     own = logging.getLogger("localrag")
     own.setLevel(logging.INFO)

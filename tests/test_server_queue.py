@@ -239,8 +239,12 @@ def test_generations_on_one_engine_take_turns():
     engine = Engine.load(make_gguf("r1-distill-qwen-1.5b", "Q4_K_M", tiny=True), n_ctx=1024, template="r1")
     try:
         def run(question: str):
-            return engine.complete([{"role": "user", "content": question}], max_tokens=40, reasoning_budget=8,
-                                   temperature=0.6, top_p=0.95, seed=5)[:2]
+            parts = {"thinking": [], "answer": []}
+            for ev in engine.stream([{"role": "user", "content": question}], max_tokens=40, reasoning_budget=8,
+                                    temperature=0.6, top_p=0.95, seed=5):
+                if ev.kind in parts:
+                    parts[ev.kind].append(ev.text)
+            return "".join(parts["thinking"]), "".join(parts["answer"])
 
         alone = {q: run(q) for q in ("hi", "hello there")}
         results: dict = {}

@@ -74,9 +74,10 @@ class Sampling:
         temperature = gen.temperature if self.temperature is None else self.temperature
         top_p = gen.top_p if self.top_p is None else self.top_p
         limit = gen.max_answer_tokens if self.max_tokens is None else min(self.max_tokens, gen.max_answer_tokens)
+        # None stays None: the engine then uses the catalogue's [defaults] (the model card's own)
         return {
-            "temperature": min(hi, max(lo, float(temperature))),
-            "top_p": min(1.0, max(0.01, float(top_p))),
+            "temperature": None if temperature is None else min(hi, max(lo, float(temperature))),
+            "top_p": None if top_p is None else min(1.0, max(0.01, float(top_p))),
             "max_tokens": max(1, int(limit)),
             "seed": self.seed,
         }

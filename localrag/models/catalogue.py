@@ -66,6 +66,8 @@ class ModelSpec:
     aliases: tuple[str, ...] = ()
     base: str | None = None
     params_b: float | None = None
+    # [model.parts]: the file arrives as numbered part packages (validated by models.parts)
+    parts: dict | None = field(default=None, hash=False, compare=False)
 
     @property
     def short_name(self) -> str:
@@ -383,6 +385,7 @@ def _load_model(table: Any, index: int, path: Path) -> ModelSpec:
         aliases=f.strings("aliases"),
         base=f.get("base", str, None),
         params_b=float(params) if params is not None else None,
+        parts=f.get("parts", dict, None),
     )
 
 

@@ -471,7 +471,7 @@ def resolve(settings: "Settings", catalogue: "Catalogue", spec: str | None, hard
                         )
                         return m
         too_big = ", ".join(m.label for m in distills)
-        starter = _first_starter(installed)
+        starter = _first_starter(installed, settings, catalogue, hardware)
         if starter is not None:
             starter.note = f"the installed model(s) {too_big} do not fit this machine's memory; using the starter"
             return starter
@@ -479,15 +479,19 @@ def resolve(settings: "Settings", catalogue: "Catalogue", spec: str | None, hard
             f"the installed model(s) {too_big} do not fit this machine's memory",
             hint=_pull_hint() + "; `localrag doctor` shows what fits",
         )
-    starter = _first_starter(installed)
+    starter = _first_starter(installed, settings, catalogue, hardware)
     if starter is not None:
-        starter.note = "no DeepSeek-R1 distill is installed; using the small offline starter model"
+        starter.note = f"no DeepSeek-R1 distill is installed; using the offline starter {starter.spec.name} (not a reasoning model)"
         return starter
     raise LocalragError("no model is installed", hint=_pull_hint())
 
 
-def _first_starter(installed: list[InstalledModel]) -> InstalledModel | None:
+def _first_starter(installed: list[InstalledModel], settings=None, catalogue=None, hardware=None) -> InstalledModel | None:
     starters = [m for m in installed if m.spec.starter]
+    if len(starters) > 1 and settings is not None:
+        from localrag.models.parts import best_starter  # the biggest starter that fits
+
+        return best_starter(settings, catalogue, starters, hardware)
     return starters[0] if starters else None
 
 

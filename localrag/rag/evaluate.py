@@ -152,6 +152,7 @@ class AnswerScore:
     cited_sources: list[str] = field(default_factory=list)
     matched_sources: list[str] = field(default_factory=list)
     packed_sources: list[str] = field(default_factory=list)
+    packed: list[dict] = field(default_factory=list)  # {"n", "source", "text"} as the model read them
     error: str | None = None
 
 
@@ -188,6 +189,7 @@ def score_answer(q: AnswerQuestion, result, *, ttft_s: float = 0.0, total_s: flo
         cited_sources=[c.source for c in result.citations],
         matched_sources=[m.source for m in matched],
         packed_sources=[s.source for s in result.sources],
+        packed=[{"n": s.n, "source": s.source, "text": s.text} for s in result.sources],
     )
 
 

@@ -315,3 +315,21 @@ def test_extractive_answer_quotes_cited_sentences_that_match_the_question():
     assert quoted.startswith("Backups run every night at two o'clock. [1]")
     assert "# Backups" not in quoted and "| a |" not in quoted
     assert answer.extractive_answer("unrelated zebra question", sources) == ""
+
+
+def test_matched_sources_only_where_a_sentence_says_the_same(starter_session):
+    """An answer with no [n]: a source is attached only when one of its sentences says what an
+    answer sentence says (MiniLM cosine over the measured gate), never an unrelated one."""
+    from localrag.rag import prompt
+
+    session = starter_session
+    assert session.embedder_id in answer.MATCH_GATE
+    src = lambda n, text: prompt.Source(n, text, f"s{n}.md", None, "", f"c{n}", 1.0, 10)  # noqa: E731
+    sources = [
+        src(1, "Backups run every night at 02:00 and are kept for 30 days."),
+        src(2, "To share one MinIO between two Milvus instances, give each its own minio.rootPath value."),
+    ]
+    matched = session._match("Each Milvus instance needs its own minio.rootPath value to share one MinIO.", sources)
+    assert [c.n for c in matched] == [2]
+    assert session._match("The sky over the harbour was the colour of a dead television channel.", sources) == []
+    assert session._match("The documents do not say.", sources) == []

@@ -49,7 +49,13 @@ def evaluate_answers(settings, questions_path: Path, *, kb: str, model: str | No
         ) as bar:
             task = bar.add_task("answering", total=len(questions), status="loading the model…")
 
+            done: list = []
+
             def on_progress(i: int, n: int, score) -> None:
+                done.append(score)
+                if report_path is not None:  # a long run stopped early still leaves its answers
+                    partial = ev.report(done, kb=kb, questions=str(questions_path), n=n, partial=i < n)
+                    report_path.write_text(json.dumps(partial, ensure_ascii=False, indent=1), encoding="utf-8")
                 tally["graded"] += score.correct is not None
                 tally["correct"] += bool(score.correct)
                 tally["cited"] += score.cited

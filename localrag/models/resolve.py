@@ -61,9 +61,9 @@ def resolve_model(settings: "Settings", catalogue: "Catalogue", spec: str | None
     distills = [m for m in installed if not m.spec.starter]
     if distills:
         return _best_distill(settings, catalogue, hardware, installed, distills)
-    starter = _first_starter(installed)
+    starter = _first_starter(installed, settings, catalogue, hardware)
     if starter is not None:
-        starter.note = "no DeepSeek-R1 distill is installed; using the small offline starter model"
+        starter.note = f"no DeepSeek-R1 distill is installed; using the offline starter {starter.spec.name} (not a reasoning model)"
         return starter
     raise NotInstalled("no model is installed", hint=GET_A_MODEL, remedy="install_model")
 
@@ -88,7 +88,7 @@ def _best_distill(settings, catalogue, hardware, installed, distills) -> Install
                     )
                     return m
     too_big = ", ".join(m.label for m in distills)
-    starter = _first_starter(installed)
+    starter = _first_starter(installed, settings, catalogue, hardware)
     if starter is not None:
         starter.note = f"the installed model(s) {too_big} do not fit this machine's memory; using the starter"
         return starter
@@ -99,8 +99,12 @@ def _best_distill(settings, catalogue, hardware, installed, distills) -> Install
     )
 
 
-def _first_starter(installed: list[InstalledModel]) -> InstalledModel | None:
+def _first_starter(installed: list[InstalledModel], settings=None, catalogue=None, hardware=None) -> InstalledModel | None:
     starters = [m for m in installed if m.spec.starter]
+    if len(starters) > 1 and settings is not None:
+        from localrag.models.parts import best_starter  # the biggest starter that fits
+
+        return best_starter(settings, catalogue, starters, hardware)
     return starters[0] if starters else None
 
 

@@ -59,6 +59,8 @@ class ModelSpec:
     aliases: tuple[str, ...] = ()
     base: str | None = None
     params_b: float | None = None
+    # [model.parts]: the file arrives as numbered part packages (validated by models.parts)
+    parts: dict | None = field(default=None, hash=False, compare=False)
     # The fit picks the strongest model that fits and is fast enough; equal strengths tie (the
     # smaller footprint wins). 0: below every distill (the starter, test entries).
     strength: int = 0

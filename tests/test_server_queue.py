@@ -94,7 +94,12 @@ def test_sampling_stays_within_the_model_card():
     r1 = Sampling(temperature=1.5, top_p=0.5, max_tokens=5000, seed=3).resolve(gen, reasoning=True)
     assert r1 == {"temperature": 0.7, "top_p": 0.5, "max_tokens": 100, "seed": 3}
     assert Sampling(temperature=0.0).resolve(gen, reasoning=True)["temperature"] == 0.5
-    assert Sampling().resolve(gen, reasoning=True)["temperature"] == 0.6
+    from localrag.models.catalogue import load_catalogue
+    from localrag.settings import PACKAGED_CATALOGUE
+
+    card = load_catalogue(PACKAGED_CATALOGUE).defaults  # the model card's values, from models.toml
+    assert Sampling().resolve(gen, reasoning=True, defaults=card)["temperature"] == 0.6
+    assert Sampling().resolve(gen, reasoning=True)["temperature"] is None  # the engine applies the card
     assert Sampling(temperature=0.0).resolve(gen, reasoning=False)["temperature"] == 0.0
 
 

@@ -368,11 +368,14 @@ def serve(
         False, "--sources-in-content", help="Append a plain 'Sources:' list to every answer's content by default."
     ),
     milvus_uri: Optional[str] = URI_OPT,
+    llm_url: Optional[str] = LLM_URL_OPT,
+    llm_model: Optional[str] = LLM_MODEL_OPT,
 ):
     """Serve the knowledge bases and the model to a team: OpenAI-compatible API, web page, keys."""
     from localrag.cli.views import server as view
 
-    _run(view.serve, _settings(milvus_uri=milvus_uri), host=host, port=port, kbs=kb or [], slots=slots,
+    settings = _settings(milvus_uri=milvus_uri, llm_url=llm_url, llm_model=llm_model)
+    _run(view.serve, settings, host=host, port=port, kbs=kb or [], slots=slots,
          max_waiting=max_waiting, max_upload_mb=max_upload_mb, sources_in_content=sources_in_content)
 
 

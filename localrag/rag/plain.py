@@ -41,7 +41,7 @@ def plain_chat(pool, settings, messages: list[dict], *, model: str | None = None
     if need > info.n_ctx:
         raise BadInput(f"the conversation needs ~{need} tokens but the model's context holds {info.n_ctx}",
                        hint="Start a new conversation, or send fewer earlier messages.")
-    picked = (sampling or Sampling()).resolve(gen, reasoning=info.reasoning)
+    picked = (sampling or Sampling()).resolve(gen, reasoning=info.reasoning, defaults=pool.catalogue.defaults)
     thinking, answer, stats = [], [], None
     for ev in engine.stream(
         chat,

@@ -70,10 +70,12 @@ class Sampling:
     max_tokens: int | None = None  # answer tokens (the reasoning has its own budget)
     seed: int | None = None
 
-    def resolve(self, gen, *, reasoning: bool) -> dict:
+    def resolve(self, gen, *, reasoning: bool, defaults=None) -> dict:
+        """``defaults``: the catalogue's [defaults] (the model card's values), used when neither
+        the request nor the settings say."""
         lo, hi = R1_TEMPERATURE if reasoning else OTHER_TEMPERATURE
-        temperature = gen.temperature if self.temperature is None else self.temperature
-        top_p = gen.top_p if self.top_p is None else self.top_p
+        temperature = _first(self.temperature, gen.temperature, getattr(defaults, "temperature", None))
+        top_p = _first(self.top_p, gen.top_p, getattr(defaults, "top_p", None))
         limit = gen.max_answer_tokens if self.max_tokens is None else min(self.max_tokens, gen.max_answer_tokens)
         # None stays None: the engine then uses the catalogue's [defaults] (the model card's own)
         return {
@@ -89,6 +91,10 @@ MATCH_GATE: dict[str, float] = {
     "all-minilm-l6-v2": 0.75,
 }
 MIN_CLAIM_CHARS = 20
+
+
+def _first(*values):
+    return next((v for v in values if v is not None), None)
 
 
 @dataclass
@@ -363,7 +369,7 @@ class Session:
         first_token_at = None
         first_answer_at = None
         thinking_tokens = 0
-        picked = self.sampling.resolve(gen, reasoning=info.reasoning)
+        picked = self.sampling.resolve(gen, reasoning=info.reasoning, defaults=self._defaults())
         for ev in engine.stream(
             messages,
             max_tokens=self._max_answer_tokens(),
@@ -420,6 +426,10 @@ class Session:
         """A toy-size model (the 135M SmolLM2 starter): short answers, two sources, a quoted
         fallback. The real 1.5B starter is not tiny and gets the full treatment."""
         return bool(self.info and self.info.starter and self.info.params < TINY_PARAMS)
+
+    def _defaults(self):
+        """The catalogue's [defaults] when this session has a pool that read it."""
+        return getattr(getattr(self.pool, "catalogue", None), "defaults", None)
 
     def _max_answer_tokens(self) -> int:
         # The 135M starter tends to loop once it has said its piece; a short cap keeps a CPU

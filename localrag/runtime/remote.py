@@ -339,8 +339,8 @@ class RemoteEngine:
 
     # --- generation ----------------------------------------------------------------------------
 
-    def stream(self, messages: list[dict], *, max_tokens: int, reasoning_budget: int | None, temperature: float,
-               top_p: float, seed: int | None = None, top_k: int = 40, min_p: float = 0.05) -> Iterator[StreamEvent]:
+    def stream(self, messages: list[dict], *, max_tokens: int, reasoning_budget: int | None,
+               temperature: float | None = None, top_p: float | None = None, seed: int | None = None, top_k: int = 40, min_p: float = 0.05) -> Iterator[StreamEvent]:
         """Stream the reply as thinking/answer events, then one "done" event with the stats."""
         t_call = time.perf_counter()
         prompt_tokens = len(self.format_prompt(messages))
@@ -357,11 +357,11 @@ class RemoteEngine:
             "stream": True,
             "stream_options": {"include_usage": True},
             "max_tokens": max(1, min(max_tokens + max(think_room, 0), room - 1)),
-            "temperature": temperature,
-            "top_p": top_p,
         }
-        if seed is not None:
-            body["seed"] = seed
+        # None: the server's own default (llama-cpp-python's server refuses an explicit null)
+        for name, value in (("temperature", temperature), ("top_p", top_p), ("seed", seed)):
+            if value is not None:
+                body[name] = value
         try:
             conn, resp = self.client.open("POST", "/v1/chat/completions", body, stream=True)
         except HTTPStatus as exc:

@@ -59,10 +59,13 @@ def prepare(settings, config: ServeConfig, say: Callable[[str], None]):
             hint="Make a key first (it is printed once and stored hashed), then start the server again.",
             remedy="create_key",
         )
-    threads, why = choose_threads(settings)
-    settings = dataclasses.replace(settings, generation=dataclasses.replace(settings.generation, threads=threads))
-    config = dataclasses.replace(config, threads=threads, threads_why=why)
-    say(f"llama.cpp threads: {threads} ({why})")
+    if settings.llm_url:
+        say(f"generation on {settings.llm_url} (an OpenAI-compatible server); no model is loaded here")
+    else:
+        threads, why = choose_threads(settings)
+        settings = dataclasses.replace(settings, generation=dataclasses.replace(settings.generation, threads=threads))
+        config = dataclasses.replace(config, threads=threads, threads_why=why)
+        say(f"llama.cpp threads: {threads} ({why})")
     rag = LocalRAG(settings)
     try:
         for kb in config.kbs:

@@ -489,7 +489,7 @@ def resolve(settings: "Settings", catalogue: "Catalogue", spec: str | None, hard
 def _first_starter(installed: list[InstalledModel], settings=None, catalogue=None, hardware=None) -> InstalledModel | None:
     starters = [m for m in installed if m.spec.starter]
     if len(starters) > 1 and settings is not None:
-        from localrag.models.parts import best_starter  # the biggest starter that fits
+        from localrag.models.fit import best_starter  # the biggest starter that fits
 
         return best_starter(settings, catalogue, starters, hardware)
     return starters[0] if starters else None

@@ -142,3 +142,14 @@ def test_load_questions_reads_the_dev_set(shared_dir):
     assert sum(not q.answerable for q in qs) == 5
     assert all(q.keywords for q in qs if q.answerable)
     assert any(q.evidence2 for q in qs)
+
+
+def test_the_wait_is_explained_before_the_first_token():
+    from localrag.cli.views.answer import reading_line
+    from localrag.rag import prompt
+    from localrag.rag.results import Retrieved
+
+    src = prompt.Source(1, "x", "a.md", None, "", "c", 1.0, 10)
+    packing = prompt.Packing(sources=[src, src, src, src], tokens=1700)
+    assert reading_line(Retrieved(packing, frozenset({1}), 1900, 23.6)).strip() == "reading 1,900 tokens of 4 sources, ~24 s…"
+    assert reading_line(Retrieved(packing, frozenset({1}), 0, 0.0)).strip() == "reading the sources…"

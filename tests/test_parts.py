@@ -195,6 +195,7 @@ def test_cli_install_starter_from_a_folder(parted):
 
 
 def test_the_fit_prefers_the_real_starter_where_it_fits():
+    from localrag.models import fit
     from localrag.models.hardware import Hardware
 
     catalogue = load_catalogue(REPO_ROOT / "models.toml")
@@ -213,5 +214,5 @@ def test_the_fit_prefers_the_real_starter_where_it_fits():
                         ram_available=int(ram_gib * gib * 0.9), disk_free=500 * gib, gpus=[],
                         gpu_offload_supported=False, simulated=True)
 
-    assert parts.best_starter(settings, catalogue, items, machine(8)).spec.id == qwen.id
-    assert parts.best_starter(settings, catalogue, items, machine(1)).spec.id == smol.id
+    assert fit.best_starter(settings, catalogue, items, machine(8)).spec.id == qwen.id
+    assert fit.best_starter(settings, catalogue, items, machine(1)).spec.id == smol.id

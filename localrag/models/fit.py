@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from localrag.errors import BadInput
+from localrag.errors import BadInput, LocalragError
 from localrag.models.catalogue import Catalogue, EmbedderSpec, ModelSpec
 from localrag.models.hardware import Hardware
 from localrag.models.memory import (  # noqa: F401 - fit.* is where callers and tests find them
@@ -452,3 +452,24 @@ def _reason(choice, cands, catalogue, hw, emb, emb_device, *, forced_ctx) -> str
     where_emb = {"cpu": "on the CPU", "cuda": "on the GPU", "mps": "on the GPU (Metal)"}[emb_device]
     parts.append(f"Embedder {emb.id} ({format_size(embedder_bytes(emb))}) runs {where_emb} and is counted in the budget.")
     return " ".join(parts)
+
+
+# --- which starter answers --------------------------------------------------------------------------
+
+
+def best_starter(settings: "Settings", catalogue: "Catalogue", starters: list, hardware=None):
+    """The biggest installed starter the fit says runs here (the real 1.5B before SmolLM2); the
+    smallest when none fits (the engine then explains why it cannot load)."""
+    from localrag.models import hardware as hw
+
+    if hardware is None:
+        hardware = hw.detect(settings.models_dir)
+    by_size = sorted(starters, key=lambda m: -(m.spec.params_b or 0.0))
+    for item in by_size:
+        try:
+            cand = plan_model(catalogue, hardware, item.spec.id, item.quant, embedder=settings.embedder)
+        except LocalragError:
+            continue
+        if cand.fits:
+            return item
+    return by_size[-1]

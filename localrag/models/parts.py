@@ -311,24 +311,3 @@ def install(
         stage.parent.parent.rmdir()  # .parts itself, when nothing else is half-assembled
     return item
 
-
-# --- which starter answers --------------------------------------------------------------------------
-
-
-def best_starter(settings: "Settings", catalogue: "Catalogue", starters: list, hardware=None):
-    """The biggest installed starter the fit says runs here (the real 1.5B before SmolLM2); the
-    smallest when none fits (the engine then explains why it cannot load)."""
-    from localrag.models import fit
-    from localrag.models import hardware as hw
-
-    if hardware is None:
-        hardware = hw.detect(settings.models_dir)
-    by_size = sorted(starters, key=lambda m: -(m.spec.params_b or 0.0))
-    for item in by_size:
-        try:
-            cand = fit.plan_model(catalogue, hardware, item.spec.id, item.quant, embedder=settings.embedder)
-        except LocalragError:
-            continue
-        if cand.fits:
-            return item
-    return by_size[-1]

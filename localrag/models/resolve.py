@@ -102,7 +102,7 @@ def _best_distill(settings, catalogue, hardware, installed, distills) -> Install
 def _first_starter(installed: list[InstalledModel], settings=None, catalogue=None, hardware=None) -> InstalledModel | None:
     starters = [m for m in installed if m.spec.starter]
     if len(starters) > 1 and settings is not None:
-        from localrag.models.parts import best_starter  # the biggest starter that fits
+        from localrag.models.fit import best_starter  # the biggest starter that fits
 
         return best_starter(settings, catalogue, starters, hardware)
     return starters[0] if starters else None

@@ -86,7 +86,9 @@ class Sampling:
         }
 # Matched sources: an answer sentence is attached to a source only when its cosine to one of the
 # source's sentences reaches this, per embedder (only measured values; others attach nothing).
-# Measured with the real 1.5B on the milvus-docs dev set, see BENCHMARKS.md "Answers".
+# Measured with the real 1.5B on the milvus-docs dev subset (BENCHMARKS.md §9): correct answers vs
+# the source holding the evidence, median best cosine 0.96 (n=11); vs unrelated sources at most
+# 0.706 (n=65). At 0.75 no unrelated source is attached and 73% of the evidence sources are.
 MATCH_GATE: dict[str, float] = {
     "all-minilm-l6-v2": 0.75,
 }

@@ -157,8 +157,8 @@ class AnswerView:
         for reason, where in by_reason.items():
             names = "; ".join(dict.fromkeys(where))
             if reason == "over the prompt budget":
-                why = (f"so the prompt fits the context and this machine's reading speed "
-                       f"({len(packing.sources)} kept, {packing.tokens} tokens)")
+                why = (f"to keep to the source budget ({len(packing.sources)} kept, {packing.tokens} tokens; "
+                       f"--source-tokens or [generation] source_tokens reads more, and waits longer)")
             else:
                 why = f"({reason})"
             (console or self.err).print(

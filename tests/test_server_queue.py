@@ -181,7 +181,15 @@ def test_search_and_embeddings_answer_while_a_long_generation_runs(r1):
 
 def test_non_streaming_client_that_times_out_stops_its_generation(r1):
     url = r1.url + "/v1/chat/completions"
+    # an earlier test's hung-up streams may still be counting: start from a settled figure
     cancelled = _metric(r1, "localrag_generations_cancelled_total")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = _metric(r1, "localrag_generations_cancelled_total")
+        if now == cancelled:
+            break
+        cancelled = now
     body = {"model": "r1-tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": LONG}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(url, json=body, headers=_auth(r1), timeout=2)

@@ -267,7 +267,7 @@ def test_sign_in_ask_stream_follow_up_and_check_a_citation(pages, server):
 def test_stop_ends_generation(pages, server):
     page = pages()
     sign_in(page, server, server.keys["reader"])
-    page.fill("#question", "Write a long story about the blue suitcase procedure.")
+    page.fill("#question", "How do I install localrag offline with the blue suitcase procedure? Explain every step in detail.")
     page.press("#question", "Enter")
     page.wait_for_selector("#stop:not([hidden])")
     page.keyboard.press("Escape")

@@ -7,13 +7,9 @@ view renders.
 
 Decisions worth knowing:
 
-* Not in the documents: when the best retrieval scores fall under a relevance gate (measured on
-  the dev set, see ``RELEVANCE``) the model is not asked at all. A small distill handed
-  irrelevant sources tends to answer from its own memory; skipping it is both honest and instant.
-  Above the gate the prompt still tells the model to say when the sources do not answer.
-* Follow-ups: a short or pronoun-led follow-up ("and on Windows?", "how do I enable it?") is
-  searched together with the previous question. An LLM rewrite would be better in theory, but an
-  R1 distill thinks before it writes anything: hundreds of tokens, tens of seconds on a CPU.
+* Not in the documents: when the best retrieval scores fall under the relevance gate
+  (``rag/relevance.py``) the model is not asked at all.
+* Follow-ups are searched together with the previous question (``rag/followup.py``).
 * History holds each earlier user turn exactly as sent (sources included) and each answer
   without its reasoning, so the next prompt starts with the previous one token for token.
 """
@@ -23,36 +19,25 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 from localrag.rag import prompt
+from localrag.rag.extractive import extractive_answer  # noqa: F401 - session.* is where callers find it
+from localrag.rag.followup import is_followup, retrieval_query  # noqa: F401
+from localrag.rag.relevance import DENSE_GATE, RERANK_GATE, not_found_message, relevant  # noqa: F401
 from localrag.rag.results import (
     AnswerDelta, AnswerResult, AskEvent, Citation, Done, Loaded, Loading, ModelInfo, Retrieved, Thinking, Timings,
 )
-from localrag.errors import LocalragError
+from localrag.errors import BadInput, LocalragError
 from localrag.lang import IDEOGRAPHS, has_cjk
 
 Progress = Callable[[str], None]
 
-# Relevance gate: the least dense cosine of the best hit for a question the documents can answer,
-# per embedder (cosine ranges differ a lot between embedders: e5 puts unrelated text near 0.7).
-# Only measured values are listed; with another embedder the gate is off and the prompt's
-# "say the documents do not say" instruction is the only guard.
-# all-MiniLM-L6-v2, best hit's cosine, measured on the Milvus docs (shared/eval/milvus-dev.jsonl):
-#   55 answerable questions 0.441-0.843 (median ~0.64); off-topic English questions 0.20-0.25
-#   (0.10-0.15 over the shipped sample). 0.30 separates those two. The dev set's 5 "unanswerable"
-#   questions are in-domain (0.476-0.618): no score gate can tell them from answerable ones, so
-#   for them the prompt's instruction does the work. MiniLM is English-only: Chinese off-topic
-#   questions score 0.49-0.59 and pass the gate.
-DENSE_GATE: dict[str, float] = {
-    "all-minilm-l6-v2": 0.30,
-}
 STARTER_MAX_ANSWER_TOKENS = 384
 STARTER_MAX_SOURCES = 2
 TINY_PARAMS = 0.5e9  # below this a starter is a toy (SmolLM2-135M): the limits above apply
-RERANK_GATE = -4.0  # cross-encoder logit (ms-marco style), when a reranker ran
 # DeepSeek's model card for the R1 distills: temperature 0.5-0.7 (0.6 recommended); outside it
 # they repeat themselves or ramble. Other models get the usual OpenAI range.
 R1_TEMPERATURE = (0.5, 0.7)
@@ -95,6 +80,20 @@ MATCH_GATE: dict[str, float] = {
 MIN_CLAIM_CHARS = 20
 
 
+@dataclass
+class _Generation:
+    """What one generation produced, filled in as it streams."""
+
+    thinking: list = field(default_factory=list)
+    answer: list = field(default_factory=list)
+    stats: object = None
+    start: float = 0.0
+    end: float = 0.0
+    first_token_at: float | None = None
+    first_answer_at: float | None = None
+    thinking_tokens: int = 0
+
+
 def _first(*values):
     return next((v for v in values if v is not None), None)
 
@@ -107,67 +106,6 @@ class Turn:
     user_content: str  # exactly as sent
     answer: str  # exactly as sent back next time (no reasoning)
     sources: list[prompt.Source]
-
-
-# --- follow-up rewrite -----------------------------------------------------------------------
-
-_ANAPHORA = re.compile(
-    r"\b(it|its|it's|this|these|those|they|them|their|there|he|she|him|her|same|former|latter)\b",
-    re.IGNORECASE,
-)
-_CONNECTIVE = re.compile(r"^\s*(and|but|or|so|then|what about|how about|why|also|ok|okay)\b", re.IGNORECASE)
-_ZH_ANAPHORA = re.compile(r"(它|它们|这个|那个|这些|那些|这样|那样|其|他们|该|此|呢)")
-
-
-def is_followup(question: str) -> bool:
-    """A question that leans on the previous one: very short, a connective opener ("and on
-    Windows?"), or a short question with a pronoun that points back ("how do I enable it?").
-    Long questions stand alone even with a pronoun: they usually carry their own subject."""
-    q = question.strip()
-    if has_cjk(q):
-        return len(q) <= 10 or (len(q) <= 24 and bool(_ZH_ANAPHORA.search(q)))
-    words = re.findall(r"\w+", q)
-    if len(words) <= 4 or _CONNECTIVE.match(q):
-        return True
-    return len(words) <= 12 and bool(_ANAPHORA.search(q))
-
-
-def retrieval_query(question: str, previous: list[Turn]) -> tuple[str, bool]:
-    """(query to search, whether it was rewritten): prepend the previous question to a follow-up."""
-    if not previous or not is_followup(question):
-        return question, False
-    last = previous[-1]
-    # Carry the thread back to its last self-contained question, not further.
-    base = last.query if last.followup else last.question
-    return f"{base} {question}", True
-
-
-# --- relevance gate --------------------------------------------------------------------------
-
-
-def relevant(hits: list, embedder: str | None = None) -> bool:
-    """Whether the best hit is close enough to the question to be worth the model's time.
-
-    Uses the strongest available signal: the cross-encoder score when a reranker ran, else the
-    dense cosine against the embedder's measured gate. No gate known: only "no hits" fails.
-    """
-    if not hits:
-        return False
-    reranked = [h.rerank_score for h in hits if getattr(h, "rerank_score", None) is not None]
-    if reranked:
-        return max(reranked) >= RERANK_GATE
-    gate = DENSE_GATE.get((embedder or "").lower())
-    dense = [h.dense_score for h in hits if getattr(h, "dense_score", None) is not None]
-    if gate is None or not dense:
-        return True
-    return max(dense) >= gate
-
-
-def not_found_message(kb: str) -> str:
-    return (
-        f"The documents in the knowledge base '{kb}' don't say. Nothing in them is close enough to this "
-        "question to answer it, so I won't guess."
-    )
 
 
 # --- the prefill-speed memory ----------------------------------------------------------------
@@ -328,7 +266,7 @@ class Session:
         self.sampling = sampling or Sampling()
         question = question.strip()
         if not question:
-            raise LocalragError("the question is empty")
+            raise BadInput("the question is empty")
         # The model is loaded only once a question passed the relevance gate: `ask` about
         # something the documents do not cover answers at once, without touching the model.
         self.ensure_loaded(model=False)
@@ -341,14 +279,7 @@ class Session:
         timings.retrieve_s = time.perf_counter() - t0
 
         if not relevant(hits, self.embedder_id):
-            packing = prompt.Packing()
-            yield Retrieved(packing)
-            answer = not_found_message(self.kb)
-            timings.total_s = time.perf_counter() - t0
-            result = AnswerResult(question, query, answer, "", [], [], [], [], True, None, timings, self.info)
-            self.last = result
-            yield AnswerDelta(answer)
-            yield Done(result)
+            yield from self._not_found(question, query, timings, t0)
             return
 
         if self.engine is None:
@@ -364,39 +295,11 @@ class Session:
 
         history = [(t.user_content, t.answer) for t in self.turns]
         messages = prompt.messages_for(history, turn_text)
-        thinking_parts: list[str] = []
-        answer_parts: list[str] = []
-        stats = None
-        gen_start = time.perf_counter()
-        first_token_at = None
-        first_answer_at = None
-        thinking_tokens = 0
-        picked = self.sampling.resolve(gen, reasoning=info.reasoning, defaults=self._defaults())
-        for ev in engine.stream(
-            messages,
-            max_tokens=self._max_answer_tokens(),
-            reasoning_budget=reasoning_budget if info.reasoning else None,
-            temperature=picked["temperature"],
-            top_p=picked["top_p"],
-            seed=picked["seed"],
-        ):
-            now = time.perf_counter()
-            if ev.kind == "thinking":
-                first_token_at = first_token_at or now
-                thinking_tokens += 1
-                thinking_parts.append(ev.text)
-                yield Thinking(ev.text, thinking_tokens)
-            elif ev.kind == "answer":
-                first_token_at = first_token_at or now
-                first_answer_at = first_answer_at or now
-                answer_parts.append(ev.text)
-                yield AnswerDelta(ev.text)
-            elif ev.kind == "done":
-                stats = ev.stats
-        end = time.perf_counter()
-
-        thinking = "".join(thinking_parts).strip()
-        raw_answer = "".join(answer_parts).strip()
+        run = _Generation()
+        yield from self._generate(engine, info, messages, reasoning_budget, run)
+        stats, end = run.stats, run.end
+        thinking = "".join(run.thinking).strip()
+        raw_answer = "".join(run.answer).strip()
         answer, cited, dropped = prompt.clean_citations(raw_answer, valid)
         if self._tiny and not cited and packing.sources:
             quoted = extractive_answer(question, packing.sources)
@@ -405,7 +308,7 @@ class Session:
                 yield AnswerDelta(extra)
                 answer, cited, dropped = prompt.clean_citations(answer + extra, valid)
 
-        self._fill_timings(timings, stats, gen_start, first_token_at, first_answer_at, end, thinking_tokens)
+        self._fill_timings(timings, stats, run.start, run.first_token_at, run.first_answer_at, end, run.thinking_tokens)
         timings.total_s = end - t0
         if timings.prompt_tokens - timings.cached_tokens >= 64 and timings.prompt_tok_s > 0:
             self.memory.put(info, timings.prompt_tok_s)
@@ -422,6 +325,43 @@ class Session:
         yield Done(result)
 
     # -- internals --------------------------------------------------------------------------
+
+    def _not_found(self, question: str, query: str, timings: Timings, t0: float) -> Iterator[AskEvent]:
+        """The honest answer when nothing retrieved is close to the question (no model asked)."""
+        yield Retrieved(prompt.Packing())
+        answer = not_found_message(self.kb)
+        timings.total_s = time.perf_counter() - t0
+        result = AnswerResult(question, query, answer, "", [], [], [], [], True, None, timings, self.info)
+        self.last = result
+        yield AnswerDelta(answer)
+        yield Done(result)
+
+    def _generate(self, engine, info, messages: list[dict], reasoning_budget: int, run: "_Generation"):
+        """Stream the model's reply as Thinking/AnswerDelta events, recording it in ``run``."""
+        picked = self.sampling.resolve(self.settings.generation, reasoning=info.reasoning, defaults=self._defaults())
+        run.start = time.perf_counter()
+        for ev in engine.stream(
+            messages,
+            max_tokens=self._max_answer_tokens(),
+            reasoning_budget=reasoning_budget if info.reasoning else None,
+            temperature=picked["temperature"],
+            top_p=picked["top_p"],
+            seed=picked["seed"],
+        ):
+            now = time.perf_counter()
+            if ev.kind == "thinking":
+                run.first_token_at = run.first_token_at or now
+                run.thinking_tokens += 1
+                run.thinking.append(ev.text)
+                yield Thinking(ev.text, run.thinking_tokens)
+            elif ev.kind == "answer":
+                run.first_token_at = run.first_token_at or now
+                run.first_answer_at = run.first_answer_at or now
+                run.answer.append(ev.text)
+                yield AnswerDelta(ev.text)
+            elif ev.kind == "done":
+                run.stats = ev.stats
+        run.end = time.perf_counter()
 
     @property
     def _tiny(self) -> bool:
@@ -443,10 +383,10 @@ class Session:
         """Fit history + new sources in the window and the new part in the prefill-time budget."""
         engine, info, gen = self.engine, self.info, self.settings.generation
         known = {s.chunk_id: s.n for t in self.turns for s in t.sources}
-        is_followup = bool(self.turns)
+        has_history = bool(self.turns)
         while True:
             history = [(t.user_content, t.answer) for t in self.turns]
-            skeleton = prompt.user_turn(question, prompt.Packing(), followup=is_followup)
+            skeleton = prompt.user_turn(question, prompt.Packing(), followup=has_history)
             used = len(engine.format_prompt(prompt.messages_for(history, skeleton)))
             room = info.n_ctx - used - reasoning_budget - self._max_answer_tokens()
             if room >= prompt.MIN_SOURCE_TOKENS or not self.turns:
@@ -455,7 +395,7 @@ class Session:
             # changes once here; later turns are stable again.
             self.turns.pop(0)
             known = {s.chunk_id: s.n for t in self.turns for s in t.sources}
-            is_followup = bool(self.turns)
+            has_history = bool(self.turns)
         speed = self.memory.get(info) or prompt.estimate_prefill_tok_s(
             params=info.params,
             cores=info.cores,
@@ -488,7 +428,7 @@ class Session:
             prompt.LeftOut(h.source, h.page, h.heading or "", 0, f"the starter model reads only the best {STARTER_MAX_SOURCES}")
             for h in extra
         )
-        return packing, prompt.user_turn(question, packing, followup=is_followup)
+        return packing, prompt.user_turn(question, packing, followup=has_history)
 
     def _match(self, answer: str, sources: list[prompt.Source]) -> list[Citation]:
         """Sources that support the answer's sentences, by the embedder: for an answer that
@@ -593,42 +533,6 @@ class Session:
             t.gen_s = end - first_token_at
         if t.gen_s > 0 and t.gen_tokens:
             t.gen_tok_s = t.gen_tokens / t.gen_s
-
-
-_PARAGRAPH = re.compile(r"\n\s*\n")
-_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+")
-_WORD = re.compile(f"[{IDEOGRAPHS}]|[^\\W_]{{3,}}")
-_COMMON = frozenset(
-    "the and for are you your how what when where which who why does can with from this that "
-    "into not use using about have has was were will would should its it's".split()
-)
-
-
-def _terms(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in _COMMON}
-
-
-def extractive_answer(question: str, sources: list[prompt.Source], limit: int = 2) -> str:
-    """The source sentences that share the most words with the question, each cited.
-
-    Used when the 135M starter produced no cited answer: a quoted sentence with its source is
-    worth more to the reader than an empty reply, and it cannot be invented.
-    """
-    wanted = _terms(question)
-    scored = []
-    for src in sources:
-        paragraphs = (p.strip() for p in _PARAGRAPH.split(src.text))
-        for para in paragraphs:
-            if para.startswith(("#", "|", "```", "<", "    ")):
-                continue  # headings, tables, code: not sentences a reader can take as an answer
-            for sentence in _SENTENCE_END.split(" ".join(para.split())):
-                if len(sentence) < 30:
-                    continue
-                overlap = len(wanted & _terms(sentence))
-                if overlap:
-                    scored.append((overlap, -src.n, sentence, src.n))
-    scored.sort(key=lambda item: (item[0], item[1]), reverse=True)
-    return " ".join(f"{sentence} [{n}]" for _, _, sentence, n in scored[:limit])
 
 
 def citations_for(cited: list[int], table: dict[int, prompt.Source]) -> list[Citation]:

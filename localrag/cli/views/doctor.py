@@ -175,7 +175,7 @@ def _print_hardware(con, hw, settings) -> None:
     info.add_row("llama.cpp GPU offload", offload)
     info.add_row("Disk", f"{fs(hw.disk_free)} free in {settings.models_dir}")
     info.add_row("OCR", "RapidOCR installed: scanned PDF pages and images are read" if _ocr_available()
-                 else "not installed: scanned PDF pages and images are skipped (pip install 'localrag[ocr]')")
+                 else "not installed: scanned PDF pages and images are skipped (pip install 'localrag\\[ocr]')")
     con.print(Panel(info, title=title, expand=False))
     for note in hw.notes:
         con.print(f"[yellow]![/] {note}")

@@ -21,6 +21,8 @@ def _human(n: int | None) -> str:
 def ingest(settings, paths: list[Path], *, kb: str = "default", prune: bool = False, embedder: str | None = None) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from rich.markup import escape
+
     from localrag.api import LocalRAG
 
     err = stderr()
@@ -59,7 +61,7 @@ def ingest(settings, paths: list[Path], *, kb: str = "default", prune: bool = Fa
     if report.unread_pages:
         err.print(
             f"[yellow]note:[/] {report.unread_pages} page(s) had no text layer (scans, images); "
-            "install localrag[ocr] to read them",
+            "install localrag\\[ocr] to read them",
             highlight=False,
         )
     counts = report.summary()
@@ -74,7 +76,7 @@ def ingest(settings, paths: list[Path], *, kb: str = "default", prune: bool = Fa
     )
     skipped = [o for o in report.outcomes if o.status == "skipped"]
     for o in skipped[:50]:
-        out.print(f"  [red]skipped[/] {o.source}: {o.reason}", highlight=False, markup=True)
+        out.print(f"  [red]skipped[/] {escape(o.source)}: {escape(o.reason)}", highlight=False, markup=True)
     if len(skipped) > 50:
         out.print(f"  … and {len(skipped) - 50} more skipped")
     return EXIT_SKIPPED if skipped else 0

@@ -66,7 +66,9 @@ class QuestionResult:
     seconds: float = 0.0
 
 
-def load_questions(path: Path) -> list[Question]:
+def read_question_rows(path: Path, make):
+    """``make(line_number, row)`` for each question object of a JSONL file; a line that is not
+    one is a BadInput naming the file and line (both evals read the same format)."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
@@ -76,20 +78,17 @@ def load_questions(path: Path) -> list[Question]:
         if not line.strip():
             continue
         try:
-            d = json.loads(line)
-            out.append(
-                Question(
-                    id=str(d.get("id", n)),
-                    lang=str(d.get("lang", "all")),
-                    question=d["question"],
-                    source=d.get("source"),
-                    evidence=d.get("evidence"),
-                    kind=d.get("kind", ""),
-                )
-            )
-        except (ValueError, KeyError, TypeError) as exc:
+            out.append(make(n, json.loads(line)))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise BadInput(f"{path}:{n}: not a question object ({exc})", hint="See shared/eval/README.md for the format.") from exc
     return out
+
+
+def load_questions(path: Path) -> list[Question]:
+    return read_question_rows(path, lambda n, d: Question(
+        id=str(d.get("id", n)), lang=str(d.get("lang", "all")), question=d["question"], source=d.get("source"),
+        evidence=d.get("evidence"), kind=d.get("kind", ""),
+    ))
 
 
 def score(results: list[QuestionResult]) -> dict[str, dict]:

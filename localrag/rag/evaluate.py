@@ -24,7 +24,6 @@ What is counted, per question:
 
 from __future__ import annotations
 
-import json
 import re
 import statistics
 import time
@@ -33,7 +32,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from localrag.errors import BadInput
 from localrag.kb.evaluate import contains_evidence
 
 _KW_STRIP = re.compile(r"[\s,，]+")
@@ -103,25 +101,14 @@ class AnswerQuestion:
 
 
 def load_questions(path: Path) -> list[AnswerQuestion]:
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise BadInput(f"cannot read {path}: {exc.strerror}") from exc
-    out = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            d = json.loads(line)
-            out.append(AnswerQuestion(
-                id=str(d.get("id", n)), lang=str(d.get("lang", "en")), kind=str(d.get("kind", "")),
-                question=str(d["question"]), source=d.get("source"), evidence=d.get("evidence"),
-                keywords=tuple(str(k) for k in d.get("answer_keywords") or ()),
-                source2=d.get("source2"), evidence2=d.get("evidence2"),
-            ))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise BadInput(f"{path}:{n}: not a question object ({exc})", hint="See shared/eval/README.md for the format.") from exc
-    return out
+    from localrag.kb.evaluate import read_question_rows
+
+    return read_question_rows(path, lambda n, d: AnswerQuestion(
+        id=str(d.get("id", n)), lang=str(d.get("lang", "en")), kind=str(d.get("kind", "")),
+        question=str(d["question"]), source=d.get("source"), evidence=d.get("evidence"),
+        keywords=tuple(str(k) for k in d.get("answer_keywords") or ()),
+        source2=d.get("source2"), evidence2=d.get("evidence2"),
+    ))
 
 
 # --- one answer ---------------------------------------------------------------------------------

@@ -163,7 +163,7 @@ def test_cli_ask_with_llm_url_json(llama_server, remote_home):
 def test_serve_with_llm_url_answers_through_the_inference_server(llama_server, remote_home):
     """`localrag serve --llm-url`: the team server keeps the knowledge bases and retrieval, the
     inference server generates (how a team scales generation across GPUs)."""
-    openai = pytest.importorskip("openai")
+    import openai
     from tests.server_helpers import Server, make_key
 
     key = make_key(remote_home, "remote-reader", "--kb", "docs:read")

@@ -14,7 +14,7 @@ import pytest
 from localrag.api import sample_dir
 from tests.server_helpers import Server, cli, ingest, make_key, multipart
 
-openai = pytest.importorskip("openai")
+import openai  # noqa: E402 - test extra: a missing one must fail, not skip
 
 INJECTION = """# Telemetry
 

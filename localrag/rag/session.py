@@ -17,7 +17,6 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,6 @@ from localrag.rag.results import (
     AnswerDelta, AnswerResult, AskEvent, Citation, Done, Loaded, Loading, ModelInfo, Retrieved, Thinking, Timings,
 )
 from localrag.errors import BadInput, LocalragError
-from localrag.lang import IDEOGRAPHS, has_cjk
 
 Progress = Callable[[str], None]
 

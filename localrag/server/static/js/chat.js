@@ -6,14 +6,7 @@ import * as cite from "./cite.js";
 import { t } from "./i18n.js";
 import { renderMarkdown } from "./md.js";
 import * as store from "./store.js";
-
-const $ = (id) => document.getElementById(id);
-const el = (tag, cls, txt) => {
-  const n = document.createElement(tag);
-  if (cls) n.className = cls;
-  if (txt != null) n.textContent = txt;
-  return n;
-};
+import { $, el } from "./dom.js";
 
 let kbs = [];
 let conversations = [];

@@ -4,14 +4,8 @@
 
 import { ApiError, events, getJSON, request, upload } from "./api.js";
 import { t } from "./i18n.js";
+import { $, el } from "./dom.js";
 
-const $ = (id) => document.getElementById(id);
-const el = (tag, cls, txt) => {
-  const n = document.createElement(tag);
-  if (cls) n.className = cls;
-  if (txt != null) n.textContent = txt;
-  return n;
-};
 const enc = (s) => s.split("/").map(encodeURIComponent).join("/");
 
 let kbs = [];

@@ -6,8 +6,8 @@ import * as chat from "./chat.js";
 import { t, translatePage } from "./i18n.js";
 import * as kbs from "./kbs.js";
 import * as store from "./store.js";
+import { $ } from "./dom.js";
 
-const $ = (id) => document.getElementById(id);
 let started = false;
 let checkTimer = 0;
 

@@ -506,6 +506,13 @@ class Index:
         # Milvus Lite reports BM25 as a negated distance, a server as the score itself.
         return [(h["id"], abs(float(h["distance"])), h["entity"]) for h in res[0]]
 
+    def mentions(self, word: str) -> bool:
+        """Whether any chunk (text or heading path) holds ``word`` as a whole token, in any of
+        its usual letter cases: the BM25 analyzer does not lower-case, so each spelling is a
+        term of its own, and one sparse search over all of them answers at index speed."""
+        spellings = dict.fromkeys([word, word.lower(), word.upper(), word.capitalize()])
+        return bool(self.search_sparse(" ".join(spellings), 1, fields=["path"]))
+
     def neighbours(self, spans: Sequence[tuple[str, str, int, int]], with_vectors: Sequence[str] = ()) -> list[dict]:
         """The chunks of each (path, file_hash, first ordinal, last ordinal) span, by primary key
         (ids derive from path, hash and ordinal; a get by key costs half a filtered query in Milvus

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from localrag.rag import prompt
+from localrag.rag.coverage import unmentioned
 from localrag.rag.extractive import extractive_answer  # noqa: F401 - session.* is where callers find it
 from localrag.rag.followup import is_followup, retrieval_query  # noqa: F401
 from localrag.rag.relevance import DENSE_GATE, RERANK_GATE, not_found_message, relevant  # noqa: F401
@@ -426,7 +427,15 @@ class Session:
             prompt.LeftOut(h.source, h.page, h.heading or "", 0, f"the starter model reads only the best {STARTER_MAX_SOURCES}")
             for h in extra
         )
+        packing.unmentioned = self._unmentioned(question)
         return packing, prompt.user_turn(question, packing, followup=has_history)
+
+    def _unmentioned(self, question: str) -> list[str]:
+        """The question's names that no document of the KB holds (see rag/coverage.py)."""
+        index = getattr(self.retriever, "index", None)
+        if index is None or not hasattr(index, "mentions"):
+            return []
+        return unmentioned(question, index.mentions)
 
     def _match(self, answer: str, sources: list[prompt.Source]) -> list[Citation]:
         """Sources that support the answer's sentences, by the embedder: for an answer that

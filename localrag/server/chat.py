@@ -210,6 +210,7 @@ class Translator:
                 "reading", prompt_tokens=event.prompt_tokens, prefill_s=round(event.prefill_s, 2),
                 sources=[source_dict(s, self.link(s.source), set()) for s in self.packed],
                 left_out=[left_out_dict(lo) for lo in event.packing.left_out],
+                unmentioned=list(event.packing.unmentioned),
             )]
         if kind == "thinking":
             out = [] if self.stage == "thinking" else [self.stage_chunk("thinking")]

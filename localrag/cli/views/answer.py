@@ -149,6 +149,11 @@ class AnswerView:
         return result
 
     def _left_out_note(self, packing, console=None) -> None:
+        if packing is not None and getattr(packing, "unmentioned", None):
+            terms = ", ".join(f'"{t}"' for t in packing.unmentioned)
+            (console or self.err).print(
+                f"[yellow]note:[/] no document in the knowledge base mentions {terms}", highlight=False
+            )
         if packing is None or not packing.left_out:
             return
         by_reason: dict[str, list[str]] = {}

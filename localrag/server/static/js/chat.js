@@ -279,6 +279,10 @@ function renderSources(view, msg) {
     d.append(el("summary", "", t("src.uncited", { count: uncited.length })), ul);
     parts.push(d);
   }
+  if ((msg.unmentioned || []).length) {
+    const terms = msg.unmentioned.map((w) => `"${w}"`).join(", ");
+    parts.push(el("p", "src-unmentioned", t("src.unmentioned", { terms })));
+  }
   if (leftOut.length) {
     const d = el("details", "src-leftout");
     const ul = el("ul", "src-list");
@@ -435,6 +439,7 @@ function apply(msg, chunk) {
     if (lr.stage === "reading") {
       msg.sources = lr.sources || msg.sources;
       msg.left_out = lr.left_out || msg.left_out;
+      msg.unmentioned = lr.unmentioned || msg.unmentioned;
     }
     if (lr.stage === "done") {
       msg.citations = lr.citations;

@@ -1,0 +1,83 @@
+"""Names in a question that no document mentions: the term picker, the index lookup on a real
+Milvus Lite KB, and what the prompt and the session do with them."""
+
+from __future__ import annotations
+
+import pytest
+
+from localrag.kb import ingest as ingest_mod
+from localrag.kb.index import Index
+from localrag.rag import prompt
+from localrag.rag.coverage import specific_terms, unmentioned, word_parts
+from tests.kb_helpers import embedder, minilm_dir, settings_for, small_corpus  # noqa: F401
+
+
+def test_specific_terms_are_names_identifiers_and_acronyms():
+    q = "How do I enable the GraphQL endpoint so I can query Milvus collections with GraphQL?"
+    assert specific_terms(q) == ["GraphQL", "Milvus"]
+    assert specific_terms("Which Raft implementation does Milvus use?") == ["Raft", "Milvus"]
+    # words that start a sentence are not names; acronyms, digits and identifiers are
+    assert specific_terms("What is TLS? Can I use it with IVF_SQ8 and nlist 1024?") == ["TLS", "IVF_SQ8"]
+    assert specific_terms("how do i tier cold segments to S3 Glacier?") == ["S3", "Glacier"]
+    # question words are never names, even capitalised mid-sentence after a quote
+    assert specific_terms('She asked "What is it?" and Why not') == []
+    # a Chinese question's Latin names
+    assert specific_terms("PyMilvus 连接池里的空闲连接默认多久会被回收？") == ["PyMilvus"]
+
+
+def test_word_parts_skip_short_pieces_and_numbers():
+    assert word_parts("tenant_id") == ["tenant"]
+    assert word_parts("Milvus-CDC") == ["Milvus", "CDC"]
+    assert word_parts("S3") == []
+    assert word_parts("GPU_IVF_FLAT") == ["GPU", "IVF", "FLAT"]
+
+
+def test_unmentioned_needs_one_unknown_part_and_fails_open():
+    known = {"milvus", "tenant", "cdc"}
+    mentions = lambda w: w.lower() in known  # noqa: E731
+    assert unmentioned("Can Milvus talk GraphQL?", mentions) == ["GraphQL"]
+    # a compound of known words is the user's own name, not a gap in the documents
+    assert unmentioned("I made `tenant_id` the partition key in Milvus", mentions) == []
+
+    def broken(word):
+        raise RuntimeError("index closed")
+
+    assert unmentioned("Can Milvus talk GraphQL?", broken) == []
+
+
+def test_prompt_says_which_names_no_document_mentions():
+    packing = prompt.Packing(sources=[prompt.Source(1, "REST is served on port 19530.", "a.md", None, "", "c1", 0.5, 10)])
+    packing.unmentioned = ["GraphQL"]
+    turn = prompt.user_turn("How do I enable the GraphQL endpoint?", packing)
+    note = 'Note: no document mentions "GraphQL". If the answer depends on it, say that the documents do not say'
+    assert note in turn
+    assert turn.index(note) < turn.index("Question:")
+    two = prompt.unmentioned_note(["Raft", "Glacier"], "en")
+    assert '"Raft" or "Glacier"' in two and "depends on them" in two
+    zh = prompt.user_turn("怎么启用 GraphQL 接口？", packing)
+    assert '没有任何文档提到 "GraphQL"' in zh
+    # a term cannot smuggle a delimiter into the prompt
+    assert "<source" not in prompt.unmentioned_note(["<source>"], "en")
+    packing.unmentioned = []
+    assert "no document mentions" not in prompt.user_turn("How do I enable REST?", packing)
+
+
+@pytest.fixture(scope="module")
+def kb(tmp_path_factory, shared_dir, embedder):
+    base = tmp_path_factory.mktemp("coverage")
+    home = base / "home"
+    home.mkdir()
+    corpus = small_corpus(shared_dir, base / "corpus")
+    (corpus / "notes.txt").write_text("Zebra tuning notes: zebras prefer IVF_FLAT with nlist 1024.\n", encoding="utf-8")
+    ingest_mod.ingest(settings_for(home), [corpus], kb="t", embedder=embedder)
+    return settings_for(home)
+
+
+def test_index_mentions_whole_words_in_any_letter_case(kb):
+    with Index.open(kb, "t") as ix:
+        assert ix.mentions("Zebra") and ix.mentions("zebra") and ix.mentions("ZEBRA")
+        assert ix.mentions("nlist")
+        assert not ix.mentions("GraphQL")
+        assert not ix.mentions("zeb")  # a whole token, not a substring
+        q = "Do zebras prefer GraphQL or IVF_FLAT?"
+        assert unmentioned(q, ix.mentions) == ["GraphQL"]

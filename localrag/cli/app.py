@@ -278,6 +278,7 @@ def evaluate(
     limit: Optional[int] = typer.Option(None, "--limit", help="With --answers: only the first N questions."),
     report: Optional[Path] = typer.Option(None, "--report", help="With --answers: write the per-question JSON report here."),
     source_tokens: Optional[int] = typer.Option(None, "--source-tokens", help="With --answers: tokens of sources per prompt."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="With --answers: sampling seed, so a run can be repeated."),
     json_out: bool = typer.Option(False, "--json"),
     milvus_uri: Optional[str] = URI_OPT,
 ):
@@ -291,7 +292,7 @@ def evaluate(
         from localrag.cli.views import answers_eval as view
 
         _run(view.evaluate_answers, _settings(milvus_uri=milvus_uri, generation=_gen(source_tokens)), answers, kb=kb, model=model,
-             json_out=json_out, limit=limit, report_path=report)
+             json_out=json_out, limit=limit, report_path=report, seed=seed)
     if questions is None:
         stderr().print("[bold red]error:[/] give QUESTIONS (retrieval) or --answers QUESTIONS (answers)")
         raise typer.Exit(2)

@@ -28,11 +28,12 @@ ROWS = (
 
 
 def evaluate_answers(settings, questions_path: Path, *, kb: str, model: str | None, json_out: bool,
-                     limit: int | None, report_path: Path | None) -> int:
+                     limit: int | None, report_path: Path | None, seed: int | None = None) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from localrag.api import LocalRAG
     from localrag.rag import evaluate as ev
+    from localrag.rag.session import Sampling
 
     questions = ev.load_questions(questions_path)
     if limit:
@@ -66,8 +67,11 @@ def evaluate_answers(settings, questions_path: Path, *, kb: str, model: str | No
                     err.print(f"[{i}/{n}] {score.id} correct={score.correct} cited={score.cited} "
                               f"ttft={score.ttft_s:.1f}s total={score.total_s:.1f}s", highlight=False)
 
+            # A seed makes a run repeatable, so two settings can be compared on the same draws.
+            sampling = Sampling(seed=seed) if seed is not None else None
+
             def ask(question: str):
-                return rag.conversation(kb, model=model).ask(question)
+                return rag.conversation(kb, model=model).ask(question, sampling=sampling)
 
             scores = ev.run(questions, ask, progress=on_progress)
         info = rag.pool.loaded
@@ -76,7 +80,7 @@ def evaluate_answers(settings, questions_path: Path, *, kb: str, model: str | No
         "kb": kb, "questions": str(questions_path), "n": len(questions), "embedder": embedder,
         "model": f"{info.id}:{info.quant}" if info else model, "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
         "elapsed_s": round(time.time() - started, 1),
-        "source_tokens": getattr(settings.generation, "source_tokens", None),
+        "source_tokens": getattr(settings.generation, "source_tokens", None), "seed": seed,
     }
     data = ev.report(scores, **meta)
     if report_path is not None:

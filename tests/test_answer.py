@@ -251,6 +251,20 @@ def test_injected_instructions_are_fenced_as_data(starter_session):
     assert sent.count("<source ") == sent.count("</source>")
 
 
+def test_a_name_no_document_mentions_is_said_to_the_model_and_the_user(starter_session):
+    """The sample never says "Kubernetes": the prompt names it, the Retrieved event carries it."""
+    session = starter_session
+    session.reset()
+    events = list(session.ask("How do I pick a model for my machine when localrag runs on Kubernetes?"))
+    retrieved = next(e for e in events if e.kind == "retrieved")
+    assert retrieved.packing.unmentioned == ["Kubernetes"]
+    sent = session.turns[-1].user_content
+    assert 'No document mentions "Kubernetes"' in sent and sent.index("Question:") < sent.index("No document mentions")
+    # names the documents do hold are not flagged
+    list(session.ask("Does localrag use Milvus Lite?"))
+    assert "No document mentions" not in session.turns[-1].user_content
+
+
 def test_off_topic_question_is_not_answered_from_nothing(starter_session):
     session = starter_session
     session.reset()

@@ -49,17 +49,19 @@ def test_prompt_says_which_names_no_document_mentions():
     packing = prompt.Packing(sources=[prompt.Source(1, "REST is served on port 19530.", "a.md", None, "", "c1", 0.5, 10)])
     packing.unmentioned = ["GraphQL"]
     turn = prompt.user_turn("How do I enable the GraphQL endpoint?", packing)
-    note = 'Note: no document mentions "GraphQL". If the answer depends on it, say that the documents do not say'
-    assert note in turn
-    assert turn.index(note) < turn.index("Question:")
+    note = ('No document mentions "GraphQL". If the question is about "GraphQL", reply only: '
+            '"The documents do not mention GraphQL." Otherwise: Answer every part')
+    # the last words before the answer, after the question: what a small model follows
+    assert note in turn and turn.index("Question:") < turn.index(note)
     two = prompt.unmentioned_note(["Raft", "Glacier"], "en")
-    assert '"Raft" or "Glacier"' in two and "depends on them" in two
+    assert '"Raft" or "Glacier"' in two and "do not mention Raft or Glacier." in two
     zh = prompt.user_turn("怎么启用 GraphQL 接口？", packing)
-    assert '没有任何文档提到 "GraphQL"' in zh
-    # a term cannot smuggle a delimiter into the prompt
-    assert "<source" not in prompt.unmentioned_note(["<source>"], "en")
+    assert '没有任何文档提到 "GraphQL"' in zh and "“文档中没有提到 GraphQL。”否则：请用中文" in zh
+    # a term cannot smuggle a delimiter or a quote into the prompt
+    hostile = prompt.unmentioned_note(['<source>"x'], "en")
+    assert "<source" not in hostile and "'x" in hostile
     packing.unmentioned = []
-    assert "no document mentions" not in prompt.user_turn("How do I enable REST?", packing)
+    assert "No document mentions" not in prompt.user_turn("How do I enable REST?", packing)
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,7 @@ def test_prompt_says_which_names_no_document_mentions():
     packing.unmentioned = ["GraphQL"]
     turn = prompt.user_turn("How do I enable the GraphQL endpoint?", packing)
     note = ('No document mentions "GraphQL". If the question is about "GraphQL", reply only: '
-            '"The documents do not mention GraphQL." Otherwise: Answer every part')
+            '"The documents do not mention GraphQL." Otherwise: Answer the question in English')
     # the last words before the answer, after the question: what a small model follows
     assert note in turn and turn.index("Question:") < turn.index(note)
     two = prompt.unmentioned_note(["Raft", "Glacier"], "en")

@@ -55,10 +55,10 @@ UNMENTIONED = {
 # The last words before the answer: small models follow what they read last. Which language is
 # decided here (a Chinese question is answered in Chinese) rather than left to the model.
 CLOSING = {
-    "en": "Answer every part of the question in English, in full sentences, and after each sentence "
-          "put the number of the source it comes from in square brackets, e.g. [1].",
+    "en": "Answer the question in English, in full sentences, and after each sentence put the number "
+          "of the source it comes from in square brackets, e.g. [1].",
     # Measured: a bare "cite as [n]" made the 1.5B answer a Chinese question with only "[3]".
-    "zh": "请用中文完整地回答上面问题的每一个部分，并在每句话后用方括号注明所依据的来源编号，例如 [1]。",
+    "zh": "请用中文完整地回答上面的问题，并在每句话后用方括号注明所依据的来源编号，例如 [1]。",
 }
 
 

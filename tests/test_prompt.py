@@ -169,3 +169,14 @@ def test_packing_focuses_long_sources_on_what_matched(count_tokens):
     focused = prompt.pack_sources([FakeHit(long_text, "a.md")], count_tokens, 2000, max_source_tokens=120, focus=focus)
     assert "retention is 7 days" not in plain.sources[0].text
     assert "retention is 7 days" in focused.sources[0].text and focused.sources[0].cut
+
+
+def test_an_answer_that_only_says_the_documents_do_not_say_cites_nothing():
+    u = prompt.uncite_abstention
+    assert u("The documents do not mention Raft. [5]") == "The documents do not mention Raft."
+    assert u("The documents do not mention Raft [5].") == "The documents do not mention Raft."
+    assert u("文档中没有提到 GraphQL。[2]") == "文档中没有提到 GraphQL。"
+    # an answer that says more keeps its citations; one without markers needs nothing
+    assert u("The documents do not say the default. But [2] says it can be set.") is None
+    assert u("Milvus replicates segments [1].") is None
+    assert u("The documents do not say.") is None

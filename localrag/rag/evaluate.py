@@ -33,25 +33,12 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from localrag.kb.evaluate import contains_evidence
+from localrag.rag.prompt import says_not_found  # noqa: F401 - scored here, defined with the answer's text rules
 
 _KW_STRIP = re.compile(r"[\s,，]+")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
 _CODE = re.compile(r"```.*?(?:```|$)|`[^`\n]*`", re.DOTALL)
-
-# How answers say "the documents do not say" (ours, and what instruct models write).
-_NOT_FOUND = re.compile(
-    r"(documents?|sources?|context|provided (?:text|information)|passages?)\s+(?:do(?:es)?\s*n[o']t|do(?:es)? not)\s+"
-    r"(?:say|mention|contain|provide|specify|include|cover|state|address|discuss|describe|explain|answer)"
-    r"|(?:no|not enough|insufficient)\s+(?:relevant\s+)?information\s+(?:in|about|on|is|was|available|provided)"
-    r"|not (?:mentioned|covered|specified|stated|found|addressed|described|provided) in the (?:documents?|sources?|context)"
-    r"|(?:cannot|can't|can not|unable to) (?:be )?(?:answer|find|determine|answered|found|determined)"
-    r"|文档(?:中)?(?:没有|未|并未|没)(?:提到|提及|说明|涉及|包含|给出|提供|描述)"
-    r"|(?:来源|资料|上下文|文档)(?:中)?(?:没有|未|并未)(?:相关|提及|提到|说明)"
-    r"|没有(?:相关|足够)?(?:的)?信息|无法(?:回答|确定|找到|从)|未(?:提及|说明|提到)",
-    re.IGNORECASE,
-)
-
 
 def keyword_norm(text: str) -> str:
     return _KW_STRIP.sub("", unicodedata.normalize("NFKC", text or "").lower())
@@ -62,10 +49,6 @@ def has_keywords(answer: str, keywords: Iterable[str]) -> bool:
     norm = keyword_norm(answer)
     kws = [keyword_norm(k) for k in keywords if k and keyword_norm(k)]
     return bool(kws) and all(k in norm for k in kws)
-
-
-def says_not_found(answer: str) -> bool:
-    return bool(_NOT_FOUND.search(answer or ""))
 
 
 def answer_language(answer: str) -> str:

@@ -442,3 +442,40 @@ def clean_citations(answer: str, valid: set[int] | Sequence[int]) -> tuple[str, 
     text = "".join(part if i % 2 else _CITE.sub(repl, part) for i, part in enumerate(parts))
     text = re.sub(r"[ \t]+([.,;:!?。，])", r"\1", text) if dropped else text
     return text, cited, dropped
+
+
+# --- abstentions --------------------------------------------------------------------------------
+
+# How answers say "the documents do not say" (ours, and what instruct models write).
+_NOT_FOUND = re.compile(
+    r"(documents?|sources?|context|provided (?:text|information)|passages?)\s+(?:do(?:es)?\s*n[o']t|do(?:es)? not)\s+"
+    r"(?:say|mention|contain|provide|specify|include|cover|state|address|discuss|describe|explain|answer)"
+    r"|(?:no|not enough|insufficient)\s+(?:relevant\s+)?information\s+(?:in|about|on|is|was|available|provided)"
+    r"|not (?:mentioned|covered|specified|stated|found|addressed|described|provided) in the (?:documents?|sources?|context)"
+    r"|(?:cannot|can't|can not|unable to) (?:be )?(?:answer|find|determine|answered|found|determined)"
+    r"|文档(?:中)?(?:没有|未|并未|没)(?:提到|提及|说明|涉及|包含|给出|提供|描述)"
+    r"|(?:来源|资料|上下文|文档)(?:中)?(?:没有|未|并未)(?:相关|提及|提到|说明)"
+    r"|没有(?:相关|足够)?(?:的)?信息|无法(?:回答|确定|找到|从)|未(?:提及|说明|提到)",
+    re.IGNORECASE,
+)
+
+
+def says_not_found(answer: str) -> bool:
+    """The answer says the documents do not say (ours, or in the words instruct models use)."""
+    return bool(_NOT_FOUND.search(answer or ""))
+
+
+_SENTENCE = re.compile(r"[^.!?。！？]+[.!?。！？]?")
+
+
+def uncite_abstention(answer: str) -> str | None:
+    """An answer that is only "the documents do not mention X" cites nothing: a [n] on it would
+    show a source as support for a claim the source does not make (the 1.5B writes "The documents
+    do not mention Raft. [5]"). Returns the answer without its markers, or None when it says more
+    than that."""
+    bare = _CITE.sub("", answer).strip()
+    sentences = [m.group(0) for m in _SENTENCE.finditer(bare) if m.group(0).strip(" \n.。")]
+    if bare == answer.strip() or len(sentences) != 1 or not says_not_found(bare):
+        return None
+    return re.sub(r"[ \t]+([.,;:!?。，])", r"\1", bare)
+

@@ -300,6 +300,9 @@ class Session:
         thinking = "".join(run.thinking).strip()
         raw_answer = "".join(run.answer).strip()
         answer, cited, dropped = prompt.clean_citations(raw_answer, valid)
+        uncited = prompt.uncite_abstention(answer) if cited else None
+        if uncited is not None:
+            answer, cited = uncited, []
         if self._tiny and not cited and packing.sources:
             quoted = extractive_answer(question, packing.sources)
             if quoted:

@@ -116,3 +116,19 @@ def wait_port(port: int, timeout: float = 30) -> None:
                 return
         time.sleep(0.2)
     raise TimeoutError(f"nothing listens on {port}")
+
+
+@pytest.fixture(scope="module")
+def small_kb_home(tmp_path_factory, shared_dir, embedder):
+    """One small real KB ("t") per test module: the small corpus plus a text file with a rare
+    word (BM25 must find it) and a few identifiers. Tests only read it."""
+    from localrag.kb import ingest as ingest_mod
+
+    base = tmp_path_factory.mktemp("small-kb")
+    home = base / "home"
+    home.mkdir()
+    corpus = small_corpus(shared_dir, base / "corpus")
+    (corpus / "notes.txt").write_text("Zebra tuning notes: zebras prefer IVF_FLAT with nlist 1024.\n", encoding="utf-8")
+    ingest_mod.ingest(settings_for(home), [corpus], kb="t", embedder=embedder)
+    return home
+

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from localrag.kb import ingest as ingest_mod
 from localrag.kb.index import Index
 from localrag.rag import prompt
 from localrag.rag.coverage import specific_terms, unmentioned, word_parts
-from tests.kb_helpers import embedder, minilm_dir, settings_for, small_corpus  # noqa: F401
+from tests.kb_helpers import embedder, minilm_dir, settings_for, small_kb_home  # noqa: F401
 
 
 def test_specific_terms_are_names_identifiers_and_acronyms():
@@ -65,14 +64,8 @@ def test_prompt_says_which_names_no_document_mentions():
 
 
 @pytest.fixture(scope="module")
-def kb(tmp_path_factory, shared_dir, embedder):
-    base = tmp_path_factory.mktemp("coverage")
-    home = base / "home"
-    home.mkdir()
-    corpus = small_corpus(shared_dir, base / "corpus")
-    (corpus / "notes.txt").write_text("Zebra tuning notes: zebras prefer IVF_FLAT with nlist 1024.\n", encoding="utf-8")
-    ingest_mod.ingest(settings_for(home), [corpus], kb="t", embedder=embedder)
-    return settings_for(home)
+def kb(small_kb_home):
+    return settings_for(small_kb_home)
 
 
 def test_index_mentions_whole_words_in_any_letter_case(kb):

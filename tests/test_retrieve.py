@@ -9,19 +9,12 @@ import pytest
 from localrag.kb import ingest as ingest_mod
 from localrag.errors import LocalragError as UserError
 from localrag.kb.retrieve import Retriever, glob_match, rrf
-from tests.kb_helpers import embedder, install_minilm, minilm_dir, run_cli, settings_for, small_corpus  # noqa: F401
+from tests.kb_helpers import embedder, install_minilm, minilm_dir, run_cli, settings_for, small_corpus, small_kb_home  # noqa: F401
 
 
 @pytest.fixture(scope="module")
-def kb_home(tmp_path_factory, shared_dir, embedder):
-    """One small real KB for the whole module: searches only read it."""
-    base = tmp_path_factory.mktemp("retrieve")
-    home = base / "home"
-    home.mkdir()
-    corpus = small_corpus(shared_dir, base / "corpus")
-    (corpus / "notes.txt").write_text("Zebra tuning notes: zebras prefer IVF_FLAT with nlist 1024.\n", encoding="utf-8")
-    ingest_mod.ingest(settings_for(home), [corpus], kb="t", embedder=embedder)
-    return home
+def kb_home(small_kb_home):
+    return small_kb_home
 
 
 @pytest.fixture

@@ -276,6 +276,18 @@ def test_stop_ends_generation(pages, server):
     assert page.locator("#send").is_visible() and page.locator("#stop").is_hidden()
 
 
+def test_a_name_no_document_mentions_is_shown_with_the_sources(pages, server):
+    page = pages()
+    sign_in(page, server, server.keys["reader"])
+    answer = ask(page, "How do I install localrag offline on Kubernetes?")
+    note = answer.locator(".src-unmentioned")
+    assert note.inner_text() == 'No document in this knowledge base mentions "Kubernetes".'
+    # it is stored with the conversation: a reload shows it again
+    page.reload()
+    page.wait_for_selector("#app:not([hidden])")
+    assert page.locator(".msg.assistant .src-unmentioned").last.inner_text() == note.inner_text()
+
+
 def test_pdf_citation_opens_the_original_at_the_cited_page(pages, server):
     page = pages()
     sign_in(page, server, server.keys["reader"])

@@ -153,3 +153,22 @@ def test_the_wait_is_explained_before_the_first_token():
     packing = prompt.Packing(sources=[src, src, src, src], tokens=1700)
     assert reading_line(Retrieved(packing, frozenset({1}), 1900, 23.6)).strip() == "reading 1,900 tokens of 4 sources, ~24 s…"
     assert reading_line(Retrieved(packing, frozenset({1}), 0, 0.0)).strip() == "reading the sources…"
+
+
+def test_notes_before_the_answer_print_brackets_and_names_as_text():
+    """"[generation] source_tokens" is a config section, not rich markup; names print as given."""
+    import io
+
+    from rich.console import Console
+
+    from localrag.cli.views.answer import AnswerView
+    from localrag.rag import prompt
+
+    out = io.StringIO()
+    view = AnswerView(Console(file=out, width=200), show_thinking=False, verbose=False, err=Console(file=out, width=200))
+    packing = prompt.Packing(left_out=[prompt.LeftOut("a[1].md", None, "Setup", 300, "over the prompt budget")])
+    packing.unmentioned = ["[bold]GraphQL"]
+    view._left_out_note(packing)
+    text = out.getvalue()
+    assert "[generation] source_tokens" in text and "a[1].md" in text
+    assert 'mentions "[bold]GraphQL"' in text

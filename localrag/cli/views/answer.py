@@ -15,6 +15,7 @@ from typing import Iterator
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.panel import Panel
 from rich.spinner import Spinner
 from rich.table import Table
@@ -152,7 +153,7 @@ class AnswerView:
         if packing is not None and getattr(packing, "unmentioned", None):
             terms = ", ".join(f'"{t}"' for t in packing.unmentioned)
             (console or self.err).print(
-                f"[yellow]note:[/] no document in the knowledge base mentions {terms}", highlight=False
+                f"[yellow]note:[/] {escape(f'no document in the knowledge base mentions {terms}')}", highlight=False
             )
         if packing is None or not packing.left_out:
             return
@@ -166,8 +167,10 @@ class AnswerView:
                        f"--source-tokens or [generation] source_tokens reads more, and waits longer)")
             else:
                 why = f"({reason})"
+            # the reason and the file names are text, not markup: "[generation]" must print as is
             (console or self.err).print(
-                f"[yellow]note:[/] {len(where)} retrieved passage(s) left out {why}: {names}", highlight=False
+                f"[yellow]note:[/] {escape(f'{len(where)} retrieved passage(s) left out {why}: {names}')}",
+                highlight=False,
             )
 
     def _footer(self, result) -> None:

@@ -449,9 +449,8 @@ class Session:
         if gate is None or embedder is None or not sources or not answer.strip():
             return []
         from localrag.kb.chunk import split_sentences
-        from localrag.rag.evaluate import says_not_found
 
-        if says_not_found(answer):
+        if prompt.says_not_found(answer):
             return []
         claims = [c for c in split_sentences(answer) if len(c) >= MIN_CLAIM_CHARS]
         units = [(s.n, u) for s in sources for u in split_sentences(s.text) if len(u) >= MIN_CLAIM_CHARS]

@@ -420,6 +420,34 @@ def test_reasoning_block_and_safe_rendering_from_a_recorded_r1_stream(pages, ser
     shot(page, "hostile-passage")
 
 
+def test_a_citation_the_server_removed_is_not_left_on_the_page(pages, server):
+    """The stream showed "[1]" after "the documents do not mention"; the final chunk carries the
+    answer without it (the session uncites a bare abstention), and the page must show that."""
+    page = pages()
+    given = [dict(s, cited=False) for s in _real_sources(server)[:1]]
+    base = {"id": "chatcmpl-rec", "object": "chat.completion.chunk", "created": 0, "model": "kb:team"}
+
+    def chunk(delta=None, finish=None, **extra):
+        return {**base, "choices": [{"index": 0, "delta": delta or {}, "finish_reason": finish}], **extra}
+
+    chunks = [chunk({"role": "assistant"}, localrag={"stage": "reading", "prompt_tokens": 300, "prefill_s": 0.2,
+                                                     "sources": given, "left_out": []}),
+              chunk({"content": "The documents do not mention Raft."}), chunk({"content": " [1]"}),
+              chunk(finish="stop", sources=given, localrag={
+                  "stage": "done", "citations": [], "not_found": False, "content": "The documents do not mention Raft.",
+                  "timings": {"ttft_s": 0.4, "prompt_tokens": 300, "gen_tokens": 9, "total_s": 0.7}})]
+    body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+    page.route("**/v1/chat/completions", lambda route: route.fulfill(
+        status=200, headers={"Content-Type": "text/event-stream"}, body=body))
+    sign_in(page, server, server.keys["reader"])
+    answer = ask(page, "Which Raft library does it use?")
+    assert answer.locator(".body").inner_text().strip() == "The documents do not mention Raft."
+    assert answer.locator(".body a.cite").count() == 0
+    page.reload()  # the stored conversation holds the final text too
+    page.wait_for_selector("#app:not([hidden])")
+    assert page.locator(".msg.assistant .body").last.inner_text().strip() == "The documents do not mention Raft."
+
+
 def test_upload_a_folder_see_the_summary_and_search_it(pages, server, tmp_path):
     page = pages()
     sign_in(page, server, server.keys["writer"])

@@ -243,8 +243,15 @@ class Translator:
 
     def done_info(self) -> dict:
         r = self.result
-        return {"stage": "done", "citations": [c.n for c in r.citations], "not_found": bool(r.not_found),
+        info = {"stage": "done", "citations": [c.n for c in r.citations], "not_found": bool(r.not_found),
                 "timings": timings(r)}
+        # The final answer can differ from the streamed text: numbers that match no source are
+        # removed, and a bare "the documents do not say [5]" loses its "[5]". A reader that showed
+        # the stream replaces it with this, so it never shows a citation the sources omit.
+        streamed = "".join(self.content).strip()
+        if self.content and r.answer.strip() != streamed:
+            info["content"] = r.answer + self.tail
+        return info
 
     def last_chunks(self) -> list[dict]:
         out = [self.chunk({"content": self.tail})] if self.tail else []

@@ -443,6 +443,8 @@ function apply(msg, chunk) {
     }
     if (lr.stage === "done") {
       msg.citations = lr.citations;
+      // the server's final text, when it differs from the stream (a citation was removed)
+      if (typeof lr.content === "string") msg.content = lr.content;
       msg.not_found = Boolean(lr.not_found);
       msg.timings = lr.timings;
       if (lr.timings?.thinking_s != null && msg.reasoning) msg.reasoning_s = lr.timings.thinking_s;

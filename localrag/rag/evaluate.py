@@ -123,6 +123,7 @@ class AnswerScore:
     matched_sources: list[str] = field(default_factory=list)
     packed_sources: list[str] = field(default_factory=list)
     packed: list[dict] = field(default_factory=list)  # {"n", "source", "text"} as the model read them
+    withheld: list[str] = field(default_factory=list)  # figures no source holds (their sentences left out)
     error: str | None = None
 
 
@@ -160,6 +161,7 @@ def score_answer(q: AnswerQuestion, result, *, ttft_s: float = 0.0, total_s: flo
         matched_sources=[m.source for m in matched],
         packed_sources=[s.source for s in result.sources],
         packed=[{"n": s.n, "source": s.source, "text": s.text} for s in result.sources],
+        withheld=list(getattr(result, "withheld", []) or []),
     )
 
 
@@ -200,6 +202,7 @@ def summarise(scores: list[AnswerScore]) -> dict:
             "false_not_found": _rate([s.says_not_found for s in answerable]),
             "unanswerable": len(unanswerable),
             "abstained": sum(s.abstained for s in unanswerable),
+            "withheld": sum(bool(s.withheld) for s in ok),  # answers with a sentence left out for a figure
             "lang_ok": _rate([s.lang_ok for s in ok]),
             "median_ttft_s": _median([s.ttft_s for s in timed]),
             "median_total_s": _median([s.total_s for s in timed]),

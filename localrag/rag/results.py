@@ -60,6 +60,9 @@ class AnswerResult:
     # Sources attached by sentence similarity when the answer wrote no [n] marker: shown as
     # "matched", never as "cited" (the model did not say it used them).
     matched: list[Citation] = field(default_factory=list)
+    # Figures the model stated that occur in no source nor the question: the sentences stating
+    # them were withheld from ``answer`` (rag/figures.py).
+    withheld: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         m = self.model
@@ -73,6 +76,7 @@ class AnswerResult:
             "citations": [asdict(c) for c in self.citations],
             "matched": [asdict(c) for c in self.matched],
             "dropped_citations": self.dropped_citations,
+            "withheld": self.withheld,
             "sources": [
                 {"n": s.n, "source": s.source, "page": s.page, "heading": s.heading, "score": s.score, "cut": s.cut}
                 for s in self.sources

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from localrag.rag import prompt
+from localrag.rag import figures, prompt
 from localrag.rag.coverage import unmentioned
 from localrag.rag.extractive import extractive_answer  # noqa: F401 - session.* is where callers find it
 from localrag.rag.followup import is_followup, retrieval_query  # noqa: F401
@@ -258,6 +258,12 @@ class Session:
     def visible_sources(self) -> dict[int, prompt.Source]:
         return {s.n: s for t in self.turns for s in t.sources}
 
+    def _grounds(self, question: str, packing: prompt.Packing) -> list[str]:
+        """Where a figure in the answer may come from: this and earlier questions, and every
+        source the model has been shown in this conversation."""
+        texts = [question, *(t.question for t in self.turns), *(s.text for s in packing.sources)]
+        return texts + [s.text for s in self.visible_sources().values()]
+
     # -- asking ---------------------------------------------------------------------------
 
     def ask(self, question: str, *, sampling: Sampling | None = None) -> Iterator[AskEvent]:
@@ -300,6 +306,9 @@ class Session:
         thinking = "".join(run.thinking).strip()
         raw_answer = "".join(run.answer).strip()
         answer, cited, dropped = prompt.clean_citations(raw_answer, valid)
+        answer, withheld = figures.withhold(answer, self._grounds(question, packing), prompt.question_language(question))
+        if withheld:
+            answer, cited, _ = prompt.clean_citations(answer, valid)
         uncited = prompt.uncite_abstention(answer) if cited else None
         if uncited is not None:
             answer, cited = uncited, []
@@ -321,7 +330,7 @@ class Session:
         matched = [] if cited or self._tiny else self._match(answer, packing.sources)
         result = AnswerResult(
             question, query, answer, thinking, citations, dropped, packing.sources, packing.left_out,
-            False, getattr(stats, "stop_reason", None), timings, info, matched,
+            False, getattr(stats, "stop_reason", None), timings, info, matched, withheld,
         )
         self.last = result
         yield Done(result)

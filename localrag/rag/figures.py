@@ -1,0 +1,107 @@
+"""Figures an answer states that no source holds.
+
+Asked for a value the documents never give ("how long until PyMilvus recycles an idle
+connection?"), a 1.5B answers from the nearest passage and makes the number up: "30 分钟 [3]",
+with a citation. Nothing in the question is missing from the knowledge base (rag/coverage.py
+cannot help), and the passages are close to the question (no score gate can help). But the
+figure itself can be checked: a number that occurs in neither the question nor any source the
+model was given cannot have come from the documents.
+
+Measured on three full dev-set runs with the real 1.5B (BENCHMARKS §11): of 165 answers to
+answerable questions, 3 stated such a figure and all 3 were wrong; of the unanswerable
+questions it caught the invented "30 分钟". So a sentence that states one is withheld, and the
+reader is told which figure and why; an answer left with nothing else says the documents do
+not say.
+
+Only what is checkable is checked: numbers of two or more digits (or with a decimal point)
+outside code — a single digit is too often a count the model wrote in words in its head, and
+values in example code are illustrations, not claims.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+from localrag.rag import prompt
+
+# A number as prose writes it: "30", "2.4", "1,024", "16GB" (the unit is not part of it), not a
+# digit inside a word or identifier ("v2", "md5", "gpt-4o").
+_NUMBER = re.compile(r"(?<![\w.])(?<![A-Za-z_]-)\d+(?:[.,]\d+)*(?!\d)")
+_CODE = re.compile(r"```.*?(?:```|$)|`[^`\n]*`", re.DOTALL)
+_CITE = re.compile(r"\[\s*\d{1,3}(?:\s*[,;，\-–]\s*\d{1,3})*\s*\]")
+_DIGIT_GROUPS = re.compile(r"(?<=\d)[,\s](?=\d{3}\b)")
+
+# "This is stated in [2].", "For more, see [3].", "这个信息来自 [2][3]。" — where, not what.
+_POINTER = re.compile(
+    r"^(?:this|that|it|these|the (?:above |same )?(?:information|answer|value|figure|details?))\b.{0,40}?"
+    r"\b(?:is|are|was|can be|comes?|taken)\b.{0,30}?\b(?:stated|specified|mentioned|found|described|given|"
+    r"provided|from|in|based)\b"
+    r"|^(?:according to|see|refer to|for (?:more|details))\b"
+    r"|^(?:这个|这一|该|以上|上述|此)?(?:信息|内容|数据|数字|说法)?(?:可以)?(?:来自|参考|参见|见|出自|从)",
+    re.IGNORECASE,
+)
+
+WITHHELD_ALL = {
+    "en": "The documents do not say. The answer the model wrote stated {figures}, which appears in none "
+          "of the sources, so it is not shown.",
+    "zh": "文档中没有说明。模型写出的回答给出了{figures}，但所给来源中都没有这个数字，因此不予显示。",
+}
+WITHHELD_SOME = {
+    "en": "(Left out: a sentence that stated {figures}, which appears in none of the sources.)",
+    "zh": "（已略去一句：其中的{figures}在所给来源中都没有出现。）",
+}
+
+
+def _plain(text: str) -> str:
+    """Digit groups joined ("1,024" → "1024") so a figure is found however it is grouped."""
+    return _DIGIT_GROUPS.sub("", text)
+
+
+def figures(text: str) -> list[str]:
+    """The checkable numbers a piece of prose states, in order, each once."""
+    prose = _CITE.sub(" ", _CODE.sub(" ", text))
+    out: list[str] = []
+    for m in _NUMBER.finditer(prose):
+        number = _plain(m.group(0)).rstrip(".,")
+        if len(re.sub(r"\D", "", number)) >= 2 and number not in out:
+            out.append(number)
+    return out
+
+
+def unsupported(text: str, grounds: Iterable[str]) -> list[str]:
+    """Figures of ``text`` that occur in none of ``grounds`` (the sources and the question)."""
+    ground = _plain(" ".join(grounds))
+    return [n for n in figures(text) if n not in ground]
+
+
+def is_pointer(unit: str) -> bool:
+    """A sentence that only says where the previous one came from ("This is stated in [2].")."""
+    bare = _CITE.sub("", unit).strip()
+    return len(bare) <= 120 and bool(_POINTER.search(bare)) and not figures(bare)
+
+
+def withhold(answer: str, grounds: Iterable[str], lang: str) -> tuple[str, list[str]]:
+    """The answer without its sentences that state an unsupported figure, and those figures.
+
+    The answer comes back unchanged with ``[]`` when every figure is grounded. A sentence that
+    only points at the sources for a withheld one goes with it. When nothing of substance is
+    left, the answer becomes "the documents do not say", naming the figure."""
+    ground = list(grounds)
+    kept, withheld = [], []
+    dropping = False  # the previous sentence was withheld: a pointer right after it goes too
+    for unit in prompt.split_units(answer):
+        bad = unsupported(unit, ground)
+        if bad:
+            withheld.extend(n for n in bad if n not in withheld)
+            dropping = True
+        elif not (dropping and is_pointer(unit)):
+            kept.append(unit)
+            dropping = dropping and not unit.strip()
+    if not withheld:
+        return answer, []
+    quoted = "、".join(f"“{n}”" for n in withheld) if lang == "zh" else " and ".join(f'"{n}"' for n in withheld)
+    substance = [u for u in kept if not is_pointer(u) and _CITE.sub("", u).strip(" \n.:：。-*")]
+    if not substance:
+        return WITHHELD_ALL[lang].format(figures=quoted), withheld
+    return "".join(kept).strip() + "\n\n" + WITHHELD_SOME[lang].format(figures=quoted), withheld

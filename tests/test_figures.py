@@ -1,0 +1,51 @@
+"""A figure the answer states that neither the question nor any source holds is withheld."""
+from __future__ import annotations
+
+from localrag.rag import figures, prompt
+
+SOURCES = ["With coordinator HA enabled, the standby takes over within 60 seconds.",
+           "A single insert request may not exceed 1,024 MB.", "Milvus 2.4 supports up to 64 databases."]
+
+
+def test_checkable_figures_are_numbers_of_two_digits_or_more_outside_code_and_citations():
+    text = "It takes 60 seconds [12]. Set `nlist=2048`, about 1,024 MB or 16GB; 70-75% less; step 3; v2, md5, gpt-35."
+    assert figures.figures(text) == ["60", "1024", "16", "70", "75"]
+    assert figures.figures("```python\ncollection.load(timeout=300)\n```\nDone.") == []
+
+
+def test_an_invented_figure_turns_a_one_sentence_answer_into_the_documents_do_not_say():
+    answer, withheld = figures.withhold("PyMilvus 连接池里的空闲连接默认会在 30 分钟内被自动回收。[3]", SOURCES, "zh")
+    assert withheld == ["30"]
+    assert "“30”" in answer and "[3]" not in answer and prompt.says_not_found(answer)
+    answer, _ = figures.withhold("The maximum is 200 tasks per server [2].", SOURCES, "en")
+    assert answer.startswith("The documents do not say.") and '"200"' in answer and prompt.says_not_found(answer)
+
+
+def test_only_the_sentence_with_the_invented_figure_goes_and_the_reader_is_told():
+    answer, withheld = figures.withhold(
+        "The standby takes over within 60 seconds [1]. Each proxy keeps 512 connections [2].", SOURCES, "en")
+    assert withheld == ["512"]
+    assert answer.startswith("The standby takes over within 60 seconds [1].")
+    assert "512 connections" not in answer and 'stated "512"' in answer
+    assert not prompt.says_not_found(answer)  # what is left is still an answer
+    cleaned, cited, _ = prompt.clean_citations(answer, {1, 2})
+    assert cited == [1]
+
+
+def test_grounded_figures_pass_however_they_are_grouped_and_the_question_counts_as_ground():
+    answer = "An insert may not exceed 1024 MB [2], and Milvus 2.4 allows 64 databases [3]."
+    assert figures.withhold(answer, SOURCES, "en") == (answer, [])
+    asked = "Is 300 seconds long enough for a standby to take over?"
+    answer = "Yes: 300 seconds is more than the 60 seconds it takes [1]."
+    assert figures.withhold(answer, [*SOURCES, asked], "en") == (answer, [])
+    assert figures.withhold("The documents do not say.", SOURCES, "en") == ("The documents do not say.", [])
+
+
+def test_a_sentence_that_only_points_at_the_sources_goes_with_the_withheld_one():
+    answer, withheld = figures.withhold("Milvus 2.4 的一个集群里最多可以创建 256 个 database。这个信息可以从 [2] 中找到。",
+                                        SOURCES, "zh")
+    assert withheld == ["256"] and answer.startswith("文档中没有说明。") and "[2]" not in answer
+    answer, _ = figures.withhold("A server runs at most 200 CDC tasks. This is specified in [4]. "
+                                 "The standby takes over within 60 seconds [1].", SOURCES, "en")
+    assert "[4]" not in answer and answer.startswith("The standby takes over within 60 seconds [1].")
+    assert figures.is_pointer("For more information, see [3].") and not figures.is_pointer("It listens on 19530 [1].")

@@ -124,22 +124,8 @@ def _place(
         return Candidate(model.id, quant, fit, ngl, ctx, int(est), int(budget), {**base, **extra}, tok_s, note)
 
     if hw.unified_memory and gpu_usable(hw):
-        # Apple Silicon: one pool. The GPU may wire at most the Metal working set; everything
-        # else localrag holds (app, embedder) lives in the same RAM.
-        gpu = hw.gpus[0]
         mem = llama_memory(model, quant, ctx, n_all, size_bytes=size, flash_attn=flash_attn)
-        runtime = GPU_RUNTIME["apple"]
-        need = mem.total + runtime + emb_bytes
-        need += margin(need)
-        working_set = sum(g.vram_free for g in planned_gpus(hw))
-        budget = min(working_set, ram_b)
-        tok_s = gpu_bandwidth(gpu, hw.ram_total) / max(split.streamed, 1)
-        extra = {"gpu_bytes": need, "gpu_budget": working_set, "ram_bytes": need + APP_OVERHEAD,
-                 "ram_budget": ram_b + APP_OVERHEAD, "runtime": runtime}
-        if need <= budget and "gpu" in allow:
-            return candidate("gpu", n_all, need, budget, extra, tok_s)
-        return candidate("none", 0, need, budget, extra, None,
-                         f"needs {format_size(need)}, the Metal working set allows {format_size(budget)}")
+        return _place_unified(hw, mem.total, emb_bytes, split.streamed, n_all, allow, candidate)
 
     ram_cpu_only = None
     if gpu_usable(hw):
@@ -182,6 +168,24 @@ def _place(
     if ram_cpu_only:
         note = f"needs {format_size(ram_cpu_only[0])} on the GPU ({format_size(ram_cpu_only[1])} usable) or {format_size(need)} of RAM ({format_size(ram_b)} usable)"
     return candidate("none", 0, need, ram_b, extra, None, note)
+
+
+def _place_unified(hw: Hardware, llama_bytes: int, emb_bytes: int, streamed: int, n_all: int, allow, candidate):
+    """Apple Silicon: one pool. The GPU may wire at most the Metal working set; everything else
+    localrag holds (app, embedder) lives in the same RAM."""
+    ram_b = ram_budget(hw)
+    runtime = GPU_RUNTIME["apple"]
+    need = llama_bytes + runtime + emb_bytes
+    need += margin(need)
+    working_set = sum(g.vram_free for g in planned_gpus(hw))
+    budget = min(working_set, ram_b)
+    tok_s = gpu_bandwidth(hw.gpus[0], hw.ram_total) / max(streamed, 1)
+    extra = {"gpu_bytes": need, "gpu_budget": working_set, "ram_bytes": need + APP_OVERHEAD,
+             "ram_budget": ram_b + APP_OVERHEAD, "runtime": runtime}
+    if need <= budget and "gpu" in allow:
+        return candidate("gpu", n_all, need, budget, extra, tok_s)
+    return candidate("none", 0, need, budget, extra, None,
+                     f"needs {format_size(need)}, the Metal working set allows {format_size(budget)}")
 
 
 def _partial(model, quant, ctx, size, emb_bytes, flash_attn, n_gpus, g_budget, ram_b):

@@ -115,23 +115,7 @@ def install_gguf(
     """
     info = read_gguf(path)
     model, quant = _identify(catalogue, info, display, as_spec)
-    problems = check_against_spec(info, model)
-    if problems:
-        raise BadFile(
-            f"{display} is not {model.name}: {'; '.join(problems)}",
-            hint="Check the file; if it is another catalogue model, say which model and quantization it is.",
-            remedy="import_model",
-            remedy_args={"spec": "MODEL:QUANT"},
-        )
-    # A float file type says nothing (tools write F16/F32 for unquantized and test files alike).
-    if info.file_type and info.file_type != quant and info.file_type in KNOWN_QUANTS and info.file_type not in FLOAT_TYPES:
-        right = info.file_type in model.quants
-        raise BadFile(
-            f"{display} is {info.file_type}, not {quant}",
-            hint=f"Import it as {model.id}:{info.file_type}." if right else "Pick the file of the quantization you want.",
-            remedy="import_model" if right else None,
-            remedy_args={"spec": f"{model.id}:{info.file_type}"},
-        )
+    _check_file(info, model, quant, display)
     qspec = model.quant(quant)
     sources = _shard_files(path, info)
     total = sum(p.stat().st_size for p in sources)
@@ -145,22 +129,8 @@ def install_gguf(
     if not move:
         store.check_free_disk(settings.models_dir, total)
     with store.staging_dir(final.parent, quant) as tmp:
-        hashes: dict[str, str] = {}
-        stored: list[Path] = []
-        done = 0
-        for i, src in enumerate(sources):
-            name = qspec.file if len(sources) == 1 else src.name
-            dst = tmp / name
-            if move:
-                os.replace(src, dst)
-                hashes[name] = store.sha256_file(dst, progress, f"checking {name}")
-            else:
-                with src.open("rb") as fh:
-                    hashes[name] = store.copy_stream(
-                        fh, dst, total, lambda lbl, d, t, base=done: progress(lbl, base + d, t), f"copying {src.name}"
-                    )
-            done += dst.stat().st_size
-            stored.append(dst)
+        names = [qspec.file] if len(sources) == 1 else [src.name for src in sources]
+        hashes, stored = _stage(sources, names, tmp, move=move, total=total, progress=progress)
         want = dict(expected_sha or {})
         if qspec.sha256 and len(sources) == 1 and (not qspec.size_exact or total == qspec.size_bytes):
             want.setdefault(qspec.file, qspec.sha256)
@@ -178,6 +148,48 @@ def install_gguf(
     assert item is not None
     item.note = "; ".join(notes) or None
     return item
+
+
+def _check_file(info, model, quant: str, display: str) -> None:
+    """Refuse a file whose shapes are not the model's, or whose quantization is another one."""
+    problems = check_against_spec(info, model)
+    if problems:
+        raise BadFile(
+            f"{display} is not {model.name}: {'; '.join(problems)}",
+            hint="Check the file; if it is another catalogue model, say which model and quantization it is.",
+            remedy="import_model",
+            remedy_args={"spec": "MODEL:QUANT"},
+        )
+    # A float file type says nothing (tools write F16/F32 for unquantized and test files alike).
+    if info.file_type and info.file_type != quant and info.file_type in KNOWN_QUANTS and info.file_type not in FLOAT_TYPES:
+        right = info.file_type in model.quants
+        raise BadFile(
+            f"{display} is {info.file_type}, not {quant}",
+            hint=f"Import it as {model.id}:{info.file_type}." if right else "Pick the file of the quantization you want.",
+            remedy="import_model" if right else None,
+            remedy_args={"spec": f"{model.id}:{info.file_type}"},
+        )
+
+
+def _stage(sources: list[Path], names: list[str], tmp: Path, *, move: bool, total: int,
+           progress: Progress) -> tuple[dict[str, str], list[Path]]:
+    """Move (then hash) or copy (hashing as it goes) each file into the staging folder."""
+    hashes: dict[str, str] = {}
+    stored: list[Path] = []
+    done = 0
+    for src, name in zip(sources, names):
+        dst = tmp / name
+        if move:
+            os.replace(src, dst)
+            hashes[name] = store.sha256_file(dst, progress, f"checking {name}")
+        else:
+            with src.open("rb") as fh:
+                hashes[name] = store.copy_stream(
+                    fh, dst, total, lambda lbl, d, t, base=done: progress(lbl, base + d, t), f"copying {src.name}"
+                )
+        done += dst.stat().st_size
+        stored.append(dst)
+    return hashes, stored
 
 
 def _same_as_installed(settings, model, quant, sources: list[Path], progress: Progress) -> InstalledModel | None:

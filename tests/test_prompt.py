@@ -180,3 +180,14 @@ def test_an_answer_that_only_says_the_documents_do_not_say_cites_nothing():
     assert u("The documents do not say the default. But [2] says it can be set.") is None
     assert u("Milvus replicates segments [1].") is None
     assert u("The documents do not say.") is None
+
+
+def test_each_paragraph_of_a_source_ends_with_its_number_and_code_stays_intact():
+    text = "Milvus stores metadata in etcd.\nEach module has its own.\n\n```yaml\netcd:\n\n  endpoints: [localhost:2379]\n```\n\nDone."
+    src = prompt.Source(n=4, text=text, source="faq.md", page=None, heading="Storage", chunk_id="c", score=1.0, tokens=0)
+    rendered = prompt.render_source(src)
+    assert rendered.splitlines()[0] == '<source n="4" file="faq.md" section="Storage">'
+    body = rendered.split("\n", 1)[1].rsplit("\n", 1)[0]
+    assert body == ("Milvus stores metadata in etcd.\nEach module has its own. [4]\n\n"
+                    "```yaml\netcd:\n\n  endpoints: [localhost:2379]\n```\n[4]\n\nDone. [4]")
+    assert body.count("[4]") == 3  # the blank line inside the code block does not end a paragraph

@@ -78,7 +78,10 @@ def test_matched_sources_count_as_support_not_as_citations():
     ("There is no information about that in the sources.", True),
     ("文档中没有提到这一点。", True),
     ("根据资料，无法确定。", True),
+    ("无法从所给文档中找到答案。", True),
     ("Milvus stores metadata in etcd [1].", False),
+    # the question's own words: "can't pull from Docker Hub" is a how-to, not a refusal
+    ("如果无法从 Docker Hub 拉取镜像，可以添加其它的镜像源 [1]。", False),
 ])
 def test_says_not_found(answer, not_found):
     assert ev.says_not_found(answer) is not_found

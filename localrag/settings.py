@@ -55,6 +55,11 @@ class RetrievalSettings:
     # dev set: MRR en 0.61 -> 0.68, zh 0.45 -> 0.56; with windows hit@5 en 0.83, zh 0.79.
     sentence_pool: int = 20
     sentence_weight: float = 1.0
+    # A question in a language most of the KB's files are not in (a Chinese question over mostly
+    # English documents) is also searched in the documents' language, as the loaded model writes
+    # it (~1 s with the 1.5B on 2 cores). On the dev set's 14 Chinese questions: evidence in the
+    # top 3 9 -> 12 (BENCHMARKS §11). Not for follow-ups (the model's cache is the conversation's).
+    cross_lingual: bool = True
 
 
 @dataclass(frozen=True)

@@ -374,3 +374,37 @@ def test_matched_sources_only_where_a_sentence_says_the_same(starter_session):
     assert [c.n for c in matched] == [2]
     assert session._match("The sky over the harbour was the colour of a dead television channel.", sources) == []
     assert session._match("The documents do not say.", sources) == []
+
+
+def test_a_chinese_question_over_english_documents_is_also_searched_in_english(starter_session):
+    """The sample is all English: a Chinese question is rendered in English by the loaded model
+    (SmolLM2 here, taken as a non-starter: the 135M starter itself is not asked to translate)."""
+    import dataclasses
+
+    from localrag.lang import has_cjk
+
+    base = starter_session
+    question = "localrag 如何为我的机器选择模型？"
+    session = answer.Session(base.settings, "docs", engine=base.engine, retriever=base.retriever,
+                             info=dataclasses.replace(base.info, starter=False))
+    events = list(session.ask(question))
+    retrieved = next(e for e in events if e.kind == "retrieved")
+    result = events[-1].result
+    assert result.timings.render_s > 0  # the model was asked, and the time is shown
+    if retrieved.rendered:  # what a 135M model writes may not pass as a question: then it is not used
+        assert not has_cjk(retrieved.rendered) and result.query == f"{question}\n{retrieved.rendered}"
+    else:
+        assert result.query == question
+    # a follow-up keeps the conversation's cache: no second prompt in between
+    follow = list(session.ask("它需要多少内存？"))[-1].result
+    assert follow.timings.render_s == 0
+    # an English question over English documents, the tiny starter, and the setting turned off: never
+    session.reset()
+    assert list(session.ask("How does localrag pick a model?"))[-1].result.timings.render_s == 0
+    base.reset()
+    assert list(base.ask(question))[-1].result.timings.render_s == 0
+    off = answer.Session(dataclasses.replace(base.settings, retrieval=dataclasses.replace(
+        base.settings.retrieval, cross_lingual=False)), "docs", engine=base.engine, retriever=base.retriever,
+        info=dataclasses.replace(base.info, starter=False))
+    result = list(off.ask(question))[-1].result
+    assert result.timings.render_s == 0 and result.query == question

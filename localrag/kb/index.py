@@ -506,6 +506,14 @@ class Index:
         # Milvus Lite reports BM25 as a negated distance, a server as the score itself.
         return [(h["id"], abs(float(h["distance"])), h["entity"]) for h in res[0]]
 
+    def cjk_share(self, sample: int = 2000) -> float:
+        """The share of files written mostly in CJK, judged on each file's first chunk (of up to
+        ``sample`` files): whether a question in one language is about documents in another."""
+        from localrag.lang import is_cjk
+
+        rows = self._client.query(self.chunks_col, filter="ordinal == 0", output_fields=["text"], limit=sample)
+        return sum(is_cjk(r.get("text") or "") for r in rows) / len(rows) if rows else 0.0
+
     def mentions(self, word: str) -> bool:
         """Whether any chunk (text or heading path) holds ``word`` as a whole token, in any of
         its usual letter cases: the BM25 analyzer does not lower-case, so each spelling is a

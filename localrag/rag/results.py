@@ -29,6 +29,7 @@ class Citation:
 @dataclass
 class Timings:
     retrieve_s: float = 0.0
+    render_s: float = 0.0  # writing the question in the documents' language (rag/crosslingual.py)
     prompt_tokens: int = 0
     cached_tokens: int = 0
     prompt_s: float = 0.0
@@ -127,6 +128,7 @@ class Retrieved:
     valid: frozenset[int] = frozenset()
     prompt_tokens: int = 0
     prefill_s: float = 0.0
+    rendered: str = ""  # the question as also searched in the documents' language (rag/crosslingual.py)
     kind: Literal["retrieved"] = "retrieved"
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from localrag.rag import figures, prompt
+from localrag.rag import crosslingual, figures, prompt
 from localrag.rag.coverage import unmentioned
 from localrag.rag.extractive import extractive_answer  # noqa: F401 - session.* is where callers find it
 from localrag.rag.followup import is_followup, retrieval_query  # noqa: F401
@@ -181,6 +181,7 @@ class Session:
         self.last: AnswerResult | None = None
         self.next_n = 1
         self.sampling = Sampling()
+        self._cjk_share: float | None = None  # of the KB's files (crosslingual.py), asked once
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -264,6 +265,33 @@ class Session:
         texts = [question, *(t.question for t in self.turns), *(s.text for s in packing.sources)]
         return texts + [s.text for s in self.visible_sources().values()]
 
+    def _load(self) -> Iterator[AskEvent]:
+        if self.engine is None:
+            yield Loading(self.model_spec or "")
+            self.ensure_loaded()
+            yield Loaded(self.info)
+
+    def _other_language(self, question: str) -> str | None:
+        """The language to search in as well: the KB's main one, when the question is not in it."""
+        if not self.settings.retrieval.cross_lingual:
+            return None
+        if self._cjk_share is None:
+            index = getattr(self.retriever, "index", None)
+            self._cjk_share = index.cjk_share() if index is not None else 0.0
+        return crosslingual.target_language(prompt.question_language(question), self._cjk_share)
+
+    def _render(self, question: str, target: str, timings: Timings) -> str | None:
+        """The question in the ``target`` language, written by the loaded model (greedy, no
+        reasoning: a translation needs none), or None when the reply is not a question."""
+        if self._tiny:  # a 135M model's "translation" would only add noise to the search
+            return None
+        t = time.perf_counter()
+        reply = [ev.text for ev in self.engine.stream(
+            crosslingual.messages(question, target), max_tokens=crosslingual.MAX_TOKENS, reasoning_budget=0,
+            temperature=0.0, top_p=1.0, seed=0) if ev.kind == "answer"]
+        timings.render_s = time.perf_counter() - t
+        return crosslingual.clean("".join(reply), question, target)
+
     # -- asking ---------------------------------------------------------------------------
 
     def ask(self, question: str, *, sampling: Sampling | None = None) -> Iterator[AskEvent]:
@@ -282,21 +310,31 @@ class Session:
         query, followup = retrieval_query(question, self.turns)
         hits = self.retriever.search(query, k=self.settings.retrieval.top_k)
         timings.retrieve_s = time.perf_counter() - t0
+        target = None if followup else self._other_language(question)
+        rendered = None
+        if target is not None:
+            yield from self._load()
+            rendered = self._render(question, target, timings)
+            if rendered:
+                # one search with both wordings: the question's own words keep its own-language
+                # passages, the rendering reaches the others (BENCHMARKS §11)
+                query = f"{query}\n{rendered}"
+                t1 = time.perf_counter()
+                hits = self.retriever.search(query, k=self.settings.retrieval.top_k)
+                timings.retrieve_s += time.perf_counter() - t1
 
         if not relevant(hits, self.embedder_id):
             yield from self._not_found(question, query, timings, t0)
             return
 
-        if self.engine is None:
-            yield Loading(self.model_spec or "")
-            self.ensure_loaded()
-            yield Loaded(self.info)
+        yield from self._load()
         engine, info = self.engine, self.info
         reasoning_budget = gen.reasoning_budget if info.reasoning else 0
         packing, turn_text = self._pack(question, hits, followup, reasoning_budget)
         valid = set(self.visible_sources()) | {s.n for s in packing.sources}
         new_tokens = engine.count_tokens(turn_text) + (engine.count_tokens(self.turns[-1].answer) if self.turns else 0)
-        yield Retrieved(packing, frozenset(valid), new_tokens, new_tokens / self._speed if self._speed else 0.0)
+        yield Retrieved(packing, frozenset(valid), new_tokens, new_tokens / self._speed if self._speed else 0.0,
+                        rendered or "")
 
         history = [(t.user_content, t.answer) for t in self.turns]
         messages = prompt.messages_for(history, turn_text)

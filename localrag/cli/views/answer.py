@@ -122,6 +122,8 @@ class AnswerView:
                     self.model_banner(ev.info, console=live.console)
                 elif ev.kind == "retrieved":
                     valid = set(ev.valid) if getattr(ev, "valid", None) else {s.n for s in ev.packing.sources}
+                    if getattr(ev, "rendered", ""):
+                        live.console.print(f"[dim]also searched as:[/] {escape(ev.rendered)}", highlight=False)
                     self._left_out_note(ev.packing, console=live.console)
                     state["reading"] = reading_line(ev)
                 elif ev.kind == "thinking":
@@ -255,6 +257,8 @@ def timings_table(result) -> Table:
     table.add_column(style="dim")
     table.add_column(justify="right")
     table.add_column(style="dim")
+    if getattr(t, "render_s", 0.0):
+        table.add_row("translate question", f"{t.render_s:.2f} s", "for the search: the documents are mostly in another language")
     table.add_row("retrieve", f"{t.retrieve_s:.2f} s", result.query if result.query != result.question else "")
     if not result.not_found:
         new = t.prompt_tokens - t.cached_tokens

@@ -279,6 +279,7 @@ function renderSources(view, msg) {
     d.append(el("summary", "", t("src.uncited", { count: uncited.length })), ul);
     parts.push(d);
   }
+  if (msg.rendered) parts.push(el("p", "src-rendered", t("src.rendered", { query: msg.rendered })));
   if ((msg.unmentioned || []).length) {
     const terms = msg.unmentioned.map((w) => `"${w}"`).join(", ");
     parts.push(el("p", "src-unmentioned", t("src.unmentioned", { terms })));
@@ -440,6 +441,7 @@ function apply(msg, chunk) {
       msg.sources = lr.sources || msg.sources;
       msg.left_out = lr.left_out || msg.left_out;
       msg.unmentioned = lr.unmentioned || msg.unmentioned;
+      msg.rendered = lr.rendered || msg.rendered;
     }
     if (lr.stage === "done") {
       msg.citations = lr.citations;

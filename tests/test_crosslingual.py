@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import pytest
 
+from localrag.kb.index import Index
 from localrag.rag import crosslingual as xl
+from tests.kb_helpers import embedder, minilm_dir, settings_for, small_kb_home  # noqa: F401
 
 
 @pytest.mark.parametrize("lang, share, target", [
@@ -37,3 +39,13 @@ def test_the_ask_says_which_language_and_carries_the_question():
 def test_only_a_question_in_the_target_language_is_kept(reply, target, expected):
     question = "Milvus 2.4 的集群最多可以创建多少个 database？" if target == "en" else "I re-inserted a row whose ID exists; will Milvus overwrite it?"
     assert xl.clean(reply, question, target) == expected
+
+
+def test_the_share_of_chinese_files_in_a_real_kb(small_kb_home):
+    """Three English milvus-docs pages, three "Chinese" ones and an English note. One of the
+    Chinese pages (about/README.md) is a Chinese title over a list of English links: by its text
+    it is English, so 2 of 7 files are Chinese."""
+    with Index.open(settings_for(small_kb_home), "t") as ix:
+        share = ix.cjk_share()
+    assert share == pytest.approx(2 / 7)
+    assert xl.target_language("zh", share) == "en" and xl.target_language("en", share) is None

@@ -49,3 +49,13 @@ def test_a_sentence_that_only_points_at_the_sources_goes_with_the_withheld_one()
                                  "The standby takes over within 60 seconds [1].", SOURCES, "en")
     assert "[4]" not in answer and answer.startswith("The standby takes over within 60 seconds [1].")
     assert figures.is_pointer("For more information, see [3].") and not figures.is_pointer("It listens on 19530 [1].")
+
+
+def test_a_single_digit_counts_with_a_unit_and_is_grounded_by_its_word():
+    assert figures.figures("回收 5 分钟。About 5% less, 3 replicas, 2x faster, 8GB of RAM.") == ["5 分钟", "5%", "2x", "8 GB"]
+    grounds = ["The pool drops a connection after five minutes.", "It needs 8 GiB of memory.", "两倍的速度"]
+    assert figures.unsupported("It drops it after 5 min, needs 8 GB and is 2x faster.", grounds) == []
+    assert figures.unsupported("It drops it after 5 hours.", grounds) == []  # same kind of unit: time
+    assert figures.unsupported("It saves 5% and takes 3 replicas.", grounds) == ["5%"]
+    answer, withheld = figures.withhold("PyMilvus 连接池里的空闲连接默认会自动回收 5 分钟。[2]", SOURCES, "zh")
+    assert withheld == ["5 分钟"] and answer.startswith("文档中没有说明。")

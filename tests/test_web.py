@@ -422,7 +422,8 @@ def test_reasoning_block_and_safe_rendering_from_a_recorded_r1_stream(pages, ser
 
 def test_a_citation_the_server_removed_is_not_left_on_the_page(pages, server):
     """The stream showed "[1]" after "the documents do not mention"; the final chunk carries the
-    answer without it (the session uncites a bare abstention), and the page must show that."""
+    answer without it (the session uncites a bare abstention), and the page must show that. The
+    reading stage's rendered question (cross-lingual search) is shown with the sources."""
     page = pages()
     given = [dict(s, cited=False) for s in _real_sources(server)[:1]]
     base = {"id": "chatcmpl-rec", "object": "chat.completion.chunk", "created": 0, "model": "kb:team"}
@@ -431,7 +432,8 @@ def test_a_citation_the_server_removed_is_not_left_on_the_page(pages, server):
         return {**base, "choices": [{"index": 0, "delta": delta or {}, "finish_reason": finish}], **extra}
 
     chunks = [chunk({"role": "assistant"}, localrag={"stage": "reading", "prompt_tokens": 300, "prefill_s": 0.2,
-                                                     "sources": given, "left_out": []}),
+                                                     "sources": given, "left_out": [],
+                                                     "rendered": "Which Raft library does Milvus use?"}),
               chunk({"content": "The documents do not mention Raft."}), chunk({"content": " [1]"}),
               chunk(finish="stop", sources=given, localrag={
                   "stage": "done", "citations": [], "not_found": False, "content": "The documents do not mention Raft.",
@@ -443,6 +445,8 @@ def test_a_citation_the_server_removed_is_not_left_on_the_page(pages, server):
     answer = ask(page, "Which Raft library does it use?")
     assert answer.locator(".body").inner_text().strip() == "The documents do not mention Raft."
     assert answer.locator(".body a.cite").count() == 0
+    # the question as also searched in the documents' language is shown with the sources
+    assert answer.locator(".src-rendered").inner_text() == "Also searched as: Which Raft library does Milvus use?"
     page.reload()  # the stored conversation holds the final text too
     page.wait_for_selector("#app:not([hidden])")
     assert page.locator(".msg.assistant .body").last.inner_text().strip() == "The documents do not mention Raft."

@@ -408,3 +408,37 @@ def test_a_chinese_question_over_english_documents_is_also_searched_in_english(s
         info=dataclasses.replace(base.info, starter=False))
     result = list(off.ask(question))[-1].result
     assert result.timings.render_s == 0 and result.query == question
+
+
+def test_a_reasoning_model_renders_the_question_without_thinking_and_the_cli_shows_it(starter_session):
+    """With an R1-format model (random weights) the rendering starts with the thinking closed
+    (DeepSeek's empty-think bypass: a translation needs no reasoning), then the answer still
+    thinks; the CLI's timings show the translation as its own line."""
+    import io
+
+    from rich.console import Console
+
+    from localrag.cli.views.answer import AnswerView
+    from localrag.runtime.engine import Engine
+    from tests.synthgguf import make_gguf
+
+    path = make_gguf("r1-distill-qwen-1.5b", "Q4_K_M", tiny=True)
+    engine = Engine.load(path, n_ctx=4096, template="r1")
+    info = answer.ModelInfo(
+        id="r1-distill-qwen-1.5b", name="DeepSeek-R1-Distill-Qwen-1.5B", quant="Q4_K_M", path=path,
+        starter=False, reasoning=True, n_ctx=engine.n_ctx, n_gpu_layers=0,
+    )
+    session = answer.Session(starter_session.settings, "docs", engine=engine, info=info,
+                             retriever=starter_session.retriever)
+    try:
+        out = io.StringIO()
+        view = AnswerView(Console(file=out, width=160), show_thinking=False, verbose=True)
+        question = "localrag 如何为我的机器选择模型？"
+        result = view.render(session.ask(question))
+        shown = out.getvalue()
+        assert result.timings.render_s > 0 and "translate question" in shown
+        assert ("also searched as" in shown) == (result.query != question)
+        assert result.thinking.strip()  # the answer itself still reasons
+    finally:
+        session.close()
+        engine.close()

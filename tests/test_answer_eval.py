@@ -175,3 +175,8 @@ def test_notes_before_the_answer_print_brackets_and_names_as_text():
     text = out.getvalue()
     assert "[generation] source_tokens" in text and "a[1].md" in text
     assert 'mentions "[bold]GraphQL"' in text
+
+
+def test_a_citation_marker_is_not_a_keyword():
+    assert not ev.has_keywords("一个 collection 默认会分成两个 shard。[2]", ["2"])
+    assert ev.has_keywords("默认包含 2 个分片 [1]。", ["2"])

@@ -44,9 +44,13 @@ def keyword_norm(text: str) -> str:
     return _KW_STRIP.sub("", unicodedata.normalize("NFKC", text or "").lower())
 
 
+_MARKER = re.compile(r"\[\s*\d{1,3}(?:\s*[,;，\-–]\s*\d{1,3})*\s*\]")
+
+
 def has_keywords(answer: str, keywords: Iterable[str]) -> bool:
-    """All keywords in the answer, compared as the eval README says."""
-    norm = keyword_norm(answer)
+    """All keywords in the answer, compared as the eval README says. Citation markers are not the
+    answer's words: "分成两个 shard [2]" does not hold the keyword "2"."""
+    norm = keyword_norm(_MARKER.sub(" ", answer or ""))
     kws = [keyword_norm(k) for k in keywords if k and keyword_norm(k)]
     return bool(kws) and all(k in norm for k in kws)
 

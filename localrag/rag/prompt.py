@@ -134,8 +134,8 @@ def labelled(text: str, n: int) -> str:
     Documents put a citation *after* the words it supports, and a small model copies the marker
     it read next to the words it reuses. With the number only at the start of each source, the
     marker right after source 1's text was source 2's: the 1.5B cited [n+1] for text from [n]
-    (BENCHMARKS §11: with the same sources and greedy decoding, 12/34 → 22/34 answers citing
-    the passage that holds the evidence, for ~3 tokens a paragraph)."""
+    (BENCHMARKS §11, greedy on fixed sources: 32/47 → 35/47 answers cite the passage that holds
+    the evidence, 12/34 → 22/34 on the questions it used to miscite; ~3 tokens a paragraph)."""
     paragraphs: list[list[str]] = [[]]
     fence = False
     for line in text.strip().splitlines():

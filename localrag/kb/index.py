@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from localrag.errors import BadConfig, BadInput, KBBusy, KBNotFound
+from localrag.lang import is_cjk
 
 KB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 _HASH_RE = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
@@ -509,8 +510,6 @@ class Index:
     def cjk_share(self, sample: int = 2000) -> float:
         """The share of files written mostly in CJK, judged on each file's first chunk (of up to
         ``sample`` files): whether a question in one language is about documents in another."""
-        from localrag.lang import is_cjk
-
         rows = self._client.query(self.chunks_col, filter="ordinal == 0", output_fields=["text"], limit=sample)
         return sum(is_cjk(r.get("text") or "") for r in rows) / len(rows) if rows else 0.0
 

@@ -238,6 +238,7 @@ class Retriever:
         self.last_timings = Timings()
         self._executor = None
         self._files_cache: dict | None = None
+        self._cjk_share: float | None = None
         self._sentence_cache: dict[str, object] = {}
 
     def _pool(self):
@@ -257,7 +258,15 @@ class Retriever:
     def refresh(self) -> None:
         """Forget what was cached about the KB's files (call after an ingest into it)."""
         self._files_cache = None
+        self._cjk_share = None
         self._sentence_cache.clear()
+
+    def cjk_share(self) -> float:
+        """The share of the KB's files written mostly in CJK (``Index.cjk_share``), asked once per
+        open KB: every conversation's first question would otherwise query it again."""
+        if self._cjk_share is None:
+            self._cjk_share = self.index.cjk_share()
+        return self._cjk_share
 
     def __enter__(self) -> "Retriever":
         return self

@@ -15,6 +15,9 @@ which a second prompt in between would evict).
 from __future__ import annotations
 
 import re
+
+from localrag.lang import CJK_LETTER
+
 # Below this share of the KB's files in the question's language, its documents are mostly in the
 # other one: a 50/50 KB is searched in the question's language only.
 MINORITY = 0.5
@@ -25,7 +28,6 @@ ASK = {
     "zh": "把下面这个问题翻译成中文。只回复翻译后的问题，不要写别的。\n\n{q}",
 }
 _LABEL = re.compile(r"^\s*(?:translation|english|translated question|question|翻译|译文|问题)\s*[:：]\s*", re.IGNORECASE)
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
 def target_language(question_lang: str, cjk_share: float) -> str | None:
@@ -47,7 +49,7 @@ def clean(reply: str, question: str, target: str) -> str | None:
     if not lines:
         return None
     text = _LABEL.sub("", lines[0]).strip().strip("\"'“”‘’「」`").strip()
-    cjk = len(_CJK.findall(text))
+    cjk = len(CJK_LETTER.findall(text))
     in_target = cjk >= 2 if target == "zh" else cjk == 0
     if not text or not in_target or len(text) > 3 * len(question) + 40 or text == question.strip():
         return None

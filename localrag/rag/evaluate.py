@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from localrag.kb.evaluate import contains_evidence
-from localrag.rag.prompt import says_not_found  # noqa: F401 - scored here, defined with the answer's text rules
+from localrag.rag.prompt import CITATION, says_not_found  # noqa: F401 - scored here, defined with the answer's text rules
 
 _KW_STRIP = re.compile(r"[\s,，]+")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
@@ -44,13 +44,10 @@ def keyword_norm(text: str) -> str:
     return _KW_STRIP.sub("", unicodedata.normalize("NFKC", text or "").lower())
 
 
-_MARKER = re.compile(r"\[\s*\d{1,3}(?:\s*[,;，\-–]\s*\d{1,3})*\s*\]")
-
-
 def has_keywords(answer: str, keywords: Iterable[str]) -> bool:
     """All keywords in the answer, compared as the eval README says. Citation markers are not the
     answer's words: "分成两个 shard [2]" does not hold the keyword "2"."""
-    norm = keyword_norm(_MARKER.sub(" ", answer or ""))
+    norm = keyword_norm(CITATION.sub(" ", answer or ""))
     kws = [keyword_norm(k) for k in keywords if k and keyword_norm(k)]
     return bool(kws) and all(k in norm for k in kws)
 

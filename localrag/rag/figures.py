@@ -23,13 +23,12 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
+from localrag.lang import has_cjk
 from localrag.rag import prompt
 
 # A number as prose writes it: "30", "2.4", "1,024", "16GB" (the unit is not part of it), not a
 # digit inside a word or identifier ("v2", "md5", "gpt-4o").
 _NUMBER = re.compile(r"(?<![\w.])(?<![A-Za-z_]-)\d+(?:[.,]\d+)*(?!\d)")
-_CODE = re.compile(r"```.*?(?:```|$)|`[^`\n]*`", re.DOTALL)
-_CITE = re.compile(r"\[\s*\d{1,3}(?:\s*[,;，\-–]\s*\d{1,3})*\s*\]")
 _DIGIT_GROUPS = re.compile(r"(?<=\d)[,\s](?=\d{3}\b)")
 
 # The units that make a single digit a claim, by kind: "5 min" is grounded by "five minutes".
@@ -40,7 +39,6 @@ _UNITS = {
     "times": r"倍|times|x",
 }
 _UNIT_AFTER = re.compile(r"\s?(" + "|".join(_UNITS.values()) + r")(?![A-Za-z])", re.IGNORECASE)
-_CJK_UNIT = re.compile(r"[\u3400-\u9fff]")
 _WORDS = ["zero|零", "one|一", "two|二|两", "three|三", "four|四", "five|五", "six|六", "seven|七", "eight|八",
           "nine|九"]
 
@@ -74,7 +72,7 @@ def figures(text: str) -> list[str]:
     """The checkable figures a piece of prose states, in order, each once: numbers of two digits
     or more, and a single digit with a unit ("5 分钟", "5%": a duration, size or share is a claim;
     a bare "2" is too often a count the sources write in words)."""
-    prose = _CITE.sub(" ", _CODE.sub(" ", text))
+    prose = prompt.CITATION.sub(" ", prompt.CODE.sub(" ", text))
     out: list[str] = []
     for m in _NUMBER.finditer(prose):
         number = _plain(m.group(0)).rstrip(".,")
@@ -83,7 +81,7 @@ def figures(text: str) -> list[str]:
             if unit is None:
                 continue
             sign = unit.group(1)
-            number = number + (" " if len(sign) > 1 and sign[0].isalpha() or _CJK_UNIT.match(sign) else "") + sign
+            number = number + (" " if len(sign) > 1 and sign[0].isalpha() or has_cjk(sign) else "") + sign
         if number not in out:
             out.append(number)
     return out
@@ -108,7 +106,7 @@ def unsupported(text: str, grounds: Iterable[str]) -> list[str]:
 
 def is_pointer(unit: str) -> bool:
     """A sentence that only says where the previous one came from ("This is stated in [2].")."""
-    bare = _CITE.sub("", unit).strip()
+    bare = prompt.CITATION.sub("", unit).strip()
     return len(bare) <= 120 and bool(_POINTER.search(bare)) and not figures(bare)
 
 
@@ -132,7 +130,7 @@ def withhold(answer: str, grounds: Iterable[str], lang: str) -> tuple[str, list[
     if not withheld:
         return answer, []
     quoted = "、".join(f"“{n}”" for n in withheld) if lang == "zh" else " and ".join(f'"{n}"' for n in withheld)
-    substance = [u for u in kept if not is_pointer(u) and _CITE.sub("", u).strip(" \n.:：。-*")]
+    substance = [u for u in kept if not is_pointer(u) and prompt.CITATION.sub("", u).strip(" \n.:：。-*")]
     if not substance:
         return WITHHELD_ALL[lang].format(figures=quoted), withheld
     return "".join(kept).strip() + "\n\n" + WITHHELD_SOME[lang].format(figures=quoted), withheld

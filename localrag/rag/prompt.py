@@ -421,8 +421,10 @@ def messages_for(history: Sequence[tuple[str, str]], turn: str) -> list[dict]:
 
 # --- citations ----------------------------------------------------------------------------------
 
-_CODE = re.compile(r"(```.*?(?:```|$)|`[^`\n]*(?:`|$))", re.DOTALL)
-_CITE = re.compile(r"\[(\s*\d{1,3}\s*(?:(?:,|;|，|and|-|–)\s*\d{1,3}\s*)*)\]")
+# Code in an answer (fenced or inline) and a citation marker ("[1]", "[2, 3]", "[4-5]"): the one
+# definition every rule about an answer's text uses (rag/figures.py, rag/evaluate.py too).
+CODE = re.compile(r"(```.*?(?:```|$)|`[^`\n]*(?:`|$))", re.DOTALL)
+CITATION = re.compile(r"\[(\s*\d{1,3}\s*(?:(?:,|;|，|and|-|–)\s*\d{1,3}\s*)*)\]")
 
 
 def _numbers(group: str) -> list[int]:
@@ -461,8 +463,8 @@ def clean_citations(answer: str, valid: set[int] | Sequence[int]) -> tuple[str, 
 
     # Code is left alone: `vectors[0]` in an answer is an index, not a citation. An unclosed
     # fence or backtick (mid-stream) counts as code until it closes.
-    parts = _CODE.split(answer)
-    text = "".join(part if i % 2 else _CITE.sub(repl, part) for i, part in enumerate(parts))
+    parts = CODE.split(answer)
+    text = "".join(part if i % 2 else CITATION.sub(repl, part) for i, part in enumerate(parts))
     text = re.sub(r"[ \t]+([.,;:!?。，])", r"\1", text) if dropped else text
     return text, cited, dropped
 
@@ -496,7 +498,7 @@ def uncite_abstention(answer: str) -> str | None:
     show a source as support for a claim the source does not make (the 1.5B writes "The documents
     do not mention Raft. [5]"). Returns the answer without its markers, or None when it says more
     than that."""
-    bare = _CITE.sub("", answer).strip()
+    bare = CITATION.sub("", answer).strip()
     sentences = [m.group(0) for m in _SENTENCE.finditer(bare) if m.group(0).strip(" \n.。")]
     if bare == answer.strip() or len(sentences) != 1 or not says_not_found(bare):
         return None

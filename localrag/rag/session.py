@@ -181,7 +181,6 @@ class Session:
         self.last: AnswerResult | None = None
         self.next_n = 1
         self.sampling = Sampling()
-        self._cjk_share: float | None = None  # of the KB's files (crosslingual.py), asked once
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -275,10 +274,8 @@ class Session:
         """The language to search in as well: the KB's main one, when the question is not in it."""
         if not self.settings.retrieval.cross_lingual:
             return None
-        if self._cjk_share is None:
-            index = getattr(self.retriever, "index", None)
-            self._cjk_share = index.cjk_share() if index is not None else 0.0
-        return crosslingual.target_language(prompt.question_language(question), self._cjk_share)
+        share = self.retriever.cjk_share() if hasattr(self.retriever, "cjk_share") else 0.0
+        return crosslingual.target_language(prompt.question_language(question), share)
 
     def _render(self, question: str, target: str, timings: Timings) -> str | None:
         """The question in the ``target`` language, written by the loaded model (greedy, no

@@ -211,7 +211,7 @@ class Translator:
                 sources=[source_dict(s, self.link(s.source), set()) for s in self.packed],
                 left_out=[left_out_dict(lo) for lo in event.packing.left_out],
                 unmentioned=list(event.packing.unmentioned),
-                rendered=getattr(event, "rendered", "") or None,
+                rendered=event.rendered or None,
             )]
         if kind == "thinking":
             out = [] if self.stage == "thinking" else [self.stage_chunk("thinking")]

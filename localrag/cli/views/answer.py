@@ -257,7 +257,7 @@ def timings_table(result) -> Table:
     table.add_column(style="dim")
     table.add_column(justify="right")
     table.add_column(style="dim")
-    if getattr(t, "render_s", 0.0):
+    if t.render_s:
         table.add_row("translate question", f"{t.render_s:.2f} s", "for the search: the documents are mostly in another language")
     table.add_row("retrieve", f"{t.retrieve_s:.2f} s", result.query if result.query != result.question else "")
     if not result.not_found:

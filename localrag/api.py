@@ -29,7 +29,8 @@ from typing import Callable, Iterable, Iterator
 
 from localrag.errors import BadInput, KBNotFound
 from localrag.rag.results import AnswerResult, AskEvent, Done
-from localrag.rag.session import PrefillMemory, Session
+from localrag.rag.session import Session
+from localrag.runtime.speed import PrefillMemory
 from localrag.settings import Settings, load_settings
 
 SAMPLE_KB = "sample"

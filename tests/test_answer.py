@@ -364,7 +364,7 @@ def test_matched_sources_only_where_a_sentence_says_the_same(starter_session):
     from localrag.rag import prompt
 
     session = starter_session
-    assert session.embedder_id in answer.MATCH_GATE
+    assert session.embedder_id in answer.attribution.MATCH_GATE
     src = lambda n, text: prompt.Source(n, text, f"s{n}.md", None, "", f"c{n}", 1.0, 10)  # noqa: E731
     sources = [
         src(1, "Backups run every night at 02:00 and are kept for 30 days."),

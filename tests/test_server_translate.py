@@ -13,11 +13,13 @@ SOURCE = prompt.Source(n=1, text="Milvus stores metadata in etcd.", source="faq.
                        heading="Storage", chunk_id="c1", score=0.8, tokens=9)
 
 
-def _translate(streamed: list[str], final: str, *, in_content: bool = False) -> tuple[Translator, dict]:
+def _translate(streamed: list[str], final: str, *, in_content: bool = False,
+               repointed: list | None = None) -> tuple[Translator, dict]:
     tr = Translator("kb:docs", lambda path: f"/files/{path}", sources_in_content=in_content)
     for piece in streamed:
         tr.feed(AnswerDelta(piece))
-    result = AnswerResult("q", "q", final, "", [], [], [SOURCE], [], False, "stop", Timings())
+    result = AnswerResult("q", "q", final, "", [], [], [SOURCE], [], False, "stop", Timings(),
+                          repointed=repointed or [])
     tr.feed(Done(result))
     return tr, tr.last_chunks()[-1]
 
@@ -38,3 +40,12 @@ def test_the_final_text_keeps_the_sources_tail_a_client_asked_for():
     # the replacement is the whole shown text: the answer and the "Sources:" list after it
     _, last = _translate(["No idea [7]."], "No idea.", in_content=True)
     assert last["localrag"]["content"] == "No idea.\n\nSources:\n[1] faq.md - Storage"
+
+
+def test_a_moved_citation_sends_the_final_text_and_the_move():
+    _, last = _translate(["Milvus stores metadata in etcd ", "[2]."], "Milvus stores metadata in etcd [1].",
+                         repointed=[(2, 1)])
+    assert last["localrag"]["content"] == "Milvus stores metadata in etcd [1]."
+    assert last["localrag"]["repointed"] == [[2, 1]]
+    _, last = _translate(["Metadata live in etcd ", "[1]."], "Metadata live in etcd [1].")
+    assert "repointed" not in last["localrag"]

@@ -427,7 +427,8 @@ CODE = re.compile(r"(```.*?(?:```|$)|`[^`\n]*(?:`|$))", re.DOTALL)
 CITATION = re.compile(r"\[(\s*\d{1,3}\s*(?:(?:,|;|，|and|-|–)\s*\d{1,3}\s*)*)\]")
 
 
-def _numbers(group: str) -> list[int]:
+def cited_numbers(group: str) -> list[int]:
+    """The source numbers inside one marker: "2, 3" → [2, 3], "4-6" → [4, 5, 6]."""
     nums: list[int] = []
     for part in re.split(r"\s*(?:,|;|，|and)\s*", group.strip()):
         rng = re.split(r"\s*[-–]\s*", part)
@@ -453,7 +454,7 @@ def clean_citations(answer: str, valid: set[int] | Sequence[int]) -> tuple[str, 
     dropped: list[int] = []
 
     def repl(match: re.Match) -> str:
-        nums = _numbers(match.group(1))
+        nums = cited_numbers(match.group(1))
         good = [n for n in nums if n in valid]
         for n in nums:
             target = cited if n in valid else dropped

@@ -64,6 +64,9 @@ class AnswerResult:
     # Figures the model stated that occur in no source nor the question: the sentences stating
     # them were withheld from ``answer`` (rag/figures.py).
     withheld: list[str] = field(default_factory=list)
+    # Citations moved (from, to) because the source the model cited does not hold the sentence's
+    # words and another one does (rag/attribution.py); ``answer`` carries the moved numbers.
+    repointed: list[tuple[int, int]] = field(default_factory=list)
 
     def to_json(self) -> dict:
         m = self.model
@@ -78,6 +81,7 @@ class AnswerResult:
             "matched": [asdict(c) for c in self.matched],
             "dropped_citations": self.dropped_citations,
             "withheld": self.withheld,
+            "repointed": [list(m) for m in self.repointed],
             "sources": [
                 {"n": s.n, "source": s.source, "page": s.page, "heading": s.heading, "score": s.score, "cut": s.cut}
                 for s in self.sources

@@ -16,14 +16,13 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterator
 
-from localrag.rag import crosslingual, figures, prompt
+from localrag.rag import attribution, crosslingual, figures, focus, prompt
 from localrag.rag.coverage import unmentioned
+from localrag.runtime.speed import PrefillMemory  # noqa: F401 - session.* is where callers find it
 from localrag.rag.extractive import extractive_answer  # noqa: F401 - session.* is where callers find it
 from localrag.rag.followup import is_followup, retrieval_query  # noqa: F401
 from localrag.rag.relevance import DENSE_GATE, RERANK_GATE, not_found_message, relevant  # noqa: F401
@@ -68,15 +67,6 @@ class Sampling:
             "max_tokens": max(1, int(limit)),
             "seed": self.seed,
         }
-# Matched sources: an answer sentence is attached to a source only when its cosine to one of the
-# source's sentences reaches this, per embedder (only measured values; others attach nothing).
-# Measured with the real 1.5B on the milvus-docs dev subset (BENCHMARKS.md §9): correct answers vs
-# the source holding the evidence, median best cosine 0.96 (n=11); vs unrelated sources at most
-# 0.706 (n=65). At 0.75 no unrelated source is attached and 73% of the evidence sources are.
-MATCH_GATE: dict[str, float] = {
-    "all-minilm-l6-v2": 0.75,
-}
-MIN_CLAIM_CHARS = 20
 
 
 @dataclass
@@ -93,6 +83,16 @@ class _Generation:
     thinking_tokens: int = 0
 
 
+@dataclass
+class _Final:
+    answer: str
+    cited: list[int]
+    dropped: list[int]
+    withheld: list[str]
+    repointed: list[tuple[int, int]]
+    extra: str  # text added after the model's (the tiny starter's quotes), to stream too
+
+
 def _first(*values):
     return next((v for v in values if v is not None), None)
 
@@ -105,51 +105,6 @@ class Turn:
     user_content: str  # exactly as sent
     answer: str  # exactly as sent back next time (no reasoning)
     sources: list[prompt.Source]
-
-
-# --- the prefill-speed memory ----------------------------------------------------------------
-
-
-class PrefillMemory:
-    """This machine's measured prompt-reading speed per model, so the next question sizes its
-    prompt from a measurement instead of a guess. With a ``path`` it survives the process
-    (``perf.json`` in the data directory, written atomically); without one it lives in memory.
-    A running average keeps one noisy run from ruling."""
-
-    def __init__(self, path: Path | None = None):
-        self.path = path
-        self._data: dict = {}
-        if path is not None:
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-                self._data = data if isinstance(data, dict) else {}
-            except (OSError, ValueError):
-                self._data = {}
-
-    @staticmethod
-    def key(info: ModelInfo) -> str:
-        return f"{info.id}:{info.quant}:gpu{info.n_gpu_layers}"
-
-    def get(self, info: ModelInfo) -> float | None:
-        try:
-            value = self._data.get(self.key(info), {}).get("prefill_tok_s")
-            return float(value) if value else None
-        except (AttributeError, TypeError, ValueError):
-            return None
-
-    def put(self, info: ModelInfo, tok_s: float) -> None:
-        old = self.get(info)
-        value = tok_s if not old else 0.5 * old + 0.5 * tok_s
-        self._data[self.key(info)] = {"prefill_tok_s": round(value, 1)}
-        if self.path is None:
-            return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self._data, indent=1), encoding="utf-8")
-            tmp.replace(self.path)
-        except OSError:
-            pass  # a read-only data dir only costs us the better estimate
 
 
 # --- the session -----------------------------------------------------------------------------
@@ -304,22 +259,7 @@ class Session:
         t0 = time.perf_counter()
         timings = Timings()
 
-        query, followup = retrieval_query(question, self.turns)
-        hits = self.retriever.search(query, k=self.settings.retrieval.top_k)
-        timings.retrieve_s = time.perf_counter() - t0
-        target = None if followup else self._other_language(question)
-        rendered = None
-        if target is not None:
-            yield from self._load()
-            rendered = self._render(question, target, timings)
-            if rendered:
-                # one search with both wordings: the question's own words keep its own-language
-                # passages, the rendering reaches the others (BENCHMARKS §11)
-                query = f"{query}\n{rendered}"
-                t1 = time.perf_counter()
-                hits = self.retriever.search(query, k=self.settings.retrieval.top_k)
-                timings.retrieve_s += time.perf_counter() - t1
-
+        query, followup, hits, rendered = yield from self._search(question, timings)
         if not relevant(hits, self.embedder_id):
             yield from self._not_found(question, query, timings, t0)
             return
@@ -340,19 +280,10 @@ class Session:
         stats, end = run.stats, run.end
         thinking = "".join(run.thinking).strip()
         raw_answer = "".join(run.answer).strip()
-        answer, cited, dropped = prompt.clean_citations(raw_answer, valid)
-        answer, withheld = figures.withhold(answer, self._grounds(question, packing), prompt.question_language(question))
-        if withheld:
-            answer, cited, _ = prompt.clean_citations(answer, valid)
-        uncited = prompt.uncite_abstention(answer) if cited else None
-        if uncited is not None:
-            answer, cited = uncited, []
-        if self._tiny and not cited and packing.sources:
-            quoted = extractive_answer(question, packing.sources)
-            if quoted:
-                extra = ("\n\n" if answer else "") + "From the documents: " + quoted
-                yield AnswerDelta(extra)
-                answer, cited, dropped = prompt.clean_citations(answer + extra, valid)
+        final = self._final(question, raw_answer, valid, packing)
+        if final.extra:
+            yield AnswerDelta(final.extra)
+        answer, cited = final.answer, final.cited
 
         self._fill_timings(timings, stats, run.start, run.first_token_at, run.first_answer_at, end, run.thinking_tokens)
         timings.total_s = end - t0
@@ -364,13 +295,56 @@ class Session:
         citations = citations_for(cited, self.visible_sources())
         matched = [] if cited or self._tiny else self._match(answer, packing.sources)
         result = AnswerResult(
-            question, query, answer, thinking, citations, dropped, packing.sources, packing.left_out,
-            False, getattr(stats, "stop_reason", None), timings, info, matched, withheld,
+            question, query, answer, thinking, citations, final.dropped, packing.sources, packing.left_out,
+            False, getattr(stats, "stop_reason", None), timings, info, matched, final.withheld, final.repointed,
         )
         self.last = result
         yield Done(result)
 
     # -- internals --------------------------------------------------------------------------
+
+    def _search(self, question: str, timings: Timings):
+        """What to search for and what it finds: ``(query, followup, hits, rendered)``. A
+        generator (``yield from``): rendering the question in the KB's language loads the model."""
+        t0 = time.perf_counter()
+        query, followup = retrieval_query(question, self.turns)
+        hits = self.retriever.search(query, k=self.settings.retrieval.top_k)
+        timings.retrieve_s = time.perf_counter() - t0
+        target = None if followup else self._other_language(question)
+        rendered = None
+        if target is not None:
+            yield from self._load()
+            rendered = self._render(question, target, timings)
+            if rendered:
+                # one search with both wordings: the question's own words keep its own-language
+                # passages, the rendering reaches the others (BENCHMARKS §11)
+                query = f"{query}\n{rendered}"
+                t1 = time.perf_counter()
+                hits = self.retriever.search(query, k=self.settings.retrieval.top_k)
+                timings.retrieve_s += time.perf_counter() - t1
+        return query, followup, hits, rendered
+
+    def _final(self, question: str, raw: str, valid: set[int], packing: prompt.Packing) -> "_Final":
+        """What the reader is shown of what the model wrote, in order: numbers that match no
+        source removed; a citation moved to the source holding its sentence's words; sentences
+        stating a figure no source holds left out; a bare "the documents do not say" uncited;
+        and, from the 135M starter, the question's best source sentences quoted after it."""
+        answer, cited, dropped = prompt.clean_citations(raw, valid)
+        shown = {n: s.text for n, s in {**self.visible_sources(), **{s.n: s for s in packing.sources}}.items()}
+        answer, repointed = attribution.repoint(answer, shown, question)
+        answer, withheld = figures.withhold(answer, self._grounds(question, packing), prompt.question_language(question))
+        if repointed or withheld:
+            answer, cited, _ = prompt.clean_citations(answer, valid)
+        uncited = prompt.uncite_abstention(answer) if cited else None
+        if uncited is not None:
+            answer, cited = uncited, []
+        extra = ""
+        if self._tiny and not cited and packing.sources:
+            quoted = extractive_answer(question, packing.sources)
+            if quoted:
+                extra = ("\n\n" if answer else "") + "From the documents: " + quoted
+                answer, cited, dropped = prompt.clean_citations(answer + extra, valid)
+        return _Final(answer, cited, dropped, withheld, repointed, extra)
 
     def _not_found(self, question: str, query: str, timings: Timings, t0: float) -> Iterator[AskEvent]:
         """The honest answer when nothing retrieved is close to the question (no model asked)."""
@@ -485,82 +459,14 @@ class Session:
         return unmentioned(question, index.mentions)
 
     def _match(self, answer: str, sources: list[prompt.Source]) -> list[Citation]:
-        """Sources that support the answer's sentences, by the embedder: for an answer that
-        carries no [n]. A sentence is matched to the source holding its most similar sentence,
-        only above the embedder's measured gate; a sentence close to nothing matches nothing."""
-        gate = MATCH_GATE.get((self.embedder_id or "").lower())
+        gate = attribution.MATCH_GATE.get((self.embedder_id or "").lower())
         embedder = getattr(self.retriever, "embedder", None)
-        if gate is None or embedder is None or not sources or not answer.strip():
+        if gate is None or embedder is None:
             return []
-        from localrag.kb.chunk import split_sentences
-
-        if prompt.says_not_found(answer):
-            return []
-        claims = [c for c in split_sentences(answer) if len(c) >= MIN_CLAIM_CHARS]
-        units = [(s.n, u) for s in sources for u in split_sentences(s.text) if len(u) >= MIN_CLAIM_CHARS]
-        if not claims or not units:
-            return []
-        import numpy as np
-
-        wrap = getattr(embedder, "passage_text", lambda x: x)
-        try:
-            vecs = np.asarray(embedder.embed_passages([wrap(t) for t in claims + [u for _, u in units]]), dtype=np.float32)
-        except Exception:  # noqa: BLE001 - matching is a courtesy, never a failure
-            return []
-        sims = vecs[: len(claims)] @ vecs[len(claims):].T
-        chosen: list[int] = []
-        for row in sims:
-            j = int(row.argmax())
-            if float(row[j]) >= gate and units[j][0] not in chosen:
-                chosen.append(units[j][0])
-        return citations_for(chosen, {s.n: s for s in sources})
+        return citations_for(attribution.match(answer, sources, embedder, gate), {s.n: s for s in sources})
 
     def _focus(self, query: str):
-        """``focus(hit, text)`` for pack_sources: each unit of a source scored by its stored
-        sentence vector against the question (the vectors retrieval's sentence re-score uses).
-        None when the KB has no sentence vectors: sources are then cut at their start."""
-        index = getattr(self.retriever, "index", None)
-        embedder = getattr(self.retriever, "embedder", None)
-        if index is None or embedder is None or not getattr(index, "has_sentences", False):
-            return None
-        import numpy as np
-
-        from localrag.kb.chunk import split_sentences
-
-        try:
-            q = np.asarray(embedder.embed_query(query), dtype=np.float32)
-        except Exception:  # noqa: BLE001 - focusing is an improvement, never a failure
-            return None
-
-        def focus(hit, text: str) -> list[tuple[str, float]]:
-            ids = list(getattr(hit, "chunk_ids", None) or [hit.chunk_id])
-            try:
-                stored, texts = index.sentence_vectors(ids), index.texts(ids)
-            except Exception:  # noqa: BLE001
-                return []
-            table: dict[str, float] = {}
-            for cid in ids:
-                m, t = stored.get(cid), texts.get(cid)
-                if m is None or t is None:
-                    continue
-                sentences = split_sentences(t)
-                if len(sentences) != m.shape[0] or m.shape[1] != q.shape[0]:
-                    continue
-                for sentence, score in zip(sentences, (m @ q).tolist()):
-                    key = " ".join(sentence.split())
-                    table[key] = max(table.get(key, -1.0), float(score))
-            if not table:
-                return []
-            out = []
-            for unit in prompt.split_units(text):
-                key = " ".join(unit.split())
-                score = table.get(key)
-                if score is None and "\n" in unit.strip():  # a code block: its best line
-                    score = max((v for k, v in table.items() if k in key), default=0.0)
-                out.append((unit, score or 0.0))
-            return out
-
-        return focus
+        return focus.scorer(getattr(self.retriever, "index", None), getattr(self.retriever, "embedder", None), query)
 
     @staticmethod
     def _fill_timings(t: Timings, stats, gen_start, first_token_at, first_answer_at, end, thinking_tokens):

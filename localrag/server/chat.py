@@ -246,6 +246,8 @@ class Translator:
         r = self.result
         info = {"stage": "done", "citations": [c.n for c in r.citations], "not_found": bool(r.not_found),
                 "timings": timings(r)}
+        if r.repointed:
+            info["repointed"] = [list(m) for m in r.repointed]
         # The final answer can differ from the streamed text: numbers that match no source are
         # removed, and a bare "the documents do not say [5]" loses its "[5]". A reader that showed
         # the stream replaces it with this, so it never shows a citation the sources omit.

@@ -183,6 +183,9 @@ class AnswerView:
             c.print(
                 Text(f"removed citation(s) {nums}: the model cited sources that do not exist", style="yellow")
             )
+        for old, new in getattr(result, "repointed", []):
+            c.print(Text(f"citation [{old}] changed to [{new}]: the sentence's words are in source [{new}], "
+                         f"not in [{old}]", style="yellow"))
         if result.citations:
             c.print(Text("Sources", style="bold"))
             for cit in result.citations:

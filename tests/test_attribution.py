@@ -1,0 +1,143 @@
+"""A citation moves to the source that holds its sentence's words, and only then."""
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from localrag.rag import attribution
+from tests.kb_helpers import install_minilm, minilm_dir, settings_for  # noqa: F401
+from tests.test_remote import Scripted
+
+SOURCES = {
+    1: "Milvus standalone uses RocksDB as its log broker, while a Milvus cluster uses Pulsar or Kafka. [1]",
+    2: "Message storage: Milvus can be configured to use Pulsar, Kafka or RocksMQ, with Helm or the operator. [2]",
+    3: "默认情况下单个 collection 包含 2 个分片（shard）。目前 Milvus 采用基于主键哈希的分片方式。[3]",
+    4: "单次插入数据不能超过 1024 MB，这是 gRPC 的限制。[4]",
+}
+QUESTION = "Which log broker does Milvus standalone use?"
+
+
+def test_a_sentence_copied_from_one_source_but_citing_another_is_moved():
+    answer = "Milvus standalone uses RocksDB as its log broker, while Milvus cluster uses Pulsar. [2]"
+    assert attribution.repoint(answer, SOURCES, QUESTION) == (answer.replace("[2]", "[1]"), [(2, 1)])
+
+
+def test_chinese_sentences_are_checked_by_character_pairs():
+    answer = "一个 collection 默认会分成两个 shard。根据 [4] 中的描述，Milvus 默认情况下单个 collection 包含 2 个分片（shard）。"
+    new, moves = attribution.repoint(answer, SOURCES, "一个 collection 默认有几个 shard？")
+    assert moves == [(4, 3)] and "根据 [3] 中的描述" in new
+
+
+def test_a_citation_whose_source_holds_a_fair_share_stays():
+    answer = "Milvus can use Pulsar or Kafka as its message storage. [2]"
+    assert attribution.repoint(answer, SOURCES, QUESTION) == (answer, [])
+
+
+def test_a_sentence_no_source_holds_is_left_alone():
+    answer = "Milvus standalone writes its log to a replicated journal on three disks. [2]"
+    assert attribution.repoint(answer, SOURCES, QUESTION) == (answer, [])
+
+
+def test_words_from_the_question_are_no_evidence():
+    """Restating the question matches every source that names its topic: only the answer's own
+    words decide."""
+    answer = "The log broker that Milvus standalone uses is described here. [2]"
+    assert attribution.repoint(answer, SOURCES, QUESTION) == (answer, [])
+
+
+def test_a_pointer_after_a_moved_sentence_moves_with_it():
+    answer = ("Milvus standalone uses RocksDB as its log broker [2]. Milvus can use Pulsar, Kafka or RocksMQ [2]. "
+              "This is stated in [2].")
+    new, moves = attribution.repoint(answer, SOURCES, QUESTION)
+    assert moves == []  # the second sentence is [2]'s own, so the pointer after it stays
+    answer = "Milvus standalone uses RocksDB as its log broker, and a cluster Pulsar. This is stated in [2]."
+    assert attribution.repoint(answer, SOURCES, QUESTION) == (answer, [])  # nothing before it was moved
+    answer = "Milvus standalone uses RocksDB as its log broker, and a cluster Pulsar [2]. This is stated in [2]."
+    new, moves = attribution.repoint(answer, SOURCES, QUESTION)
+    assert moves == [(2, 1)] and new.count("[1]") == 2 and "[2]" not in new
+
+
+def test_a_marker_after_the_full_stop_belongs_to_the_sentence_before_it():
+    answer = "单次插入数据不能超过 1024 MB。 [3] Milvus standalone uses RocksDB as its log broker. [1]"
+    new, moves = attribution.repoint(answer, SOURCES, "单次插入最多多大？")
+    assert moves == [(3, 4)] and new.startswith("单次插入数据不能超过 1024 MB。 [4]") and new.endswith("[1]")
+
+
+def test_a_marker_that_opens_a_line_belongs_to_the_line():
+    answer = "Milvus standalone uses RocksDB as its log broker.\n[4] 单次插入数据不能超过 1024 MB。"
+    assert attribution.repoint(answer, SOURCES, "?") == (answer, [])
+
+
+def test_several_numbers_in_one_bracket_become_the_one_source_and_code_is_untouched():
+    answer = "Milvus standalone uses RocksDB as its log broker, a cluster uses Pulsar [2, 4]. Use `brokers[2]`."
+    new, moves = attribution.repoint(answer, SOURCES, QUESTION)
+    assert moves == [(2, 1), (4, 1)]
+    assert new == "Milvus standalone uses RocksDB as its log broker, a cluster uses Pulsar [1]. Use `brokers[2]`."
+
+
+def test_numbers_that_match_no_source_and_answers_without_markers_pass_through():
+    assert attribution.repoint("Milvus standalone uses RocksDB.", SOURCES, QUESTION) == ("Milvus standalone uses RocksDB.", [])
+    assert attribution.repoint("RocksDB [1].", {}, QUESTION) == ("RocksDB [1].", [])
+
+
+# --- through the whole answer path --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def broker_home(tmp_path_factory, minilm_dir):  # noqa: F811
+    from localrag import LocalRAG
+
+    home = tmp_path_factory.mktemp("attribution") / "home"
+    docs = home.parent / "docs"
+    docs.mkdir(parents=True)
+    home.mkdir()
+    (docs / "standalone.md").write_text(
+        "# Log broker\n\nMilvus standalone uses RocksDB as its log broker. A Milvus cluster uses Pulsar or Kafka "
+        "as its log broker instead.\n", encoding="utf-8")
+    (docs / "message-storage.md").write_text(
+        "# Message storage\n\nThe log broker of Milvus is configured in milvus.yaml under mq.type. Helm charts "
+        "and the operator can deploy it alongside the other dependencies.\n", encoding="utf-8")
+    install_minilm(home, minilm_dir)
+    with LocalRAG(settings_for(home)) as rag:
+        rag.ingest([docs], kb="brokers", embedder="all-minilm-l6-v2")
+    return home
+
+
+def _ask(home, url, shown=None):
+    from rich.console import Console
+
+    from localrag import Done, LocalRAG, Retrieved
+    from localrag.cli.views.answer import AnswerView
+
+    with LocalRAG(settings_for(home, llm_url=url)) as rag:
+        events = list(rag.ask("Which log broker does Milvus standalone use?", kb="brokers"))
+    if shown is not None:  # as `localrag ask` shows the same events
+        AnswerView(Console(file=shown, width=200), show_thinking=False, verbose=False).render(iter(events))
+    return next(e for e in events if isinstance(e, Retrieved)), next(e for e in events if isinstance(e, Done)).result
+
+
+def test_the_answer_cites_the_source_its_sentence_came_from(broker_home):
+    """The model (an OpenAI-compatible server replaying a script) copies the sentence from the
+    standalone page and cites the message-storage page: the final answer and its citations point
+    at the standalone page, and the move is on record and shown."""
+    probe = Scripted(models=("any",), chunks=[{"content": "ok"}])
+    try:
+        retrieved, _ = _ask(broker_home, probe.url)
+    finally:
+        probe.close()
+    number = {s.source.rsplit("/", 1)[-1]: s.n for s in retrieved.packing.sources}
+    assert set(number) == {"standalone.md", "message-storage.md"}
+    right, wrong = number["standalone.md"], number["message-storage.md"]
+
+    said = f"Milvus standalone uses RocksDB as its log broker; a cluster uses Pulsar or Kafka [{wrong}]."
+    model = Scripted(models=("any",), chunks=[{"content": said[i : i + 7]} for i in range(0, len(said), 7)])
+    try:
+        _, result = _ask(broker_home, model.url, shown := io.StringIO())
+    finally:
+        model.close()
+    assert result.answer == f"Milvus standalone uses RocksDB as its log broker; a cluster uses Pulsar or Kafka [{right}]."
+    assert [c.source.rsplit("/", 1)[-1] for c in result.citations] == ["standalone.md"]
+    assert result.repointed == [(wrong, right)]
+    assert result.to_json()["repointed"] == [[wrong, right]]
+    assert f"citation [{wrong}] changed to [{right}]: the sentence's words are in source [{right}]" in shown.getvalue()

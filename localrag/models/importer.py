@@ -301,6 +301,8 @@ def _embedder_for_archive(catalogue: "Catalogue", file: Path, as_spec: str | Non
     stem = file.name.lower().replace("_", "-")
     # rerankers first: "ms-marco-minilm-l6-v2" also contains an embedder's name
     for emb in catalogue.rerankers + catalogue.embedders:
+        if emb.engine != "sentence-transformers":  # not a zipped model directory, whatever its name
+            continue
         keys = [emb.id, emb.repo.rsplit("/", 1)[-1].lower()]
         if emb.package:
             keys.append(emb.package.lower())

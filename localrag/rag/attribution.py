@@ -15,7 +15,7 @@ Two questions, for two kinds of answer:
   no source holds is left to the reader (and to rag/figures.py).
 
   Replayed on eight full dev-set runs of the real 1.5B (440 answers, BENCHMARKS §12): the cited
-  source held the evidence in 24 more answers and in 4 fewer, each of those 4 a sentence copied
+  source held the evidence in 25 more answers and in 4 fewer, each of those 4 a sentence copied
   from another source than the one holding the evidence. Sentence embeddings were tried first
   and rejected (4 answers fixed, 8 broken): a paraphrase of a neighbouring passage is close in
   meaning, while the words say where a sentence was copied from.
@@ -51,20 +51,19 @@ MATCH_GATE: dict[str, float] = {
 }
 MIN_CLAIM_CHARS = 20
 
-_WORD = re.compile(r"[a-z_][a-z0-9_.\-]*[a-z0-9]|\d[\d,.]*")
+_WORD = re.compile(r"[a-z_][a-z0-9_.\-]*[a-z0-9]|\d[\d,.]*\d")  # a lone digit says nothing of where
 _STOP = frozenset(
     "the and for are with that this you your can not use from has have will was were its into only also which "
     "when what how does using used than then they them there their these those more most such each other any "
     "all may must should would could about over under after before between".split()
 )
-_LEADING_CITES = re.compile(r"^\s*(?:\[[^\]\n]{1,20}\]\s*)+")
 
 
 def terms(text: str) -> set[str]:
     """Content terms of a piece of text: words of three letters or more (not the commonest),
     identifiers, figures, and pairs of adjacent Chinese characters."""
     low = prompt.CITATION.sub(" ", text.lower())
-    out = {w for w in _WORD.findall(low) if (len(w) >= 3 or w[0].isdigit()) and w not in _STOP}
+    out = {w for w in _WORD.findall(low) if (len(w) >= 3 or w[0].isdigit()) and w not in _STOP}  # "16", "1.5", "1,024"
     for run in "".join(c if CJK_LETTER.match(c) else " " for c in low).split():
         out.update(run[i : i + 2] for i in range(len(run) - 1))
     return out
@@ -77,41 +76,6 @@ def support(wanted: set[str], text: str) -> float:
         return 0.0
     low = text.lower()
     return sum(1 for w in wanted if w in low) / len(wanted)
-
-
-def _units(answer: str) -> list[str]:
-    """Sentences with the markers that follow them: "… broker. [2] Next …" gives the [2] to the
-    sentence before it, unless the marker opens a line (a list item "[1] Shard 是指…")."""
-    units: list[str] = []
-    for unit in prompt.split_units(answer):
-        lead = _LEADING_CITES.match(unit)
-        if lead and units and not units[-1].endswith("\n") and not prompt.CODE.match(units[-1].lstrip()):
-            units[-1] += lead.group(0)
-            unit = unit[lead.end() :]
-        if unit:
-            units.append(unit)
-    return units
-
-
-def _cited(unit: str, sources: Mapping[int, str]) -> list[int]:
-    parts = prompt.CODE.split(unit)
-    return [
-        n
-        for i, part in enumerate(parts)
-        if i % 2 == 0
-        for m in prompt.CITATION.finditer(part)
-        for n in prompt.cited_numbers(m.group(1))
-        if n in sources
-    ]
-
-
-def _renumber(unit: str, moves: Mapping[int, int]) -> str:
-    def repl(m: re.Match) -> str:
-        nums = [moves.get(n, n) for n in prompt.cited_numbers(m.group(1))]
-        return "".join(f"[{n}]" for n in dict.fromkeys(nums))
-
-    parts = prompt.CODE.split(unit)
-    return "".join(p if i % 2 else prompt.CITATION.sub(repl, p) for i, p in enumerate(parts))
 
 
 def _better(unit: str, cited: list[int], sources: Mapping[int, str], asked: set[str]) -> int | None:
@@ -130,17 +94,21 @@ def _better(unit: str, cited: list[int], sources: Mapping[int, str], asked: set[
 def repoint(answer: str, sources: Mapping[int, str], question: str) -> tuple[str, list[tuple[int, int]]]:
     """The answer with each marker whose source does not hold its sentence moved to the source
     that does, and the moves made (from, to), in order. ``sources`` maps each valid number to
-    the text the model was shown."""
-    if not sources or not prompt.CITATION.search(answer):
+    the text the model was shown. Markers in code are never touched."""
+    markers = prompt.prose_citations(answer) if sources else []
+    if not markers:
         return answer, []
     asked = terms(question)
-    out: list[str] = []
     moves: list[tuple[int, int]] = []
+    new_text: dict[int, str] = {}  # a marker's start -> its renumbered text
     last: dict[int, int] = {}  # the previous sentence's moves, for a pointer after it
-    for unit in _units(answer):
-        cited = _cited(unit, sources)
+    start = 0
+    for unit in prompt.claim_units(answer):
+        end = start + len(unit)
+        mine = [m for m in markers if start <= m.start() < end]
+        start = end
+        cited = [n for m in mine for n in prompt.cited_numbers(m.group(1)) if n in sources]
         if not cited:
-            out.append(unit)
             last = last if not unit.strip() else {}
             continue
         if is_pointer(unit):
@@ -148,12 +116,21 @@ def repoint(answer: str, sources: Mapping[int, str], question: str) -> tuple[str
         else:
             best = _better(unit, cited, sources, asked)
             here = {n: best for n in cited} if best is not None else {}
-        for move in here.items():
-            if move not in moves:
-                moves.append(move)
-        out.append(_renumber(unit, here) if here else unit)
+        for m in mine if here else []:
+            nums = [here.get(n, n) for n in prompt.cited_numbers(m.group(1))]
+            new_text[m.start()] = "".join(f"[{n}]" for n in dict.fromkeys(nums))
+        moves.extend(move for move in here.items() if move not in moves)
         last = here
-    return "".join(out), moves
+    if not new_text:
+        return answer, []
+    out, pos = [], 0
+    for m in markers:
+        if m.start() in new_text:
+            out += [answer[pos : m.start()], new_text[m.start()]]
+            pos = m.end()
+    text = "".join(out) + answer[pos:]
+    # "[2][3]" both moved to 1 reads "[1]", not "[1][1]"
+    return re.sub(r"\[(\d+)\](?:\s*\[\1\])+", r"[\1]", text), moves
 
 
 # --- answers without markers -----------------------------------------------------------------

@@ -119,7 +119,7 @@ def withhold(answer: str, grounds: Iterable[str], lang: str) -> tuple[str, list[
     ground = list(grounds)
     kept, withheld = [], []
     dropping = False  # the previous sentence was withheld: a pointer right after it goes too
-    for unit in prompt.split_units(answer):
+    for unit in prompt.claim_units(answer):  # a sentence goes with the markers after it
         bad = unsupported(unit, ground)
         if bad:
             withheld.extend(n for n in bad if n not in withheld)

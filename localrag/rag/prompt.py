@@ -423,8 +423,33 @@ def messages_for(history: Sequence[tuple[str, str]], turn: str) -> list[dict]:
 
 # Code in an answer (fenced or inline) and a citation marker ("[1]", "[2, 3]", "[4-5]"): the one
 # definition every rule about an answer's text uses (rag/figures.py, rag/evaluate.py too).
-CODE = re.compile(r"(```.*?(?:```|$)|`[^`\n]*(?:`|$))", re.DOTALL)
+CODE = re.compile(r"(```.*?(?:```|$)|~~~.*?(?:~~~|$)|`[^`\n]*(?:`|$))", re.DOTALL)
 CITATION = re.compile(r"\[(\s*\d{1,3}\s*(?:(?:,|;|，|and|-|–)\s*\d{1,3}\s*)*)\]")
+
+
+_LEADING_CITES = re.compile(r"^[ \t]*(?:\[[^\]\n]{1,20}\][ \t]*)+")
+
+
+def claim_units(text: str) -> list[str]:
+    """``split_units`` with the markers that follow a sentence given to it: "… broker. [2] Next …"
+    → "… broker. [2] ", "Next …", unless the marker opens a line (a list item "[1] Shard 是指…")
+    or follows a code block. ``"".join(units) == text``."""
+    units: list[str] = []
+    for unit in split_units(text):
+        lead = _LEADING_CITES.match(unit)
+        if lead and units and not units[-1].endswith("\n") and not _FENCE.match(units[-1]):
+            units[-1] += lead.group(0)
+            unit = unit[lead.end() :]
+        if unit:
+            units.append(unit)
+    return units
+
+
+def prose_citations(text: str) -> list[re.Match]:
+    """The citation markers of ``text`` outside code (fenced or inline), judged on the whole text
+    so inline code that a sentence split cuts in two stays code."""
+    code = [m.span() for m in CODE.finditer(text)]
+    return [m for m in CITATION.finditer(text) if not any(a <= m.start() < b for a, b in code)]
 
 
 def cited_numbers(group: str) -> list[int]:

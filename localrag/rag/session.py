@@ -326,18 +326,19 @@ class Session:
 
     def _final(self, question: str, raw: str, valid: set[int], packing: prompt.Packing) -> "_Final":
         """What the reader is shown of what the model wrote, in order: numbers that match no
-        source removed; a citation moved to the source holding its sentence's words; sentences
-        stating a figure no source holds left out; a bare "the documents do not say" uncited;
-        and, from the 135M starter, the question's best source sentences quoted after it."""
+        source removed; sentences stating a figure no source holds left out; a citation moved to
+        the source holding its sentence's words; a bare "the documents do not say" uncited; and,
+        from the 135M starter, the question's best source sentences quoted after it."""
         answer, cited, dropped = prompt.clean_citations(raw, valid)
+        answer, withheld = figures.withhold(answer, self._grounds(question, packing), prompt.question_language(question))
         shown = {n: s.text for n, s in {**self.visible_sources(), **{s.n: s for s in packing.sources}}.items()}
         answer, repointed = attribution.repoint(answer, shown, question)
-        answer, withheld = figures.withhold(answer, self._grounds(question, packing), prompt.question_language(question))
         if repointed or withheld:
             answer, cited, _ = prompt.clean_citations(answer, valid)
         uncited = prompt.uncite_abstention(answer) if cited else None
         if uncited is not None:
             answer, cited = uncited, []
+        repointed = [move for move in repointed if move[1] in cited]  # only moves the reader still sees
         extra = ""
         if self._tiny and not cited and packing.sources:
             quoted = extractive_answer(question, packing.sources)

@@ -230,7 +230,7 @@ def test_citations_resolve_to_retrieved_chunks(starter_session):
     result = [e for e in session.ask("How do I import a model on an air-gapped machine?")][-1].result
     table = session.visible_sources()
     n_max = max(table)
-    text, cited, dropped = answer.prompt.clean_citations(f"Copy the file [1] and import it [{n_max + 3}].", table)
+    text, cited, dropped = answer.answer_text.clean_citations(f"Copy the file [1] and import it [{n_max + 3}].", table)
     assert cited == [1] and dropped == [n_max + 3] and f"[{n_max + 3}]" not in text
     cits = answer.citations_for(cited, table)
     assert cits[0].source == table[1].source and cits[0].text == table[1].text

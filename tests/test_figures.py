@@ -1,7 +1,7 @@
 """A figure the answer states that neither the question nor any source holds is withheld."""
 from __future__ import annotations
 
-from localrag.rag import figures, prompt
+from localrag.rag import answer_text, figures
 
 SOURCES = ["With coordinator HA enabled, the standby takes over within 60 seconds.",
            "A single insert request may not exceed 1,024 MB.", "Milvus 2.4 supports up to 64 databases."]
@@ -16,9 +16,9 @@ def test_checkable_figures_are_numbers_of_two_digits_or_more_outside_code_and_ci
 def test_an_invented_figure_turns_a_one_sentence_answer_into_the_documents_do_not_say():
     answer, withheld = figures.withhold("PyMilvus 连接池里的空闲连接默认会在 30 分钟内被自动回收。[3]", SOURCES, "zh")
     assert withheld == ["30"]
-    assert "“30”" in answer and "[3]" not in answer and prompt.says_not_found(answer)
+    assert "“30”" in answer and "[3]" not in answer and answer_text.says_not_found(answer)
     answer, _ = figures.withhold("The maximum is 200 tasks per server [2].", SOURCES, "en")
-    assert answer.startswith("The documents do not say.") and '"200"' in answer and prompt.says_not_found(answer)
+    assert answer.startswith("The documents do not say.") and '"200"' in answer and answer_text.says_not_found(answer)
 
 
 def test_only_the_sentence_with_the_invented_figure_goes_and_the_reader_is_told():
@@ -27,8 +27,8 @@ def test_only_the_sentence_with_the_invented_figure_goes_and_the_reader_is_told(
     assert withheld == ["512"]
     assert answer.startswith("The standby takes over within 60 seconds [1].")
     assert "512 connections" not in answer and 'stated "512"' in answer
-    assert not prompt.says_not_found(answer)  # what is left is still an answer
-    cleaned, cited, _ = prompt.clean_citations(answer, {1, 2})
+    assert not answer_text.says_not_found(answer)  # what is left is still an answer
+    cleaned, cited, _ = answer_text.clean_citations(answer, {1, 2})
     assert cited == [1]
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from localrag.rag import prompt
+from localrag.rag import answer_text, prompt
 
 
 @dataclass
@@ -116,7 +116,7 @@ def test_budget_from_prefill_speed():
     ],
 )
 def test_citations_out_of_range_are_dropped(text, valid, expected, cited, dropped):
-    out, got_cited, got_dropped = prompt.clean_citations(text, valid)
+    out, got_cited, got_dropped = answer_text.clean_citations(text, valid)
     assert out == expected
     assert got_cited == cited and got_dropped == dropped
 
@@ -172,7 +172,7 @@ def test_packing_focuses_long_sources_on_what_matched(count_tokens):
 
 
 def test_an_answer_that_only_says_the_documents_do_not_say_cites_nothing():
-    u = prompt.uncite_abstention
+    u = answer_text.uncite_abstention
     assert u("The documents do not mention Raft. [5]") == "The documents do not mention Raft."
     assert u("The documents do not mention Raft [5].") == "The documents do not mention Raft."
     assert u("文档中没有提到 GraphQL。[2]") == "文档中没有提到 GraphQL。"

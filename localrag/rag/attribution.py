@@ -31,7 +31,7 @@ from typing import Mapping
 
 from localrag.kb.chunk import split_sentences
 from localrag.lang import CJK_LETTER
-from localrag.rag import prompt
+from localrag.rag import answer_text, prompt
 from localrag.rag.figures import is_pointer
 
 # Below this share of its terms the cited source does not hold the sentence; the best source must
@@ -62,7 +62,7 @@ _STOP = frozenset(
 def terms(text: str) -> set[str]:
     """Content terms of a piece of text: words of three letters or more (not the commonest),
     identifiers, figures, and pairs of adjacent Chinese characters."""
-    low = prompt.CITATION.sub(" ", text.lower())
+    low = answer_text.CITATION.sub(" ", text.lower())
     out = {w for w in _WORD.findall(low) if (len(w) >= 3 or w[0].isdigit()) and w not in _STOP}  # "16", "1.5", "1,024"
     for run in "".join(c if CJK_LETTER.match(c) else " " for c in low).split():
         out.update(run[i : i + 2] for i in range(len(run) - 1))
@@ -95,7 +95,7 @@ def repoint(answer: str, sources: Mapping[int, str], question: str) -> tuple[str
     """The answer with each marker whose source does not hold its sentence moved to the source
     that does, and the moves made (from, to), in order. ``sources`` maps each valid number to
     the text the model was shown. Markers in code are never touched."""
-    markers = prompt.prose_citations(answer) if sources else []
+    markers = answer_text.prose_citations(answer) if sources else []
     if not markers:
         return answer, []
     asked = terms(question)
@@ -103,11 +103,11 @@ def repoint(answer: str, sources: Mapping[int, str], question: str) -> tuple[str
     new_text: dict[int, str] = {}  # a marker's start -> its renumbered text
     last: dict[int, int] = {}  # the previous sentence's moves, for a pointer after it
     start = 0
-    for unit in prompt.claim_units(answer):
+    for unit in answer_text.claim_units(answer):
         end = start + len(unit)
         mine = [m for m in markers if start <= m.start() < end]
         start = end
-        cited = [n for m in mine for n in prompt.cited_numbers(m.group(1)) if n in sources]
+        cited = [n for m in mine for n in answer_text.cited_numbers(m.group(1)) if n in sources]
         if not cited:
             last = last if not unit.strip() else {}
             continue
@@ -117,7 +117,7 @@ def repoint(answer: str, sources: Mapping[int, str], question: str) -> tuple[str
             best = _better(unit, cited, sources, asked)
             here = {n: best for n in cited} if best is not None else {}
         for m in mine if here else []:
-            nums = [here.get(n, n) for n in prompt.cited_numbers(m.group(1))]
+            nums = [here.get(n, n) for n in answer_text.cited_numbers(m.group(1))]
             new_text[m.start()] = "".join(f"[{n}]" for n in dict.fromkeys(nums))
         moves.extend(move for move in here.items() if move not in moves)
         last = here
@@ -141,7 +141,7 @@ def match(answer: str, sources: list[prompt.Source], embedder, gate: float) -> l
     carries no [n]: each sentence goes to the source holding its most similar sentence, only at
     or above ``gate``; a sentence close to nothing matches nothing. Shown as *matched*, never as
     cited: the model did not say it used them."""
-    if not sources or not answer.strip() or prompt.says_not_found(answer):
+    if not sources or not answer.strip() or answer_text.says_not_found(answer):
         return []
     claims = [c for c in split_sentences(answer) if len(c) >= MIN_CLAIM_CHARS]
     units = [(s.n, u) for s in sources for u in split_sentences(s.text) if len(u) >= MIN_CLAIM_CHARS]

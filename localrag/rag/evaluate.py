@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from localrag.kb.evaluate import contains_evidence
-from localrag.rag.prompt import CITATION, says_not_found  # noqa: F401 - scored here, defined with the answer's text rules
+from localrag.rag.answer_text import CITATION, says_not_found  # noqa: F401 - scored here, defined with the answer's text rules
 
 _KW_STRIP = re.compile(r"[\s,，]+")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")

@@ -24,7 +24,7 @@ import re
 from typing import Iterable
 
 from localrag.lang import has_cjk
-from localrag.rag import prompt
+from localrag.rag import answer_text
 
 # A number as prose writes it: "30", "2.4", "1,024", "16GB" (the unit is not part of it), not a
 # digit inside a word or identifier ("v2", "md5", "gpt-4o").
@@ -72,7 +72,7 @@ def figures(text: str) -> list[str]:
     """The checkable figures a piece of prose states, in order, each once: numbers of two digits
     or more, and a single digit with a unit ("5 分钟", "5%": a duration, size or share is a claim;
     a bare "2" is too often a count the sources write in words)."""
-    prose = prompt.CITATION.sub(" ", prompt.CODE.sub(" ", text))
+    prose = answer_text.CITATION.sub(" ", answer_text.CODE.sub(" ", text))
     out: list[str] = []
     for m in _NUMBER.finditer(prose):
         number = _plain(m.group(0)).rstrip(".,")
@@ -106,7 +106,7 @@ def unsupported(text: str, grounds: Iterable[str]) -> list[str]:
 
 def is_pointer(unit: str) -> bool:
     """A sentence that only says where the previous one came from ("This is stated in [2].")."""
-    bare = prompt.CITATION.sub("", unit).strip()
+    bare = answer_text.CITATION.sub("", unit).strip()
     return len(bare) <= 120 and bool(_POINTER.search(bare)) and not figures(bare)
 
 
@@ -119,7 +119,7 @@ def withhold(answer: str, grounds: Iterable[str], lang: str) -> tuple[str, list[
     ground = list(grounds)
     kept, withheld = [], []
     dropping = False  # the previous sentence was withheld: a pointer right after it goes too
-    for unit in prompt.claim_units(answer):  # a sentence goes with the markers after it
+    for unit in answer_text.claim_units(answer):  # a sentence goes with the markers after it
         bad = unsupported(unit, ground)
         if bad:
             withheld.extend(n for n in bad if n not in withheld)
@@ -130,7 +130,7 @@ def withhold(answer: str, grounds: Iterable[str], lang: str) -> tuple[str, list[
     if not withheld:
         return answer, []
     quoted = "、".join(f"“{n}”" for n in withheld) if lang == "zh" else " and ".join(f'"{n}"' for n in withheld)
-    substance = [u for u in kept if not is_pointer(u) and prompt.CITATION.sub("", u).strip(" \n.:：。-*")]
+    substance = [u for u in kept if not is_pointer(u) and answer_text.CITATION.sub("", u).strip(" \n.:：。-*")]
     if not substance:
         return WITHHELD_ALL[lang].format(figures=quoted), withheld
     return "".join(kept).strip() + "\n\n" + WITHHELD_SOME[lang].format(figures=quoted), withheld

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from localrag.rag import attribution, crosslingual, figures, focus, prompt
+from localrag.rag import answer_text, attribution, crosslingual, figures, focus, prompt
 from localrag.rag.coverage import unmentioned
 from localrag.runtime.speed import PrefillMemory  # noqa: F401 - session.* is where callers find it
 from localrag.rag.extractive import extractive_answer  # noqa: F401 - session.* is where callers find it
@@ -329,13 +329,13 @@ class Session:
         source removed; sentences stating a figure no source holds left out; a citation moved to
         the source holding its sentence's words; a bare "the documents do not say" uncited; and,
         from the 135M starter, the question's best source sentences quoted after it."""
-        answer, cited, dropped = prompt.clean_citations(raw, valid)
+        answer, cited, dropped = answer_text.clean_citations(raw, valid)
         answer, withheld = figures.withhold(answer, self._grounds(question, packing), prompt.question_language(question))
         shown = {n: s.text for n, s in {**self.visible_sources(), **{s.n: s for s in packing.sources}}.items()}
         answer, repointed = attribution.repoint(answer, shown, question)
         if repointed or withheld:
-            answer, cited, _ = prompt.clean_citations(answer, valid)
-        uncited = prompt.uncite_abstention(answer) if cited else None
+            answer, cited, _ = answer_text.clean_citations(answer, valid)
+        uncited = answer_text.uncite_abstention(answer) if cited else None
         if uncited is not None:
             answer, cited = uncited, []
         repointed = [move for move in repointed if move[1] in cited]  # only moves the reader still sees
@@ -344,7 +344,7 @@ class Session:
             quoted = extractive_answer(question, packing.sources)
             if quoted:
                 extra = ("\n\n" if answer else "") + "From the documents: " + quoted
-                answer, cited, dropped = prompt.clean_citations(answer + extra, valid)
+                answer, cited, dropped = answer_text.clean_citations(answer + extra, valid)
         return _Final(answer, cited, dropped, withheld, repointed, extra)
 
     def _not_found(self, question: str, query: str, timings: Timings, t0: float) -> Iterator[AskEvent]:

@@ -74,7 +74,7 @@ class AnswerView:
 
     def render(self, events: Iterator) -> object:
         """Stream thinking and answer live; return the AnswerResult."""
-        from localrag.rag import prompt
+        from localrag.rag import answer_text
 
         thinking: list[str] = []
         answer: list[str] = []
@@ -107,7 +107,7 @@ class AnswerView:
             elif state["phase"] == "wait":
                 parts.append(Spinner("dots", Text(state["reading"], style="dim")))
             if answer:
-                text, _, _ = prompt.clean_citations("".join(answer), valid)
+                text, _, _ = answer_text.clean_citations("".join(answer), valid)
                 parts.append(Markdown(text))
             return Group(*parts)
 

@@ -1,0 +1,126 @@
+"""The text an answer comes back as: code spans, citation markers and the sentence each belongs
+to, and how answers say that the documents do not say.
+
+One definition of each, for every rule that reads or rewrites an answer (session.py's finishing
+steps, rag/attribution.py, rag/figures.py) and for the scorer (rag/evaluate.py).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+from localrag.rag.prompt import FENCE, split_units
+
+
+# --- citations ----------------------------------------------------------------------------------
+
+# Code in an answer (fenced or inline) and a citation marker ("[1]", "[2, 3]", "[4-5]"): the one
+# definition every rule about an answer's text uses (rag/figures.py, rag/evaluate.py too).
+CODE = re.compile(r"(```.*?(?:```|$)|~~~.*?(?:~~~|$)|`[^`\n]*(?:`|$))", re.DOTALL)
+CITATION = re.compile(r"\[(\s*\d{1,3}\s*(?:(?:,|;|，|and|-|–)\s*\d{1,3}\s*)*)\]")
+
+
+_LEADING_CITES = re.compile(r"^[ \t]*(?:\[[^\]\n]{1,20}\][ \t]*)+")
+
+
+def claim_units(text: str) -> list[str]:
+    """``split_units`` with the markers that follow a sentence given to it: "… broker. [2] Next …"
+    → "… broker. [2] ", "Next …", unless the marker opens a line (a list item "[1] Shard 是指…")
+    or follows a code block. ``"".join(units) == text``."""
+    units: list[str] = []
+    for unit in split_units(text):
+        lead = _LEADING_CITES.match(unit)
+        if lead and units and not units[-1].endswith("\n") and not FENCE.match(units[-1]):
+            units[-1] += lead.group(0)
+            unit = unit[lead.end() :]
+        if unit:
+            units.append(unit)
+    return units
+
+
+def prose_citations(text: str) -> list[re.Match]:
+    """The citation markers of ``text`` outside code (fenced or inline), judged on the whole text
+    so inline code that a sentence split cuts in two stays code."""
+    code = [m.span() for m in CODE.finditer(text)]
+    return [m for m in CITATION.finditer(text) if not any(a <= m.start() < b for a, b in code)]
+
+
+def cited_numbers(group: str) -> list[int]:
+    """The source numbers inside one marker: "2, 3" → [2, 3], "4-6" → [4, 5, 6]."""
+    nums: list[int] = []
+    for part in re.split(r"\s*(?:,|;|，|and)\s*", group.strip()):
+        rng = re.split(r"\s*[-–]\s*", part)
+        if len(rng) == 2 and rng[0].isdigit() and rng[1].isdigit():
+            a, b = int(rng[0]), int(rng[1])
+            if 0 < b - a < 20:
+                nums.extend(range(a, b + 1))
+                continue
+        if part.strip().isdigit():
+            nums.append(int(part))
+    return nums
+
+
+def clean_citations(answer: str, valid: set[int] | Sequence[int]) -> tuple[str, list[int], list[int]]:
+    """Drop citation numbers that match no source; return (text, cited in order, dropped).
+
+    A fake ``[7]`` must never look like a real reference, so it is removed from the text (a
+    bracket of several numbers keeps its real ones). Called on the partial text while streaming
+    too, so a reader never sees an invalid number even for a moment.
+    """
+    valid = set(valid)
+    cited: list[int] = []
+    dropped: list[int] = []
+
+    def repl(match: re.Match) -> str:
+        nums = cited_numbers(match.group(1))
+        good = [n for n in nums if n in valid]
+        for n in nums:
+            target = cited if n in valid else dropped
+            if n not in target:
+                target.append(n)
+        return "".join(f"[{n}]" for n in dict.fromkeys(good))
+
+    # Code is left alone: `vectors[0]` in an answer is an index, not a citation. An unclosed
+    # fence or backtick (mid-stream) counts as code until it closes.
+    parts = CODE.split(answer)
+    text = "".join(part if i % 2 else CITATION.sub(repl, part) for i, part in enumerate(parts))
+    text = re.sub(r"[ \t]+([.,;:!?。，])", r"\1", text) if dropped else text
+    return text, cited, dropped
+
+
+# --- abstentions --------------------------------------------------------------------------------
+
+# How answers say "the documents do not say" (ours, and what instruct models write).
+_NOT_FOUND = re.compile(
+    r"(documents?|sources?|context|provided (?:text|information)|passages?)\s+(?:do(?:es)?\s*n[o']t|do(?:es)? not)\s+"
+    r"(?:say|mention|contain|provide|specify|include|cover|state|address|discuss|describe|explain|answer)"
+    r"|(?:no|not enough|insufficient)\s+(?:relevant\s+)?information\s+(?:in|about|on|is|was|available|provided)"
+    r"|not (?:mentioned|covered|specified|stated|found|addressed|described|provided) in the (?:documents?|sources?|context)"
+    r"|(?:cannot|can't|can not|unable to) (?:be )?(?:answer|find|determine|answered|found|determined)"
+    r"|文档(?:中)?(?:没有|未|并未|没)(?:提到|提及|说明|涉及|包含|给出|提供|描述)"
+    r"|(?:来源|资料|上下文|文档)(?:中)?(?:没有|未|并未)(?:相关|提及|提到|说明)"
+    r"|没有(?:相关|足够)?(?:的)?信息|无法(?:回答|确定|找到|从(?:文档|来源|资料|上下文|所给|提供))|未(?:提及|说明|提到)",
+    re.IGNORECASE,
+)
+
+
+def says_not_found(answer: str) -> bool:
+    """The answer says the documents do not say (ours, or in the words instruct models use)."""
+    return bool(_NOT_FOUND.search(answer or ""))
+
+
+_SENTENCE = re.compile(r"[^.!?。！？]+[.!?。！？]?")
+
+
+def uncite_abstention(answer: str) -> str | None:
+    """An answer that is only "the documents do not mention X" cites nothing: a [n] on it would
+    show a source as support for a claim the source does not make (the 1.5B writes "The documents
+    do not mention Raft. [5]"). Returns the answer without its markers, or None when it says more
+    than that."""
+    bare = CITATION.sub("", answer).strip()
+    sentences = [m.group(0) for m in _SENTENCE.finditer(bare) if m.group(0).strip(" \n.。")]
+    if bare == answer.strip() or len(sentences) != 1 or not says_not_found(bare):
+        return None
+    return re.sub(r"[ \t]+([.,;:!?。，])", r"\1", bare)
+

@@ -8,7 +8,7 @@ steps, rag/attribution.py, rag/figures.py) and for the scorer (rag/evaluate.py).
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import Callable, Sequence
 
 from localrag.rag.prompt import FENCE, split_units
 
@@ -44,6 +44,18 @@ def prose_citations(text: str) -> list[re.Match]:
     so inline code that a sentence split cuts in two stays code."""
     code = [m.span() for m in CODE.finditer(text)]
     return [m for m in CITATION.finditer(text) if not any(a <= m.start() < b for a, b in code)]
+
+
+def replace_citations(text: str, replace: Callable[[re.Match], str | None]) -> str:
+    """``text`` with each citation marker outside code replaced by ``replace(marker)`` (None
+    keeps it as it is)."""
+    out, pos = [], 0
+    for m in prose_citations(text):
+        new = replace(m)
+        if new is not None:
+            out += [text[pos : m.start()], new]
+            pos = m.end()
+    return "".join(out) + text[pos:]
 
 
 def cited_numbers(group: str) -> list[int]:
@@ -83,8 +95,7 @@ def clean_citations(answer: str, valid: set[int] | Sequence[int]) -> tuple[str, 
 
     # Code is left alone: `vectors[0]` in an answer is an index, not a citation. An unclosed
     # fence or backtick (mid-stream) counts as code until it closes.
-    parts = CODE.split(answer)
-    text = "".join(part if i % 2 else CITATION.sub(repl, part) for i, part in enumerate(parts))
+    text = replace_citations(answer, repl)
     text = re.sub(r"[ \t]+([.,;:!?。，])", r"\1", text) if dropped else text
     return text, cited, dropped
 

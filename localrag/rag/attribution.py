@@ -123,12 +123,7 @@ def repoint(answer: str, sources: Mapping[int, str], question: str) -> tuple[str
         last = here
     if not new_text:
         return answer, []
-    out, pos = [], 0
-    for m in markers:
-        if m.start() in new_text:
-            out += [answer[pos : m.start()], new_text[m.start()]]
-            pos = m.end()
-    text = "".join(out) + answer[pos:]
+    text = answer_text.replace_citations(answer, lambda m: new_text.get(m.start()))
     # "[2][3]" both moved to 1 reads "[1]", not "[1][1]"
     return re.sub(r"\[(\d+)\](?:\s*\[\1\])+", r"[\1]", text), moves
 

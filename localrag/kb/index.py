@@ -11,211 +11,65 @@ written through the same write-ahead log as the chunks, in the order ingest writ
 
 Chunk ids are derived from (path, content hash, ordinal), so the ids of any manifest version of a
 file can be recomputed: deleting a file's chunks never needs a filter expression over paths.
+
+The modules, imports pointing one way (each imports only those above it):
+
+* ``records.py``: the data (``KBRecord``, ``FileRecord``, ``ChunkRow``), ``chunk_id``/``file_id``
+  and the packed sentence vectors; it talks to nothing.
+* ``schema.py``: the two collections' fields, indexes and BM25 analyzer.
+* ``storage.py``: where a KB lives: names, the Milvus connection, the lock on a local KB, and
+  ``list_kbs``/``remove_kb`` for whole KBs.
+* this module: ``Index``, an open KB: its manifest, its chunks and the searches over them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
-import shutil
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict
 from typing import Iterable, Sequence
 
-from localrag.errors import BadConfig, BadInput, KBBusy, KBNotFound
+from localrag.errors import BadInput, KBNotFound
+from localrag.kb.records import (
+    SCHEMA_VERSION,
+    ChunkRow,
+    FileRecord,
+    KBRecord,
+    chunk_id,
+    file_id,
+    pack_vectors,
+    unpack_vectors,
+)
+from localrag.kb.schema import (
+    ANALYZER,
+    META_KEY,
+    STOP_WORDS,
+    TEXT_MAX,
+    clip_utf8,
+    create_chunks_collection,
+    create_files_collection,
+)
+from localrag.kb.storage import (
+    KB_NAME_RE,
+    KBLock,
+    connect,
+    dir_size,
+    kb_path,
+    list_kbs,
+    remove_kb,
+    server_prefix,
+    validate_name,
+)
 from localrag.lang import is_cjk
 
-KB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+# what callers imported from here before the records, schema and storage moved out; they keep working
+__all__ = [
+    "ANALYZER", "KB_NAME_RE", "SCHEMA_VERSION", "STOP_WORDS", "ChunkRow", "FileRecord", "Index", "KBRecord",
+    "chunk_id", "file_id", "kb_path", "list_kbs", "pack_vectors", "remove_kb", "unpack_vectors", "validate_name",
+]
+
 _HASH_RE = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
-# 2: chunks carry their sentences' vectors (``sentences``); a schema-1 KB still works, and
-# retrieval embeds those sentences at query time instead.
-SCHEMA_VERSION = 2
-_META_KEY = ""  # the manifest row that holds the KB record; no file has an empty path
-_LOCK_FILE = "localrag.lock"
-
-# Milvus' VARCHAR limits are in bytes; a chunk is bounded in tokens, so this is generous.
-_TEXT_MAX = 65535
-_PATH_MAX = 4096
-
-# English function words carry no evidence for BM25 and jieba keeps punctuation as tokens;
-# both only dilute scores. (Neither analyzer stems, so "index"/"indexes" stay distinct terms.)
-STOP_WORDS = sorted(
-    set(
-        """a an and are as at be but by for from has have how i if in into is it its of on or
-        that the their then there these this to was what when where which who why will with
-        you your do does can 的 了 和 是 在 吗 呢 吧 啊 我 你 怎么 什么 如何 哪些 一个 可以 以及 或 与 及 对 中
-        """.split()
-    )
-    | set(".,;:!?()[]{}<>\"'`~@#$%^&*-_=+/\\|，。；：！？（）【】《》、“”‘’…—·")
-)
-ANALYZER = {"tokenizer": "jieba", "filter": [{"type": "stop", "stop_words": STOP_WORDS}]}
-
-
-@dataclass
-class FileRecord:
-    """One manifest row. ``status`` is "pending" while its chunks are being replaced."""
-
-    path: str  # absolute, resolved: the identity of a file
-    source: str  # relative to the root it was ingested from: what users see
-    root: str
-    hash: str
-    chunks: int
-    size: int
-    mtime_ns: int
-    filetype: str = ""
-    status: str = "ok"
-    old_hash: str = ""  # while pending: the version being replaced
-    old_chunks: int = 0
-    ingested_at: float = field(default_factory=time.time)
-
-
-@dataclass
-class KBRecord:
-    name: str
-    embedder: str
-    dim: int
-    created: float
-    schema: int = SCHEMA_VERSION
-    chunk_settings: dict = field(default_factory=dict)
-
-
-@dataclass
-class ChunkRow:
-    """A chunk ready to store: what ``ingest`` hands the index."""
-
-    id: str
-    file_id: int
-    path: str
-    source: str
-    filetype: str
-    page: int  # -1: no page
-    heading: str
-    ordinal: int
-    char_start: int
-    char_end: int
-    file_hash: str
-    text: str
-    vector: Sequence[float]
-    search_text: str = ""
-    sentences: str = ""  # pack_vectors() of the chunk's sentence vectors; "" when none were made
-
-
-def chunk_id(path: str, file_hash: str, ordinal: int) -> str:
-    return hashlib.blake2b(f"{path}\0{file_hash}\0{ordinal}".encode(), digest_size=16).hexdigest()
-
-
-def file_id(path: str) -> int:
-    """A stable 63-bit id per path: filters use ``file_id in [...]``, which needs no string escaping."""
-    return int.from_bytes(hashlib.blake2b(path.encode(), digest_size=8).digest(), "big") >> 1
-
-
-def pack_vectors(vectors) -> str:
-    """Unit vectors as float16, base64: a 384-dim vector in 1,024 characters of a VARCHAR field.
-    float16 keeps cosines to ~1e-3, far below the gaps that order candidates."""
-    import base64
-
-    import numpy as np
-
-    arr = np.asarray(vectors, dtype=np.float16)
-    return base64.b64encode(arr.tobytes()).decode("ascii") if arr.size else ""
-
-
-def unpack_vectors(text: str, dim: int):
-    """The (n, dim) float32 matrix ``pack_vectors`` stored; None when there is none or it is damaged."""
-    import base64
-    import binascii
-
-    import numpy as np
-
-    if not text:
-        return None
-    try:
-        raw = base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    if not raw or len(raw) % (2 * dim):
-        return None
-    return np.frombuffer(raw, dtype=np.float16).reshape(-1, dim).astype(np.float32)
-
-
-def validate_name(name: str) -> str:
-    if not KB_NAME_RE.match(name or ""):
-        raise BadInput(
-            f"invalid knowledge base name {name!r}",
-            hint="Use letters, digits, '-' and '_' (up to 63 characters), starting with a letter or digit.",
-        )
-    return name
-
-
-def _server_prefix(name: str) -> str:
-    # Collection names allow only [A-Za-z0-9_]; this mapping is injective.
-    return "localrag_" + name.replace("_", "_u").replace("-", "_d") + "_"
-
-
-def kb_path(settings, name: str) -> Path:
-    return settings.kb_dir / name
-
-
-# --- locking ------------------------------------------------------------------------------
-
-
-class _KBLock:
-    """Who holds a local KB. Milvus Lite allows one process per database; this lock turns the
-    collision into a clear message with the holder's pid instead of a connection failure."""
-
-    def __init__(self, directory: Path, name: str):
-        import fcntl
-
-        directory.mkdir(parents=True, exist_ok=True)
-        self._path = directory / _LOCK_FILE
-        self._fd = os.open(self._path, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            try:
-                pid = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            finally:
-                os.close(self._fd)
-                self._fd = None
-            raise KBBusy(
-                f"knowledge base '{name}' is in use by another localrag process (pid {pid})",
-                hint="Wait for it to finish (an ingest, chat or search), or stop it, then retry.",
-                pid=int(pid) if pid.isdigit() else None,
-            ) from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
-
-    def release(self) -> None:
-        if self._fd is not None:
-            import fcntl
-
-            try:
-                os.ftruncate(self._fd, 0)
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-            finally:
-                os.close(self._fd)
-                self._fd = None
-
-
-def _client(uri: str, token: str | None):
-    # (A front door quiets pymilvus, Milvus Lite and gRPC for its process: localrag.process.)
-    from pymilvus import MilvusClient
-
-    try:
-        return MilvusClient(uri=uri, token=token or "")
-    except Exception as exc:
-        raise BadConfig(
-            f"cannot connect to Milvus at {uri}: {_short(exc)}",
-            hint="Check the Milvus URI setting (milvus_uri, LOCALRAG_MILVUS_URI) and that the server is running.",
-        ) from exc
-
-
-def _short(exc: Exception) -> str:
-    msg = getattr(exc, "message", None) or str(exc)
-    return msg.splitlines()[0][:300] if msg else type(exc).__name__
 
 
 # --- the KB -------------------------------------------------------------------------------
@@ -224,7 +78,7 @@ def _short(exc: Exception) -> str:
 class Index:
     """An open knowledge base. Keep it while working; ``close()`` releases the database."""
 
-    def __init__(self, settings, name: str, client, prefix: str, lock: _KBLock | None, lite_uri: str | None):
+    def __init__(self, settings, name: str, client, prefix: str, lock: KBLock | None, lite_uri: str | None):
         self.settings = settings
         self.name = name
         self._client = client
@@ -244,8 +98,8 @@ class Index:
         by ``initialise``). Without ``create`` a missing KB is ``KBNotFound``; a KB another process holds is ``KBBusy``."""
         validate_name(name)
         if settings.milvus_uri:
-            client = _client(settings.milvus_uri, settings.milvus_token)
-            idx = cls(settings, name, client, _server_prefix(name), None, None)
+            client = connect(settings.milvus_uri, settings.milvus_token)
+            idx = cls(settings, name, client, server_prefix(name), None, None)
         else:
             directory = kb_path(settings, name)
             if not create and not (directory / "milvus.db").exists():
@@ -254,10 +108,10 @@ class Index:
                     hint="Create it by ingesting documents into it, or pick an existing one.",
                     remedy="ingest", remedy_args={"kb": name},
                 )
-            lock = _KBLock(directory, name)
+            lock = KBLock(directory, name)
             try:
                 uri = str(directory / "milvus.db")
-                client = _client(uri, None)
+                client = connect(uri, None)
             except BaseException:
                 lock.release()
                 raise
@@ -273,7 +127,7 @@ class Index:
         c = self._client
         if c.has_collection(self.files_col):
             c.load_collection(self.files_col)
-            rows = c.get(self.files_col, ids=[_META_KEY], output_fields=["info"])
+            rows = c.get(self.files_col, ids=[META_KEY], output_fields=["info"])
             if rows:
                 self.record = KBRecord(**json.loads(rows[0]["info"]))
         if self.record is None and required:
@@ -307,55 +161,16 @@ class Index:
 
     def initialise(self, embedder_id: str, dim: int, chunk_settings: dict | None = None) -> KBRecord:
         """Create the collections of a new KB and record its embedder."""
-        from pymilvus import DataType, Function, FunctionType
-
         c = self._client
         if not c.has_collection(self.chunks_col):
-            s = c.create_schema(auto_id=False, enable_dynamic_field=False)
-            s.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
-            s.add_field("file_id", DataType.INT64)
-            s.add_field("path", DataType.VARCHAR, max_length=_PATH_MAX)
-            s.add_field("source", DataType.VARCHAR, max_length=_PATH_MAX)
-            s.add_field("filetype", DataType.VARCHAR, max_length=32)
-            s.add_field("page", DataType.INT64)
-            s.add_field("heading", DataType.VARCHAR, max_length=_PATH_MAX)
-            s.add_field("ordinal", DataType.INT64)
-            s.add_field("char_start", DataType.INT64)
-            s.add_field("char_end", DataType.INT64)
-            s.add_field("file_hash", DataType.VARCHAR, max_length=64)
-            s.add_field("text", DataType.VARCHAR, max_length=_TEXT_MAX)
-            # What BM25 sees: the heading path and the text (a question often names the section).
-            s.add_field("search_text", DataType.VARCHAR, max_length=_TEXT_MAX, enable_analyzer=True, analyzer_params=ANALYZER)
-            s.add_field("dense", DataType.FLOAT_VECTOR, dim=dim)
-            # each sentence's own vector, for the sentence-level re-score of candidates: made at
-            # ingest, so a query embeds only itself
-            s.add_field("sentences", DataType.VARCHAR, max_length=_TEXT_MAX)
-            s.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
-            s.add_function(
-                Function(name="bm25", function_type=FunctionType.BM25, input_field_names=["search_text"], output_field_names=["sparse"])
-            )
-            ip = c.prepare_index_params()
-            # FLAT: exact, and a very selective filter still returns its matches (graph indexes
-            # can come back empty); at a laptop's chunk counts brute force is milliseconds.
-            # Inner product: the vectors are unit length, so it is the cosine, and Milvus Lite's
-            # brute force then skips re-normalising every stored vector on every query.
-            ip.add_index("dense", index_type="FLAT", metric_type="IP")
-            ip.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
-            c.create_collection(self.chunks_col, schema=s, index_params=ip)
+            create_chunks_collection(c, self.chunks_col, dim)
         if not c.has_collection(self.files_col):
-            s = c.create_schema(auto_id=False, enable_dynamic_field=False)
-            s.add_field("path", DataType.VARCHAR, is_primary=True, max_length=_PATH_MAX)
-            s.add_field("info", DataType.VARCHAR, max_length=_TEXT_MAX)
-            # Milvus requires a vector field in every collection; this one is never searched.
-            s.add_field("v", DataType.FLOAT_VECTOR, dim=2)
-            ip = c.prepare_index_params()
-            ip.add_index("v", index_type="FLAT", metric_type="L2")
-            c.create_collection(self.files_col, schema=s, index_params=ip)
+            create_files_collection(c, self.files_col)
         c.load_collection(self.chunks_col)
         c.load_collection(self.files_col)
         self._check_fields()
         self.record = KBRecord(self.name, embedder_id, int(dim), time.time(), chunk_settings=chunk_settings or {})
-        c.upsert(self.files_col, [{"path": _META_KEY, "info": json.dumps(asdict(self.record)), "v": [0.0, 0.0]}])
+        c.upsert(self.files_col, [{"path": META_KEY, "info": json.dumps(asdict(self.record)), "v": [0.0, 0.0]}])
         return self.record
 
     def close(self) -> None:
@@ -388,7 +203,7 @@ class Index:
         rows = self._query_all(self.files_col, ["path", "info"])
         out = {}
         for row in rows:
-            if row["path"] == _META_KEY:
+            if row["path"] == META_KEY:
                 continue
             out[row["path"]] = FileRecord(**json.loads(row["info"]))
         return out
@@ -418,13 +233,13 @@ class Index:
                 "char_start": r.char_start,
                 "char_end": r.char_end,
                 "file_hash": r.file_hash,
-                "text": _clip_utf8(r.text),
-                "search_text": _clip_utf8(r.search_text or r.text),
+                "text": clip_utf8(r.text),
+                "search_text": clip_utf8(r.search_text or r.text),
                 "dense": list(map(float, r.vector)),
             }
             # 48 sentences of a 384-dim embedder always fit; a 1024-dim one (bge-m3) fits ~23, and a
             # chunk with more is stored without them: retrieval embeds its sentences per query instead
-            | ({"sentences": r.sentences if len(r.sentences) <= _TEXT_MAX else ""} if self.has_sentences else {})
+            | ({"sentences": r.sentences if len(r.sentences) <= TEXT_MAX else ""} if self.has_sentences else {})
             for r in rows
         ]
         for start in range(0, len(data), 1000):
@@ -570,66 +385,4 @@ class Index:
     def size_on_disk(self) -> int | None:
         if self.settings.milvus_uri:
             return None
-        return _dir_size(kb_path(self.settings, self.name))
-
-
-def _clip_utf8(text: str, limit: int = _TEXT_MAX) -> str:
-    data = text.encode("utf-8")
-    return text if len(data) <= limit else data[:limit].decode("utf-8", errors="ignore")
-
-
-def _dir_size(path: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.lstat(os.path.join(root, f)).st_size
-            except OSError:
-                pass
-    return total
-
-
-def list_kbs(settings) -> list[str]:
-    if settings.milvus_uri:
-        client = _client(settings.milvus_uri, settings.milvus_token)
-        try:
-            names = set()
-            for col in client.list_collections():
-                if col.startswith("localrag_") and col.endswith("_files"):
-                    enc = col[len("localrag_") : -len("_files")]
-                    names.add(re.sub(r"_(u|d)", lambda m: "_" if m.group(1) == "u" else "-", enc))
-            return sorted(names)
-        finally:
-            client.close()
-    if not settings.kb_dir.is_dir():
-        return []
-    return sorted(p.name for p in settings.kb_dir.iterdir() if (p / "milvus.db").exists() and KB_NAME_RE.match(p.name))
-
-
-def remove_kb(settings, name: str) -> None:
-    validate_name(name)
-    if settings.milvus_uri:
-        client = _client(settings.milvus_uri, settings.milvus_token)
-        try:
-            prefix = _server_prefix(name)
-            found = False
-            for col in (prefix + "chunks", prefix + "files"):
-                if client.has_collection(col):
-                    client.drop_collection(col)
-                    found = True
-            if not found:
-                raise KBNotFound(f"knowledge base '{name}' does not exist", hint="See which knowledge bases exist.", remedy="list_kbs")
-        finally:
-            client.close()
-        return
-    directory = kb_path(settings, name)
-    if not directory.is_dir():
-        raise KBNotFound(f"knowledge base '{name}' does not exist", hint="See which knowledge bases exist.", remedy="list_kbs")
-    lock = _KBLock(directory, name)  # refuses while another process uses it
-    try:
-        trash = directory.with_name(f".{name}.deleting-{os.getpid()}")
-        # Rename first so a crash mid-delete never leaves a half-deleted KB that looks valid.
-        directory.rename(trash)
-    finally:
-        lock.release()
-    shutil.rmtree(trash, ignore_errors=True)
+        return dir_size(kb_path(self.settings, self.name))

@@ -12,25 +12,31 @@ order; the rest keep the fused order.
 Fusion is done here rather than by Milvus' ranker so each hit keeps both raw scores: the answer
 stage uses the dense cosine and the BM25 score to decide that a question is not covered by the
 documents at all.
+
+The modules, imports pointing one way: ``filters.py`` turns ``--glob``/``--type`` into a Milvus
+expression, ``rerank.py`` finds and loads the cross-encoder, ``windows.py`` grows hits into
+windows; this module holds ``Retriever`` (search, fusion, the sentence re-score) and ``Hit``.
 """
 
 from __future__ import annotations
 
-import logging
-
-import fnmatch
-import re
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import PurePosixPath
 
 from localrag.kb.chunk import split_sentences
 from localrag.lang import is_cjk
 from localrag.errors import BadInput
+from localrag.kb.filters import canonical_filetypes, filter_expr, glob_match
 from localrag.kb.index import Index
+from localrag.kb.rerank import Reranker, find_reranker
+from localrag.kb.windows import build_windows, merge_window
 
-_FILETYPE_RE = re.compile(r"^[A-Za-z0-9_+.-]{1,32}$")
+# what callers imported from here before the filters, reranker and windows moved out; they keep working
+__all__ = [
+    "Hit", "Reranker", "Retriever", "Timings", "canonical_filetypes", "find_reranker", "glob_match",
+    "merge_window", "rrf", "split_sentences",
+]
 
 
 @dataclass
@@ -92,89 +98,6 @@ def rrf(ranked_lists: list[list[str]], weights: list[float], k: int) -> dict[str
         for rank, cid in enumerate(ids, start=1):
             scores[cid] = scores.get(cid, 0.0) + w / (k + rank)
     return scores
-
-
-def merge_window(chunks: list[dict]) -> str:
-    """The text of consecutive chunks (sorted by ``char_start``) as one span of the document.
-    Overlapping chunks share text, which appears once; between chunks that do not touch the
-    document had only whitespace (chunks are trimmed), which becomes one blank line or a space."""
-    out: list[str] = []
-    end = None
-    for c in chunks:
-        text, start = c["text"], int(c.get("char_start", 0))
-        if end is None:
-            out.append(text)
-        elif start < end:
-            out.append(text[end - start :])
-        else:
-            out.append(("\n\n" if start - end >= 2 else " ") + text)
-        end = max(end or 0, int(c.get("char_end", start + len(text))))
-    return "".join(out)
-
-
-def canonical_filetypes(types: list[str]) -> list[str]:
-    """``--type md`` means the stored ``markdown``: extensions and their names both work."""
-    from localrag.kb.files import FILETYPES
-
-    out = []
-    for t in types:
-        t = t.strip().lower().lstrip(".")
-        out.append(FILETYPES.get("." + t, t))
-    return list(dict.fromkeys(out))
-
-
-class Reranker:
-    """An installed cross-encoder: ``predict`` scores (query, passage) pairs, higher = more relevant."""
-
-    def __init__(self, reranker_id: str, model):
-        self.id = reranker_id
-        self._model = model
-
-    @classmethod
-    def load(cls, reranker_id: str, path, *, device: str = "cpu", max_tokens: int | None = None) -> "Reranker":
-        import torch
-        from sentence_transformers import CrossEncoder
-
-        # Raw logits, not sigmoid probabilities: RERANK_GATE in answer.py is a logit, and
-        # sentence-transformers picks the activation per model config (ms-marco: none, bge: sigmoid).
-        model = CrossEncoder(
-            str(path), device=device, local_files_only=True, max_length=max_tokens, activation_fn=torch.nn.Identity()
-        )
-        return cls(reranker_id, model)
-
-    def predict(self, pairs: list[tuple[str, str]]):
-        return self._model.predict(pairs, batch_size=16, show_progress_bar=False, convert_to_numpy=True)
-
-
-def _warn(message: str) -> None:
-    # Through logging, so each front door shows it its own way (the CLI: one yellow line).
-    logging.getLogger("localrag").warning(message)
-
-
-def find_reranker(settings, device: str = "cpu", catalogue=None) -> Reranker | None:
-    """The installed cross-encoder retrieval should use, loaded; None when reranking is off or none
-    is installed. A reranker that fails to load costs a one-line warning, not the search."""
-    r = settings.retrieval
-    if not r.rerank or r.rerank_pool <= 0:
-        return None
-    from localrag.models.catalogue import load_catalogue
-    from localrag.models.resolve import chosen_reranker
-
-    catalogue = catalogue or load_catalogue(settings.catalogue_path)
-    item = chosen_reranker(settings, catalogue)  # an unknown configured id is a LocalragError
-    if item is None:
-        if r.reranker:
-            _warn(f"reranker {r.reranker} is not installed; searching without it until it is downloaded or imported")
-        return None
-    try:
-        return Reranker.load(item.spec.id, item.path, device=device, max_tokens=item.spec.max_tokens)
-    except Exception as exc:  # noqa: BLE001 - a broken download shows up as any of several library errors
-        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        _warn(
-            f"cannot load reranker {item.spec.id} from {item.path} ({why}); searching without it "
-            "(fix: remove it from the model store, then download or import it again)"
-        )
-        return None
 
 
 @dataclass
@@ -276,26 +199,12 @@ class Retriever:
 
     def _filter_expr(self, glob: str | None, filetypes: list[str] | None) -> str | None:
         """A Milvus expression for the filters; None when nothing can match."""
-        parts = []
-        if filetypes:
-            types = canonical_filetypes(filetypes)
-            types += [f"{t}+ocr" for t in types if "+" not in t]  # OCR'd pages are still that type
-            bad = [t for t in types if not _FILETYPE_RE.match(t)]
-            if bad:
-                raise BadInput(f"invalid file type: {bad[0]!r}")
-            parts.append("filetype in [" + ", ".join(f'"{t}"' for t in types) + "]")
-        if glob:
-            if self._files_cache is None:
-                self._files_cache = self.index.files()
-            ids = [
-                _file_id(path)
-                for path, rec in self._files_cache.items()
-                if glob_match(rec.source, glob) or glob_match(path, glob)
-            ]
-            if not ids:
-                return None
-            parts.append("file_id in [" + ", ".join(map(str, ids)) + "]")
-        return " and ".join(parts)
+        return filter_expr(glob, filetypes, self._files)
+
+    def _files(self) -> dict:
+        if self._files_cache is None:
+            self._files_cache = self.index.files()
+        return self._files_cache
 
     def search(self, query: str, k: int = 5, glob: str | None = None, filetypes: list[str] | None = None) -> list[Hit]:
         """The best ``k`` windows for ``query``: dense + BM25 candidates fused by weighted RRF,
@@ -386,7 +295,11 @@ class Retriever:
         than the search); their vectors come with the window lookup."""
         vectors: dict[str, object] = {}
         if self.settings.retrieval.window_tokens > 0:
-            windows = self._windows(order, k, c.entities, vectors, need_vectors=c.dense_scores)
+            windows = build_windows(
+                self.index, order, k, c.entities, budget=self.settings.retrieval.window_tokens,
+                max_chunk_tokens=self.settings.chunk.max_tokens, count_tokens=getattr(self.embedder, "count_tokens", None),
+                vectors=vectors, need_vectors=c.dense_scores,
+            )
         else:
             windows = [[c.entities[cid] | {"id": cid}] for cid in order[:k]]
         missing = [w[0]["id"] for w in windows if w[0]["id"] not in c.dense_scores and w[0]["id"] not in vectors]
@@ -458,131 +371,3 @@ class Retriever:
                 self._sentence_cache = {s: self._sentence_cache[s] for ss in per_chunk.values() for s in ss}
         out.update({cid: max(float(self._sentence_cache[s] @ q) for s in ss) for cid, ss in per_chunk.items() if ss})
         return out
-
-    def _windows(
-        self, order: list[str], k: int, entities: dict[str, dict], vectors: dict | None = None, need_vectors=None
-    ) -> list[list[dict]]:
-        """The top ``k`` hits as windows: [matched chunk, neighbours...]. A chunk already inside a
-        better hit's window is not a hit of its own (it would repeat that text in another slot),
-        and a window never grows into another window's chunks. The dense vectors of seeds not in
-        ``need_vectors`` are fetched with the neighbours, into ``vectors``."""
-        budget = self.settings.retrieval.window_tokens
-        # the chunker merges sections below a quarter of max_tokens, so a window of ``budget``
-        # tokens rarely spans more chunks than this on either side
-        reach = max(1, min(8, budget // max(16, self.settings.chunk.max_tokens // 4)))
-        taken: set[str] = set()
-        windows: list[list[dict]] = []
-        pos = 0
-        while len(windows) < k and pos < len(order):
-            batch = [c for c in order[pos : pos + 2 * k] if c not in taken]
-            pos += 2 * k
-            spans = []
-            for c in batch:
-                e = entities[c]
-                o = int(e.get("ordinal", 0))
-                spans.append((str(e.get("path", "")), str(e.get("file_hash", "")), o - reach, o + reach))
-            with_vectors = [c for c in batch if need_vectors is not None and c not in need_vectors]
-            by_pos: dict[tuple[int, int], dict] = {}
-            try:
-                rows = self.index.neighbours(spans, with_vectors=with_vectors)
-            except Exception:
-                if any("text" not in entities[c] for c in batch):
-                    raise  # a slim search brought only places: without the rows there is nothing to show
-                rows = []  # windows are an improvement; a failed lookup leaves plain chunks
-            for row in rows:
-                if "dense" in row:
-                    if vectors is not None:
-                        vectors[row["id"]] = row["dense"]
-                    del row["dense"]
-                by_pos[(int(row["file_id"]), int(row["ordinal"]))] = row
-            for c in batch:
-                if len(windows) >= k:
-                    break
-                if c in taken:
-                    continue
-                e = entities[c]
-                row = by_pos.get((int(e.get("file_id", 0)), int(e.get("ordinal", 0))))
-                if row is not None and row["id"] == c:
-                    entities[c] = e = e | row  # the whole row: a slim search brought only its place
-                if "text" not in e:
-                    continue  # deleted between the search and the lookup (another writer on a server)
-                seed = e | {"id": c}
-                members = self._grow(seed, by_pos, taken, budget)
-                taken.update(m["id"] for m in members)
-                windows.append(members)
-        return windows
-
-    def _grow(self, seed: dict, by_pos: dict, taken: set[str], budget: int) -> list[dict]:
-        """Add the same section's neighbours, nearest first and alternating sides, while the
-        merged text stays within ``budget`` embedder tokens."""
-        fid, o = int(seed.get("file_id", 0)), int(seed.get("ordinal", 0))
-        members = [seed]
-        lo = hi = o
-        count = getattr(self.embedder, "count_tokens", None)
-        if count is None:
-            return members
-
-        def fits(row: dict) -> bool:
-            return (
-                row["id"] not in taken
-                and row.get("heading", "") == seed.get("heading", "")
-                and row.get("source") == seed.get("source")  # a mail's attachments are sources of their own
-                and int(row.get("page", -1)) == int(seed.get("page", -1))
-            )
-
-        open_sides = {1, -1}
-        while open_sides:
-            for side in (1, -1):
-                if side not in open_sides:
-                    continue
-                row = by_pos.get((fid, (hi + 1) if side > 0 else (lo - 1)))
-                if row is None or not fits(row):
-                    open_sides.discard(side)
-                    continue
-                trial = sorted(members + [row], key=lambda m: int(m.get("char_start", 0)))
-                if count(merge_window(trial)) > budget:
-                    open_sides.discard(side)
-                    continue
-                members.append(row)
-                if side > 0:
-                    hi += 1
-                else:
-                    lo -= 1
-        return members
-
-
-def _file_id(path: str) -> int:
-    from localrag.kb.index import file_id
-
-    return file_id(path)
-
-
-def glob_match(path: str, pattern: str) -> bool:
-    """Shell-style match where ``**`` spans folders and a pattern without '/' matches the name."""
-    p = PurePosixPath(path.replace("\\", "/"))
-    if "/" not in pattern:
-        return fnmatch.fnmatch(p.name, pattern)
-    regex = _glob_regex(pattern)
-    return re.fullmatch(regex, str(p)) is not None
-
-
-def _glob_regex(pattern: str) -> str:
-    out, i = [], 0
-    while i < len(pattern):
-        c = pattern[i]
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif c == "*":
-            out.append("[^/]*")
-            i += 1
-        elif c == "?":
-            out.append("[^/]")
-            i += 1
-        else:
-            out.append(re.escape(c))
-            i += 1
-    return "".join(out)

@@ -31,28 +31,33 @@ What the server is asked, and what is guessed when it does not say:
 Stopping the iterator early (the client went away, Ctrl-C) closes the HTTP connection at once,
 which is how these servers learn to stop generating. Every stream has its own connection, so
 concurrent streams are fine.
+
+The modules, imports pointing one way: ``remote_http.py`` is the HTTP client (requests, errors),
+``remote_stream.py`` turns a streamed reply into ``StreamEvent``s; this module holds
+``RemoteEngine``: connecting, counting tokens, the prompt it sends and the errors it raises.
 """
 
 from __future__ import annotations
 
 import functools
-import http.client
-import json
 import re
-import socket
-import ssl
 import time
-import urllib.parse
 from typing import Iterator
 
 from localrag.errors import BadConfig, LocalragError, NotInstalled
-from localrag.runtime.engine import STOP_EOS, STOP_LENGTH, GenerationStats, StreamEvent
-from localrag.runtime.reasoning import ANSWER, THINKING, ReasoningSplitter, strip_thinking
+from localrag.runtime.engine import GenerationStats, StreamEvent
+from localrag.runtime.reasoning import strip_thinking
+from localrag.runtime.remote_http import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, Client, HTTPStatus
+from localrag.runtime.remote_stream import read_stream
+
+# what callers imported from here before the HTTP client and the stream reader moved out
+__all__ = [
+    "CONNECT_TIMEOUT_S", "DEFAULT_CTX", "MESSAGE_OVERHEAD", "READ_TIMEOUT_S", "HTTPStatus", "RemoteEngine",
+    "estimate_tokens", "looks_like_r1",
+]
 
 DEFAULT_CTX = 4096
 MESSAGE_OVERHEAD = 8  # role markers and separators a chat template adds per message (ChatML: ~5)
-CONNECT_TIMEOUT_S = 10.0
-READ_TIMEOUT_S = 600.0  # a CPU server may read a long prompt for minutes before the first token
 
 _R1 = re.compile(r"deepseek[-_ .]?r1|r1[-_ .]distill|reasoner", re.IGNORECASE)
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff]")
@@ -69,128 +74,13 @@ def estimate_tokens(text: str) -> int:
     return cjk + -(-(len(text) - cjk) // 3)
 
 
-class _Client:
-    """A few JSON requests and one SSE stream over http.client; errors become LocalragErrors."""
-
-    def __init__(self, url: str, api_key: str | None = None):
-        parts = urllib.parse.urlsplit(url.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise BadConfig(
-                f"bad inference server URL {url!r}: expected http://HOST:PORT",
-                hint="set llm_url (LOCALRAG_LLM_URL, --llm-url) to the server's address, e.g. http://127.0.0.1:8080",
-            )
-        self.url = url.strip().rstrip("/")
-        self.https = parts.scheme == "https"
-        self.host = parts.hostname
-        try:
-            self.port = parts.port
-        except ValueError:
-            raise BadConfig(f"bad port in inference server URL {url!r}") from None
-        # Accept the base URL with or without the /v1 that OpenAI clients are usually given.
-        self.prefix = re.sub(r"/v1$", "", parts.path.rstrip("/"))
-        self.api_key = api_key
-
-    def _connect(self) -> http.client.HTTPConnection:
-        if self.https:
-            conn = http.client.HTTPSConnection(self.host, self.port, timeout=CONNECT_TIMEOUT_S,
-                                               context=ssl.create_default_context())
-        else:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=CONNECT_TIMEOUT_S)
-        try:
-            conn.connect()
-        except (OSError, ssl.SSLError) as exc:
-            conn.close()
-            raise BadConfig(
-                f"cannot reach the inference server at {self.url}: {_reason(exc)}",
-                hint="check llm_url (LOCALRAG_LLM_URL, --llm-url) and that the server is running",
-            ) from None
-        conn.sock.settimeout(READ_TIMEOUT_S)
-        return conn
-
-    def open(self, method: str, path: str, body: dict | None = None, *, stream: bool = False):
-        """(connection, response) with a 2xx status; the caller closes the connection."""
-        headers = {"Accept": "text/event-stream" if stream else "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode("utf-8")
-            headers["Content-Type"] = "application/json"
-        conn = self._connect()
-        try:
-            conn.request(method, self.prefix + path, body=data, headers=headers)
-            resp = conn.getresponse()
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            raise LocalragError(f"the inference server at {self.url} dropped the request: {_reason(exc)}",
-                                hint="see the server's log") from None
-        if resp.status >= 300:
-            try:
-                text = resp.read(65536)
-            except (OSError, http.client.HTTPException):
-                text = b""
-            conn.close()
-            raise HTTPStatus(resp.status, _server_message(text))
-        return conn, resp
-
-    def json(self, method: str, path: str, body: dict | None = None) -> dict:
-        conn, resp = self.open(method, path, body)
-        try:
-            raw = resp.read()
-        except (OSError, http.client.HTTPException) as exc:
-            raise LocalragError(f"the inference server at {self.url} dropped the reply: {_reason(exc)}") from None
-        finally:
-            conn.close()
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise BadConfig(f"{self.url}{path} did not answer JSON: is it an OpenAI-compatible server?") from None
-
-
-class HTTPStatus(Exception):
-    """A non-2xx answer; ``RemoteEngine`` turns it into the LocalragError that fits."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
-        self.message = message
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, socket.gaierror):
-        return "unknown host"
-    if isinstance(exc, (socket.timeout, TimeoutError)):
-        return "timed out"
-    return str(exc) or type(exc).__name__
-
-
-def _server_message(raw: bytes) -> str:
-    """The server's own words from an error body (OpenAI, FastAPI and llama-server shapes)."""
-    text = raw.decode("utf-8", "replace").strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text[:300] or "no message"
-    if isinstance(data, dict):
-        err = data.get("error", data.get("detail", data.get("message")))
-        if isinstance(err, dict):
-            err = err.get("message") or err
-        if isinstance(err, list):  # FastAPI validation errors
-            err = "; ".join(str(e.get("msg", e)) if isinstance(e, dict) else str(e) for e in err)
-        if err:
-            return str(err)[:300]
-    return text[:300]
-
-
 class RemoteEngine:
     """The ``Engine`` interface over an OpenAI-compatible server. Build it with ``connect``."""
 
     n_gpu_layers = 0
     template = "remote"
 
-    def __init__(self, client: _Client, model: str, *, n_ctx: int, reasoning: bool, tokenize: str | None):
+    def __init__(self, client: Client, model: str, *, n_ctx: int, reasoning: bool, tokenize: str | None):
         self.client = client
         self.url = client.url
         self.model = model
@@ -207,7 +97,7 @@ class RemoteEngine:
     def connect(cls, url: str, *, model: str | None = None, api_key: str | None = None,
                 ctx: int | None = None) -> "RemoteEngine":
         """Ask the server which models it serves, its context and whether it tokenizes."""
-        client = _Client(url, api_key)
+        client = Client(url, api_key)
         listed = cls._models(client, model)
         ids = [m.get("id") for m in listed if isinstance(m, dict) and m.get("id")]
         chosen = _pick(ids, model, client.url)
@@ -220,7 +110,7 @@ class RemoteEngine:
         return engine
 
     @staticmethod
-    def _models(client: _Client, model: str | None) -> list:
+    def _models(client: Client, model: str | None) -> list:
         try:
             data = client.json("GET", "/v1/models")
         except HTTPStatus as exc:
@@ -367,106 +257,10 @@ class RemoteEngine:
         except HTTPStatus as exc:
             raise self._error(exc) from None
         try:
-            yield from self._read(resp, GenerationStats(prompt_tokens=prompt_tokens), t_call, max_tokens)
+            yield from read_stream(resp, GenerationStats(prompt_tokens=prompt_tokens), t_call, max_tokens,
+                                   starts_thinking=self._reasoning, url=self.url)
         finally:
             conn.close()  # an abandoned iterator lands here at once: the server sees the hang-up
-
-    def _read(self, resp, stats: GenerationStats, t_call: float, max_tokens: int) -> Iterator[StreamEvent]:
-        splitter = ReasoningSplitter(started_in_thinking=self._reasoning)
-        server_splits = False  # the server sends the thinking as reasoning_content
-        fed_content = False
-        thought: list[str] = []
-        answered = False
-        answer_chunks = 0
-        t_first = t_last = 0.0
-        usage: dict = {}
-        timings: dict = {}
-        for chunk in self._events(resp):
-            usage = chunk.get("usage") or usage
-            timings = chunk.get("timings") or timings
-            for choice in chunk.get("choices") or ():
-                delta = choice.get("delta") or {}
-                reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-                content = delta.get("content")
-                pieces = []
-                if reasoning:
-                    if not server_splits and not fed_content:
-                        server_splits = True
-                        splitter = ReasoningSplitter(started_in_thinking=False)
-                    pieces.append((THINKING, reasoning.lstrip() if not thought else reasoning))
-                    stats.reasoning_tokens += 1
-                if content:
-                    fed_content = True
-                    was_thinking = splitter.in_thinking
-                    pieces += [(p.kind, p.text) for p in splitter.feed(content)]
-                    if was_thinking:
-                        stats.reasoning_tokens += 1
-                        if not splitter.in_thinking:
-                            stats.thinking_closed_by = "model"
-                    else:
-                        answer_chunks += 1
-                if reasoning or content:
-                    t_last = time.perf_counter()
-                    if not t_first:
-                        t_first = t_last
-                        stats.ttft_s = t_first - t_call
-                    stats.gen_tokens += 1
-                for kind, text in pieces:
-                    if not text:
-                        continue
-                    if kind == THINKING:
-                        thought.append(text)
-                    else:
-                        answered = True
-                        if server_splits and stats.thinking_closed_by is None:
-                            stats.thinking_closed_by = "model"
-                    yield StreamEvent(kind, text)
-                finish = choice.get("finish_reason")
-                if finish:
-                    stats.stop_reason = STOP_LENGTH if finish == "length" else STOP_EOS
-            if answer_chunks >= max_tokens:
-                stats.stop_reason = STOP_LENGTH
-                break
-        for p in splitter.finish():
-            if p.kind == THINKING:
-                thought.append(p.text)
-            else:
-                answered = True
-            yield StreamEvent(p.kind, p.text)
-        if not answered and "".join(thought).strip() and stats.thinking_closed_by is None:
-            stats.thinking_closed_by = "end"
-            stats.answer_from_thinking = True
-            yield StreamEvent(ANSWER, "".join(thought).strip())
-        stats.stop_reason = stats.stop_reason or STOP_EOS
-        stats.gen_s = t_last - t_first if t_first else 0.0
-        _apply_usage(stats, usage, timings)
-        yield StreamEvent("done", stats=stats)
-
-    def _events(self, resp) -> Iterator[dict]:
-        """The JSON objects of an SSE stream, up to ``data: [DONE]``."""
-        while True:
-            try:
-                line = resp.readline()
-            except (OSError, http.client.HTTPException) as exc:
-                raise LocalragError(f"the inference server at {self.url} dropped the stream: {_reason(exc)}") from None
-            if not line:
-                return
-            line = line.strip()
-            if not line.startswith(b"data:"):
-                continue  # blank separators, ": keep-alive" comments, event:/id: fields
-            data = line[5:].strip()
-            if data == b"[DONE]":
-                return
-            try:
-                obj = json.loads(data)
-            except ValueError:
-                continue
-            if not isinstance(obj, dict):
-                continue
-            if obj.get("error"):
-                raise LocalragError(f"the inference server at {self.url} failed: {_server_message(data)}",
-                                    hint="see the server's log")
-            yield obj
 
     def _error(self, exc: HTTPStatus) -> LocalragError:
         if exc.status in (401, 403):
@@ -480,7 +274,7 @@ class RemoteEngine:
         return LocalragError(f"the inference server at {self.url} refused the request (HTTP {exc.status}): {exc.message}")
 
 
-def _auth_error(client: _Client, exc: HTTPStatus) -> BadConfig:
+def _auth_error(client: Client, exc: HTTPStatus) -> BadConfig:
     which = "was refused" if client.api_key else "needs an API key"
     return BadConfig(f"the inference server at {client.url} {which} (HTTP {exc.status}): {exc.message}",
                      hint="set llm_api_key in config.toml or LOCALRAG_LLM_API_KEY")
@@ -509,7 +303,7 @@ def _ctx_from_model(entry: dict) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
-def _ctx_from_props(client: _Client) -> int | None:
+def _ctx_from_props(client: Client) -> int | None:
     """llama-server's GET /props: the slot context it actually runs with."""
     try:
         props = client.json("GET", "/props")
@@ -522,25 +316,3 @@ def _ctx_from_props(client: _Client) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return None
-
-
-def _apply_usage(stats: GenerationStats, usage: dict, timings: dict) -> None:
-    """The server's own counts and timings, where it sent them, replace the client's."""
-    if isinstance(usage, dict):
-        if isinstance(usage.get("prompt_tokens"), int) and usage["prompt_tokens"] > 0:
-            stats.prompt_tokens = usage["prompt_tokens"]
-        if isinstance(usage.get("completion_tokens"), int) and usage["completion_tokens"] > 0:
-            stats.gen_tokens = usage["completion_tokens"]
-        details = usage.get("prompt_tokens_details") or {}
-        if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
-            stats.cached_tokens = details["cached_tokens"]
-        details = usage.get("completion_tokens_details") or {}
-        if isinstance(details, dict) and isinstance(details.get("reasoning_tokens"), int) and details["reasoning_tokens"]:
-            stats.reasoning_tokens = details["reasoning_tokens"]
-    if isinstance(timings, dict):  # llama-server
-        if isinstance(timings.get("cache_n"), int):
-            stats.cached_tokens = timings["cache_n"]
-        if isinstance(timings.get("prompt_ms"), (int, float)):
-            stats.prompt_s = timings["prompt_ms"] / 1000
-    if not stats.prompt_s:
-        stats.prompt_s = stats.ttft_s  # the best this side can tell: network + prefill + first token

@@ -91,6 +91,37 @@ def test_ingest_then_unchanged_then_change_delete_rename(home, corpus, embedder,
         assert all(f.status == "ok" for f in files.values())
 
 
+def test_files_read_by_an_older_reader_are_read_again(home, tmp_path, embedder, monkeypatch):
+    """A reader that reads its type better (Markdown's HTML blocks) reaches KBs built before it:
+    the next ingest reads those files again although they did not change, replacing their chunks
+    in place (same content hash, same chunk ids: no duplicates), and then leaves them alone."""
+    from localrag.kb import parse
+
+    root = tmp_path / "docs"
+    root.mkdir()
+    (root / "params.md").write_text(
+        "# Params\n\n<table><tr><th>name</th><th>meaning</th></tr><tr><td>nlist</td><td>cluster count</td></tr></table>\n",
+        encoding="utf-8",
+    )
+    (root / "notes.txt").write_text("Plain notes about clusters.\n", encoding="utf-8")
+    settings = settings_for(home)
+    monkeypatch.setattr(parse, "_READER_VERSIONS", {})  # the KB is built by the older reading...
+    ingest_mod.ingest(settings, [root], kb="r", embedder=embedder)
+    with Index.open(settings, "r") as index:
+        assert {f.source: f.reader for f in index.files().values()} == {"params.md": 0, "notes.txt": 0}
+    monkeypatch.undo()  # ...and read by the current one
+
+    report = ingest_mod.ingest(settings, [root], kb="r", embedder=embedder)
+    by = {o.source: o.status for o in report.outcomes}
+    assert by == {"params.md": "updated", "notes.txt": "unchanged"}
+    chunks = chunk_snapshot(settings, "r")
+    assert [t for s, t in chunks.values() if s == "params.md"] == ["# Params\n\nname | meaning\nnlist | cluster count"]
+    with Index.open(settings, "r") as index:
+        assert index.files()[str((root / "params.md").resolve())].reader == parse.reader_version("markdown") >= 1
+    _no_embedder_load(monkeypatch)
+    assert ingest_mod.ingest(settings, [root], kb="r").summary()["unchanged"] == 2
+
+
 def test_embedder_mismatch_is_refused(home, corpus, embedder):
     settings = settings_for(home)
     ingest_mod.ingest(settings, [corpus / "en"], kb="t", embedder=embedder)

@@ -88,6 +88,35 @@ def test_markdown_title_from_front_matter_when_no_h1(tmp_path):
     assert [s.heading for s in doc.sections] == [("Guide",), ("Guide", "Part")]
 
 
+def test_markdown_html_blocks_become_the_text_they_show(tmp_path):
+    """Parameter tables, notes, <pre> and <h3> written as HTML inside Markdown: the reader and
+    the model get their text, not their tags; inline HTML and fenced code stay verbatim."""
+    f = tmp_path / "params.md"
+    f.write_text(
+        "# Create a collection\n\n"
+        "<!-- TOC -->\n\n"
+        "Use `create_collection()`; a cell may say <code>a<br/>b</code> inline.\n\n"
+        '<table class="language-python">\n  <thead>\n    <tr>\n      <th>Parameter</th>\n'
+        "      <th>Description</th>\n    </tr>\n  </thead>\n  <tbody>\n    <tr>\n"
+        "      <td><code>auto_id</code></td>\n      <td>Whether the primary field increments &amp; by itself.</td>\n"
+        "    </tr>\n  </tbody>\n</table>\n\n"
+        '<div class="alert note">\n\nA collection can have up to 1,024 partitions.\n\n</div>\n\n'
+        '<h3 id="syntax">Syntax</h3>\n\n'
+        "<pre>\nworkspace\n└── configs\n     └── backup.yaml\n</pre>\n\n"
+        "```html\n<table><tr><td>kept</td></tr></table>\n```\n"
+    )
+    doc = parse_file(f)
+    assert [s.heading for s in doc.sections] == [("Create a collection",), ("Create a collection", "Syntax")]
+    first, syntax = doc.sections[0].text, doc.sections[1].text
+    assert "Parameter | Description\nauto_id | Whether the primary field increments & by itself." in first
+    assert "A collection can have up to 1,024 partitions." in first
+    assert "<td>" not in first and "<div" not in first and "TOC" not in first
+    assert "<code>a<br/>b</code> inline" in first  # inline HTML in a paragraph is left as written
+    assert syntax.startswith("### Syntax")
+    assert "```\nworkspace\n└── configs\n     └── backup.yaml\n```" in syntax  # indentation kept
+    assert "<table><tr><td>kept</td></tr></table>" in syntax  # code is code
+
+
 def test_html_main_text_without_scripts_or_navigation(corpus):
     root, _ = corpus
     doc = parse_file(root / "good.html")

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Iterable, Sequence
 
 from localrag.errors import BadInput, KBNotFound
@@ -68,6 +68,8 @@ __all__ = [
     "ANALYZER", "KB_NAME_RE", "SCHEMA_VERSION", "STOP_WORDS", "ChunkRow", "FileRecord", "Index", "KBRecord",
     "chunk_id", "file_id", "kb_path", "list_kbs", "pack_vectors", "remove_kb", "unpack_vectors", "validate_name",
 ]
+
+_RECORD_FIELDS = {f.name for f in fields(FileRecord)}
 
 _HASH_RE = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 
@@ -205,7 +207,9 @@ class Index:
         for row in rows:
             if row["path"] == META_KEY:
                 continue
-            out[row["path"]] = FileRecord(**json.loads(row["info"]))
+            info = json.loads(row["info"])
+            # a row written by a newer localrag may carry fields this one does not know
+            out[row["path"]] = FileRecord(**{k: v for k, v in info.items() if k in _RECORD_FIELDS})
         return out
 
     def put_files(self, records: Iterable[FileRecord]) -> None:

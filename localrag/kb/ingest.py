@@ -1,7 +1,8 @@
 """files -> parse -> chunk -> embed -> index, incremental and crash-safe.
 
 Incremental: a file whose size and mtime match its manifest row is unchanged without being
-read; otherwise its content hash decides. Changed files have their chunks replaced, files gone
+read; otherwise its content hash decides. A file read by an older version of its type's reader
+(``parse.reader_version``) is read again either way. Changed files have their chunks replaced, files gone
 from a pruned folder have them removed. Chunk ids are a function of (path, content hash,
 ordinal), so re-ingesting can never duplicate a chunk.
 
@@ -24,6 +25,7 @@ from typing import Callable
 
 from localrag.errors import BadInput
 from localrag.kb.index import ChunkRow, FileRecord, Index, chunk_id, file_id, pack_vectors
+from localrag.kb.parse import reader_version
 
 # Embedding is batched across files: small files alone would make tiny, slow batches.
 _FLUSH_CHUNKS = 512
@@ -239,6 +241,7 @@ def _pending_record(p: _Prepared) -> FileRecord:
         path=w.path, source=w.entry.rel, root=str(w.entry.root), hash=w.hash, chunks=len(p.chunks), size=w.size,
         mtime_ns=w.mtime_ns, filetype=p.filetype, status="pending",
         old_hash=prev.hash if prev else "", old_chunks=prev.chunks if prev else 0,
+        reader=reader_version(p.filetype),
     )
 
 
@@ -368,14 +371,16 @@ def _scan(run: _Run, manifest: dict[str, FileRecord], roots: list[Path], present
         try:
             st = os.stat(path)
             prev = manifest.get(path)
-            if prev and prev.size == st.st_size and prev.mtime_ns == st.st_mtime_ns:
+            # read by an older reader of its type: read again, changed or not
+            current = prev is not None and prev.reader >= reader_version(prev.filetype)
+            if current and prev.size == st.st_size and prev.mtime_ns == st.st_mtime_ns:
                 report.outcomes.append(FileOutcome(prev.source, "unchanged", chunks=prev.chunks))
                 continue
             digest = content_hash(Path(path))
         except OSError as exc:
             report.outcomes.append(FileOutcome(item.rel, "skipped", f"cannot read: {exc.strerror}"))
             continue
-        if prev and prev.hash == digest:
+        if current and prev.hash == digest:
             prev.size, prev.mtime_ns = st.st_size, st.st_mtime_ns
             index.put_files([prev])  # touched but identical: remember the new mtime
             report.outcomes.append(FileOutcome(prev.source, "unchanged", chunks=prev.chunks))

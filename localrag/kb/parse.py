@@ -35,8 +35,17 @@ from localrag.kb.files import DEFAULT_MAX_BYTES, filetype_of
 # what callers imported from here before the readers moved out; they keep working
 __all__ = [
     "OCR_HINT", "SECTION_SEPARATOR", "NeedsOCR", "ParsedDocument", "ParseError", "Section",
-    "decode_text", "parse_file", "read_text_file",
+    "decode_text", "parse_file", "read_text_file", "reader_version",
 ]
+
+# A reader that now reads a type differently names a new version here: files a KB holds from an
+# older reading are read again by the next ingest or sync even though they did not change.
+# markdown 1: HTML blocks become the text they show (tables as rows, notes, <pre>, <h3>).
+_READER_VERSIONS = {"markdown": 1}
+
+
+def reader_version(filetype: str) -> int:
+    return _READER_VERSIONS.get(filetype, 0)
 
 # filetype -> (reader module in formats/, its function(path, filetype) -> ParsedDocument); any
 # other type reads as plain text. A module is imported when a file of its type is first met, so

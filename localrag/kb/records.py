@@ -34,6 +34,7 @@ class FileRecord:
     old_hash: str = ""  # while pending: the version being replaced
     old_chunks: int = 0
     ingested_at: float = field(default_factory=time.time)
+    reader: int = 0  # parse.reader_version of its type when it was read (0 before versions existed)
 
 
 @dataclass

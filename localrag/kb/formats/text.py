@@ -2,7 +2,11 @@
 
 * Markdown: markdown-it-py finds the headings (ATX and setext, not ``#`` lines inside code
   fences); a section keeps its raw Markdown lines, heading line included, so code blocks,
-  tables and links stay verbatim and quotable.
+  tables and links stay verbatim and quotable. Raw HTML blocks are the exception: a reader (and
+  the model) is shown what they display. Documentation writes parameter tables, notes and
+  collapsible FAQs as HTML inside Markdown (14% of the milvus-docs characters), and their tags
+  cost prompt tokens and blur the embedding while saying nothing; a table becomes " | " rows
+  (the chunker repeats its header row), ``<pre>`` a fenced block, ``<h3>`` a heading.
 * HTML: BeautifulSoup over lxml (tolerant of broken markup), walking the main content
   (``<main>``/``<article>`` when present) and dropping scripts, styles, navigation, forms.
   trafilatura was not used: its boilerplate removal is tuned for news pages and throws away
@@ -33,23 +37,57 @@ def _heading_text(raw: str) -> str:
     return re.sub(r"\s+", " ", text).strip() or raw.strip()
 
 
-def markdown_sections(text: str) -> list[Section]:
+_HTML_HEADING = re.compile(r"\s*<h([1-6])\b[^>]*>(.*?)</h\1>\s*", re.S | re.I)
+
+
+def _markdown_parser():
     from markdown_it import MarkdownIt
 
+    # block structure is all that is needed (headings, code fences, HTML blocks); skipping the
+    # inline pass makes the parse 2.4x faster
+    return MarkdownIt("commonmark", {"html": True}).disable("inline")
+
+
+def _html_block_text(html: str) -> str:
+    """What a raw HTML block in Markdown shows, as Markdown text ("" for a comment or a lone tag)."""
+    if re.fullmatch(r"\s*<!--.*-->\s*", html, re.S):
+        return ""  # <!-- TOC --> and such
+    heading = _HTML_HEADING.fullmatch(html)
+    if heading:
+        words = _heading_text(heading.group(2))
+        return "#" * int(heading.group(1)) + " " + words if words else ""
+    if re.match(r"\s*<pre\b", html, re.I):
+        from bs4 import BeautifulSoup
+
+        code = BeautifulSoup(html, "lxml").get_text().strip("\n")
+        return f"```\n{code}\n```" if code.strip() else ""
+    return "\n\n".join(section.text for section in html_sections(html))
+
+
+def _html_blocks_as_text(text: str, tokens) -> str:
+    lines = text.split("\n")
+    blocks = [tok for tok in tokens if tok.type == "html_block" and tok.map]
+    for tok in reversed(blocks):  # from the end, so earlier line numbers stay valid
+        shown = _html_block_text(tok.content)
+        lines[tok.map[0] : tok.map[1]] = shown.split("\n") if shown else []
+    return "\n".join(lines)
+
+
+def markdown_sections(text: str) -> list[Section]:
     title = None
     fm = _FRONT_MATTER.match(text)
     if fm:
         m = _FM_TITLE.search(fm.group(1) or "")
         title = m.group(1).strip() if m else None
         text = text[fm.end() :]
+    parser = _markdown_parser()
+    tokens = parser.parse(text)
+    if any(tok.type == "html_block" for tok in tokens):
+        text = _html_blocks_as_text(text, tokens)
+        tokens = parser.parse(text)  # headings may have come out of HTML, and lines have moved
     lines = text.split("\n")
-    # block structure is all that is needed (headings vs fenced code); skipping the inline pass
-    # makes the parse 2.4x faster
-    tokens = MarkdownIt("commonmark", {"html": True}).disable("inline").parse(text)
     headings = []  # (first line, end line, level, text)
     for i, tok in enumerate(tokens):
-        if tok.type == "html_block" and tok.map and re.fullmatch(r"\s*<!--.*-->\s*", tok.content, re.S):
-            lines[tok.map[0] : tok.map[1]] = [""] * (tok.map[1] - tok.map[0])  # <!-- TOC --> and such
         if tok.type == "heading_open" and tok.level == 0 and tok.map:
             headings.append((tok.map[0], tok.map[1], int(tok.tag[1]), _heading_text(tokens[i + 1].content)))
     has_h1 = any(level == 1 for _, _, level, _ in headings)

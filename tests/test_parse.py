@@ -117,6 +117,33 @@ def test_markdown_html_blocks_become_the_text_they_show(tmp_path):
     assert "<table><tr><td>kept</td></tr></table>" in syntax  # code is code
 
 
+def test_markdown_html_blocks_never_make_headings_or_lose_text(tmp_path):
+    """Text that comes out of HTML is never read as Markdown structure, and a block wrapping
+    Markdown keeps its lines (found by review on the milvus-docs corpus)."""
+    f = tmp_path / "tricky.md"
+    f.write_text(
+        "# Guide\n\n"
+        "<table><tr><th>#</th><th>id</th></tr><tr><td>0</td><td>a1</td></tr></table>\n\n"
+        '<div class="highlight"><pre># install the client\npip install pymilvus</pre></div>\n\n'
+        "<details><summary>Server configuration</summary>\n\n"
+        "```yaml\nqueryNode:\n  replicas: 1\n```\n\n</details>\n\n"
+        "<aside>\nBack up first.\n</aside>\n\n"
+        "<h3>A</h3><h3>B</h3>\n\n"
+        "<pre>\n```\n# not a heading\n</pre>\n\n"
+        "- item\n\n  <p>inside a list</p>\n\n"
+        "## Next\n\nAfter.\n"
+    )
+    doc = parse_file(f)
+    assert [s.heading for s in doc.sections] == [("Guide",), ("Guide", "Next")]
+    text = doc.sections[0].text
+    assert "# | id\n0 | a1" in text
+    assert "# install the client\npip install pymilvus" in text
+    assert "```yaml\nqueryNode:\n  replicas: 1\n```" in text and "Server configuration" in text
+    assert "Back up first." in text and "<aside>" not in text
+    assert "````\n```\n# not a heading\n````" in text  # the fence is longer than any run inside
+    assert "  <p>inside a list</p>" in text  # a block inside a list stays as written
+
+
 def test_html_main_text_without_scripts_or_navigation(corpus):
     root, _ = corpus
     doc = parse_file(root / "good.html")

@@ -22,7 +22,7 @@ class Reranker:
         import torch
         from sentence_transformers import CrossEncoder
 
-        # Raw logits, not sigmoid probabilities: RERANK_GATE in answer.py is a logit, and
+        # Raw logits, not sigmoid probabilities: RERANK_GATE in rag/relevance.py is a logit, and
         # sentence-transformers picks the activation per model config (ms-marco: none, bge: sigmoid).
         model = CrossEncoder(
             str(path), device=device, local_files_only=True, max_length=max_tokens, activation_fn=torch.nn.Identity()

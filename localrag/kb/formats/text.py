@@ -5,8 +5,12 @@
   tables and links stay verbatim and quotable. Raw HTML blocks are the exception: a reader (and
   the model) is shown what they display. Documentation writes parameter tables, notes and
   collapsible FAQs as HTML inside Markdown (14% of the milvus-docs characters), and their tags
-  cost prompt tokens and blur the embedding while saying nothing; a table becomes " | " rows
-  (the chunker repeats its header row), ``<pre>`` a fenced block, ``<h3>`` a heading.
+  cost prompt tokens and blur the embedding while saying nothing. A block holding a table is
+  read as HTML (rows of " | " cells: the chunker repeats the header row); a block that is one
+  ``<pre>`` becomes a fenced block, one ``<h3>`` a heading; any other block (a note, a list, a
+  ``<details>``, often wrapping Markdown) loses its tag-only lines and its tags, its text kept
+  line by line. Headings come from the Markdown and those ``<hN>`` blocks only, never from text
+  that came out of HTML. Blocks inside lists and quotes stay as written.
 * HTML: BeautifulSoup over lxml (tolerant of broken markup), walking the main content
   (``<main>``/``<article>`` when present) and dropping scripts, styles, navigation, forms.
   trafilatura was not used: its boilerplate removal is tuned for news pages and throws away
@@ -37,7 +41,14 @@ def _heading_text(raw: str) -> str:
     return re.sub(r"\s+", " ", text).strip() or raw.strip()
 
 
-_HTML_HEADING = re.compile(r"\s*<h([1-6])\b[^>]*>(.*?)</h\1>\s*", re.S | re.I)
+_HTML_HEADING = re.compile(r"\s*<h([1-6])\b[^>]*>((?:(?!</?h[1-6]\b).)*)</h\1>\s*", re.S | re.I)
+# the tags of a note, a list or a collapsible block written around Markdown text: dropped from its
+# lines, the text kept as written (only these names: "<component-host>" in prose is not a tag)
+_LINE_TAG = re.compile(
+    r"</?(?:p|div|span|font|b|strong|i|em|u|s|a|ul|ol|li|dl|dt|dd|details|summary|center|section|article|"
+    r"aside|figure|figcaption|blockquote|img|br|hr|sup|sub|small|mark|kbd|var|samp|abbr|cite|q|label)\b[^<>]*/?>",
+    re.I,
+)
 
 
 def _markdown_parser():
@@ -48,29 +59,53 @@ def _markdown_parser():
     return MarkdownIt("commonmark", {"html": True}).disable("inline")
 
 
-def _html_block_text(html: str) -> str:
-    """What a raw HTML block in Markdown shows, as Markdown text ("" for a comment or a lone tag)."""
+def _html_block_text(html: str) -> tuple[list[str], tuple[int, str] | None]:
+    """What a raw HTML block in Markdown shows, as lines, and (level, text) when it is a heading.
+    A table (with anything around it) is read as HTML; other blocks lose their tag-only lines and
+    their tags, their text and layout kept (they often wrap Markdown: notes, lists, code)."""
     if re.fullmatch(r"\s*<!--.*-->\s*", html, re.S):
-        return ""  # <!-- TOC --> and such
+        return [], None  # <!-- TOC --> and such
     heading = _HTML_HEADING.fullmatch(html)
     if heading:
         words = _heading_text(heading.group(2))
-        return "#" * int(heading.group(1)) + " " + words if words else ""
+        return ([], None) if not words else (["#" * int(heading.group(1)) + " " + words], (int(heading.group(1)), words))
     if re.match(r"\s*<pre\b", html, re.I):
         from bs4 import BeautifulSoup
 
         code = BeautifulSoup(html, "lxml").get_text().strip("\n")
-        return f"```\n{code}\n```" if code.strip() else ""
-    return "\n\n".join(section.text for section in html_sections(html))
+        fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", code)), default=0))
+        return ([fence, *code.split("\n"), fence] if code.strip() else []), None
+    if re.search(r"<table\b", html, re.I):
+        return "\n\n".join(section.text for section in html_sections(html)).split("\n"), None
+    out = []
+    for line in html.rstrip("\n").split("\n"):
+        text = _LINE_TAG.sub("", re.sub(r"</?code>", "`", line, flags=re.I)).rstrip()
+        if text.strip() or not line.strip():
+            out.append(text)
+    return out, None
 
 
-def _html_blocks_as_text(text: str, tokens) -> str:
-    lines = text.split("\n")
-    blocks = [tok for tok in tokens if tok.type == "html_block" and tok.map]
-    for tok in reversed(blocks):  # from the end, so earlier line numbers stay valid
-        shown = _html_block_text(tok.content)
-        lines[tok.map[0] : tok.map[1]] = shown.split("\n") if shown else []
-    return "\n".join(lines)
+def _html_blocks_as_text(lines: list[str], blocks, headings: list[tuple]) -> tuple[list[str], list[tuple]]:
+    """``lines`` with each top-level HTML block replaced by what it shows, and the headings (first
+    line, end line, level, text) moved to their new lines, plus those the blocks were. The first
+    parse's headings are kept rather than parsing again: text out of HTML ("# | id | name", a
+    shell comment in a <pre>) must not become a heading."""
+    out: list[str] = []
+    moved: list[tuple] = []
+    pos = 0
+    for tok in [*blocks, None]:
+        a, b = tok.map if tok is not None else (len(lines), len(lines))
+        shift = len(out) - pos
+        moved += [(first + shift, end + shift, level, name) for first, end, level, name in headings if pos <= first < a]
+        out.extend(lines[pos:a])
+        if tok is None:
+            break
+        shown, heading = _html_block_text(tok.content)
+        if heading:
+            moved.append((len(out) + 1, len(out) + 2, *heading))
+        out.extend(["", *shown, ""] if shown else [""])  # blank around it: never glued to a paragraph
+        pos = b
+    return out, sorted(moved)
 
 
 def markdown_sections(text: str) -> list[Section]:
@@ -80,16 +115,16 @@ def markdown_sections(text: str) -> list[Section]:
         m = _FM_TITLE.search(fm.group(1) or "")
         title = m.group(1).strip() if m else None
         text = text[fm.end() :]
-    parser = _markdown_parser()
-    tokens = parser.parse(text)
-    if any(tok.type == "html_block" for tok in tokens):
-        text = _html_blocks_as_text(text, tokens)
-        tokens = parser.parse(text)  # headings may have come out of HTML, and lines have moved
+    tokens = _markdown_parser().parse(text)
     lines = text.split("\n")
     headings = []  # (first line, end line, level, text)
     for i, tok in enumerate(tokens):
         if tok.type == "heading_open" and tok.level == 0 and tok.map:
             headings.append((tok.map[0], tok.map[1], int(tok.tag[1]), _heading_text(tokens[i + 1].content)))
+    # inside a list or a quote a block keeps its prefixes only as written: those are left alone
+    blocks = [tok for tok in tokens if tok.type == "html_block" and tok.map and tok.level == 0]
+    if blocks:
+        lines, headings = _html_blocks_as_text(lines, blocks, headings)
     has_h1 = any(level == 1 for _, _, level, _ in headings)
     root: tuple[str, ...] = (title,) if title and not has_h1 else ()
     sections: list[Section] = []

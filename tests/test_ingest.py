@@ -9,6 +9,8 @@ import signal
 import subprocess
 import textwrap
 import time
+from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +29,8 @@ from tests.kb_helpers import (  # noqa: F401
     settings_for,
     small_corpus,
 )
+
+FORMATS = Path(__file__).parent / "data" / "formats" / "generated"
 
 
 @pytest.fixture
@@ -104,22 +108,72 @@ def test_files_read_by_an_older_reader_are_read_again(home, tmp_path, embedder, 
         encoding="utf-8",
     )
     (root / "notes.txt").write_text("Plain notes about clusters.\n", encoding="utf-8")
+    # a mail's Markdown attachment was read by the older Markdown reader too
+    mail = EmailMessage()
+    mail["From"], mail["To"], mail["Subject"] = "ops@example.org", "team@example.org", "Index parameters"
+    mail.set_content("The parameter table is attached.")
+    mail.add_attachment((root / "params.md").read_bytes(), maintype="text", subtype="markdown", filename="table.md")
+    (root / "params.eml").write_bytes(bytes(mail))
     settings = settings_for(home)
     monkeypatch.setattr(parse, "_READER_VERSIONS", {})  # the KB is built by the older reading...
     ingest_mod.ingest(settings, [root], kb="r", embedder=embedder)
     with Index.open(settings, "r") as index:
-        assert {f.source: f.reader for f in index.files().values()} == {"params.md": 0, "notes.txt": 0}
+        assert {f.source: f.reader for f in index.files().values()} == {"params.md": 0, "notes.txt": 0, "params.eml": 0}
     monkeypatch.undo()  # ...and read by the current one
 
     report = ingest_mod.ingest(settings, [root], kb="r", embedder=embedder)
     by = {o.source: o.status for o in report.outcomes}
-    assert by == {"params.md": "updated", "notes.txt": "unchanged"}
+    assert by == {"params.md": "updated", "notes.txt": "unchanged", "params.eml": "updated"}
     chunks = chunk_snapshot(settings, "r")
     assert [t for s, t in chunks.values() if s == "params.md"] == ["# Params\n\nname | meaning\nnlist | cluster count"]
+    attached = [t for s, t in chunks.values() if "table.md" in s]
+    assert attached and not any("<td>" in t for t in attached) and any("nlist | cluster count" in t for t in attached)
     with Index.open(settings, "r") as index:
-        assert index.files()[str((root / "params.md").resolve())].reader == parse.reader_version("markdown") >= 1
+        files = {f.source: f.reader for f in index.files().values()}
+    assert files["params.md"] == parse.reader_version("markdown") >= 1
+    assert files["params.eml"] == parse.reader_version("eml") >= parse.reader_version("markdown")
     _no_embedder_load(monkeypatch)
-    assert ingest_mod.ingest(settings, [root], kb="r").summary()["unchanged"] == 2
+    assert ingest_mod.ingest(settings, [root], kb="r").summary()["unchanged"] == 3
+
+
+def test_a_file_that_no_longer_reads_takes_its_old_chunks_with_it(home, tmp_path, embedder):
+    """A file edited down to nothing, or replaced by one that cannot be read, must not go on
+    answering questions with what it used to say: its earlier chunks leave the KB, the summary
+    says so, and the KB is what a clean build of the folder gives."""
+    root = tmp_path / "docs"
+    root.mkdir()
+    (root / "keep.md").write_text("# Keep\n\nThe ferry leaves at nine.\n", encoding="utf-8")
+    (root / "emptied.md").write_text("# Old\n\nThe lighthouse is painted red.\n", encoding="utf-8")
+    shutil.copy(FORMATS / "mixed-debian-en.pdf", root / "report.pdf")
+    settings = settings_for(home)
+    first = ingest_mod.ingest(settings, [root], kb="g", embedder=embedder)
+    assert first.summary()["added"] == 3
+    assert {s for s, _ in chunk_snapshot(settings, "g").values()} == {"keep.md", "emptied.md", "report.pdf"}
+
+    (root / "emptied.md").write_text("\n   \n", encoding="utf-8")
+    (root / "report.pdf").write_bytes(b"%PDF-1.4\nthis is not really a pdf\n")
+    report = ingest_mod.ingest(settings, [root], kb="g", embedder=embedder)
+    got = {o.source: (o.status, o.reason) for o in report.outcomes}
+    assert got["keep.md"][0] == "unchanged"
+    for name in ("emptied.md", "report.pdf"):
+        status, reason = got[name]
+        assert status == "skipped" and "earlier version" in reason and "taken out of the KB" in reason, reason
+    assert "no text" in got["emptied.md"][1]
+    after = chunk_snapshot(settings, "g")
+    assert {s for s, _ in after.values()} == {"keep.md"}
+    with Index.open(settings, "g") as index:
+        assert {f.source for f in index.files().values()} == {"keep.md"}
+    ingest_mod.ingest(settings, [root], kb="clean", embedder=embedder)
+    assert sorted(after.values()) == sorted(chunk_snapshot(settings, "clean").values())
+
+    # still unreadable next time: skipped, with nothing left to take out
+    again = {o.source: (o.status, o.reason) for o in ingest_mod.ingest(settings, [root], kb="g").outcomes}
+    assert again["report.pdf"][0] == "skipped" and "taken out" not in again["report.pdf"][1]
+    # and back once it has text again
+    (root / "emptied.md").write_text("# New\n\nThe lighthouse is painted white now.\n", encoding="utf-8")
+    back = {o.source: o.status for o in ingest_mod.ingest(settings, [root], kb="g", embedder=embedder).outcomes}
+    assert back["emptied.md"] == "added"
+    assert any("painted white" in t for _, t in chunk_snapshot(settings, "g").values())
 
 
 def test_embedder_mismatch_is_refused(home, corpus, embedder):

@@ -2,8 +2,9 @@
 
 Incremental: a file whose size and mtime match its manifest row is unchanged without being
 read; otherwise its content hash decides. A file read by an older version of its type's reader
-(``parse.reader_version``) is read again either way. Changed files have their chunks replaced,
-files gone from a pruned folder have them removed. Chunk ids are a function of (path, content hash,
+(``parse.reader_version``) is read again either way. Changed files have their chunks replaced;
+a changed file that now yields no text (or cannot be read) and files gone from a pruned folder
+have them removed. Chunk ids are a function of (path, content hash,
 ordinal), so re-ingesting can never duplicate a chunk.
 
 Crash safety (kill -9 at any point) rests on one ordering rule: a file's manifest row is set to
@@ -136,10 +137,10 @@ class _Run:
             doc = parse_mod.parse_file(work.entry.path)
         except parse_mod.ParseError as exc:
             self.report.unread_pages += getattr(exc, "pages", 0)
-            self.skip(source, str(exc) or "could not be parsed")
+            self.skip(work, str(exc) or "could not be parsed")
             return None
         except Exception as exc:  # a parser bug on one hostile file must not stop the run
-            self.skip(source, f"parser failed: {type(exc).__name__}: {exc}"[:200])
+            self.skip(work, f"parser failed: {type(exc).__name__}: {exc}"[:200])
             return None
         finally:
             self.t["parse"] += time.perf_counter() - t0
@@ -151,20 +152,29 @@ class _Run:
                 doc, source, embedder.count_tokens, self._max_tokens(embedder), self.settings.chunk.overlap_tokens
             )
         except Exception as exc:
-            self.skip(source, f"chunking failed: {type(exc).__name__}: {exc}"[:200])
+            self.skip(work, f"chunking failed: {type(exc).__name__}: {exc}"[:200])
             return None
         finally:
             self.t["chunk"] += time.perf_counter() - t0
         chunks = [c for c in chunks if c.text.strip()]
         if not chunks:
-            self.skip(source, "no text found")
+            self.skip(work, "no text found")
             return None
         return _Prepared(work, doc.filetype, chunks)
 
     def _max_tokens(self, embedder) -> int:
         return max(32, min(self.settings.chunk.max_tokens, embedder.chunk_budget))
 
-    def skip(self, source: str, reason: str) -> None:
+    def skip(self, work: _Work, reason: str) -> None:
+        """A file that yields nothing now. If the KB held an earlier reading of it, that reading
+        goes: it is of content the file no longer has (or that the current reader finds no text
+        in), and answers citing it would send a reader to a file that does not say so."""
+        source, prev = work.entry.rel, work.previous
+        if prev is not None:
+            t0 = time.perf_counter()
+            self.index.remove_files([prev])
+            self.t["index"] += time.perf_counter() - t0
+            reason += f"; its earlier version ({prev.chunks} chunk{'s' if prev.chunks != 1 else ''}) was taken out of the KB"
         self.report.outcomes.append(FileOutcome(source, "skipped", reason))
         self.files_done += 1
         self.tick("ingest", source)

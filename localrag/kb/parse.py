@@ -42,10 +42,18 @@ __all__ = [
 # older reading are read again by the next ingest or sync even though they did not change.
 # markdown 1: HTML blocks become the text they show (tables as rows, notes, <pre>, <h3>).
 _READER_VERSIONS = {"markdown": 1}
+# Containers hand their attachments to the other readers: a mail read before any of those
+# changed holds the older reading of its attachments.
+_CONTAINERS = frozenset({"eml", "mbox"})
 
 
 def reader_version(filetype: str) -> int:
-    return _READER_VERSIONS.get(filetype, 0)
+    """The version of the reading a file of this type gets now (versions only ever go up, so a
+    container's, their sum, goes up whenever one of the readers it delegates to does)."""
+    own = _READER_VERSIONS.get(filetype, 0)
+    if filetype in _CONTAINERS:
+        own += sum(v for t, v in _READER_VERSIONS.items() if t not in _CONTAINERS)
+    return own
 
 # filetype -> (reader module in formats/, its function(path, filetype) -> ParsedDocument); any
 # other type reads as plain text. A module is imported when a file of its type is first met, so

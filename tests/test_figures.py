@@ -65,3 +65,16 @@ def test_the_marker_after_a_withheld_sentence_goes_with_it():
     answer, withheld = figures.withhold(
         "Shards spread data across query nodes [2]. The buffer holds 64 MB. [2]", ["Shards spread data across query nodes."], "en")
     assert withheld == ["64"] and answer.startswith("Shards spread data across query nodes [2].\n\n(Left out:")
+
+
+def test_a_figure_with_a_unit_needs_a_source_giving_that_number_with_a_unit_of_its_kind():
+    code = "vectors = [[random.random() for _ in range(8)] for _ in range(10)]\nentities = [vectors]"
+    answer, withheld = figures.withhold("PyMilvus 连接池里的空闲连接默认会在 10 分钟后被自动回收。[1]", [code], "zh")
+    assert withheld == ["10"] and answer.startswith("文档中没有说明。")
+    # the same number with a unit of its kind, in other words or a table row away, grounds it
+    assert figures.unsupported("空闲连接 10 分钟后回收 [1]。", ["Idle connections are closed after 10 minutes."]) == []
+    row = "| `pool.idleTimeout` | Seconds an idle connection is kept before it is closed. | 10 |"
+    assert figures.unsupported("An idle connection is kept for 10 seconds [2].", [row]) == []
+    assert figures.unsupported("An idle connection is kept for 10 seconds [2].", ["It holds 10 GB."]) == ["10"]
+    # without a unit a two-digit number is still grounded by the number alone
+    assert figures.unsupported("Milvus keeps 10 replicas.", [code]) == []

@@ -15,7 +15,11 @@ do not say.
 
 Only what is checkable is checked, outside code (values in example code are illustrations, not
 claims): numbers of two or more digits (or with a decimal point), and a single digit with a unit
-("5 分钟", "5%"). A bare single digit is too often a count the sources write in words.
+("5 分钟", "5%"). A bare single digit is too often a count the sources write in words. A number
+written with a unit ("10 分钟", "64 MB") is grounded only where a source gives that number near
+a unit of the same kind: every source holds some 10, and "10 分钟" for the idle-connection
+question was invented from a `range(10)` in an example (dev set, run M; of the 110 answers of
+runs L and M, the other ten figures with units were all grounded this way too).
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ _UNITS = {
     "times": r"倍|times|x",
 }
 _UNIT_AFTER = re.compile(r"\s?(" + "|".join(_UNITS.values()) + r")(?![A-Za-z])", re.IGNORECASE)
+# How far from a number (characters, either side) a source may write its unit: a sentence, or a
+# table row whose header or description carries it.
+_UNIT_REACH = 200
 _WORDS = ["zero|零", "one|一", "two|二|两", "three|三", "four|四", "five|五", "six|六", "seven|七", "eight|八",
           "nine|九"]
 
@@ -72,28 +79,49 @@ def figures(text: str) -> list[str]:
     """The checkable figures a piece of prose states, in order, each once: numbers of two digits
     or more, and a single digit with a unit ("5 分钟", "5%": a duration, size or share is a claim;
     a bare "2" is too often a count the sources write in words)."""
+    return list(dict.fromkeys(figure for figure, _ in _stated(text)))
+
+
+def _stated(text: str) -> list[tuple[str, str | None]]:
+    """Each checkable figure with the kind of unit written after it (None without one)."""
     prose = answer_text.CITATION.sub(" ", answer_text.CODE.sub(" ", text))
-    out: list[str] = []
+    out: list[tuple[str, str | None]] = []
     for m in _NUMBER.finditer(prose):
         number = _plain(m.group(0)).rstrip(".,")
+        unit = _UNIT_AFTER.match(prose, m.end())
+        kind = _kind(unit.group(1)) if unit else None
         if len(re.sub(r"\D", "", number)) < 2:
-            unit = _UNIT_AFTER.match(prose, m.end())
             if unit is None:
                 continue
             sign = unit.group(1)
             number = number + (" " if len(sign) > 1 and sign[0].isalpha() or has_cjk(sign) else "") + sign
-        if number not in out:
-            out.append(number)
+        if (number, kind) not in out:
+            out.append((number, kind))
     return out
 
 
-def _grounded(figure: str, ground: str) -> bool:
+def _kind(unit: str) -> str:
+    return next(k for k, units in _UNITS.items() if re.fullmatch(units, unit, re.IGNORECASE))
+
+
+def _near_unit(number: str, kind: str, ground: str) -> bool:
+    """``number`` occurs in ``ground`` with a unit of ``kind`` close by: "10 分钟" needs a source
+    that gives 10 of some duration, not any source where a 10 occurs (a loop's range(10)). Close
+    by rather than right after, so a table's "Timeout (s) | … | 10" row still grounds it."""
+    unit = re.compile(rf"(?<![A-Za-z])(?:{_UNITS[kind]})(?![A-Za-z])", re.IGNORECASE)
+    for m in re.finditer(rf"(?<![\d.]){re.escape(number)}(?![\d])", ground):
+        if unit.search(ground, max(0, m.start() - _UNIT_REACH), m.end() + _UNIT_REACH):
+            return True
+    return False
+
+
+def _grounded(figure: str, ground: str, kind: str | None = None) -> bool:
     with_unit = re.fullmatch(r"(\d) ?([^\d.].*)", figure)
     if with_unit is None:
-        return figure in ground
+        return figure in ground and (kind is None or _near_unit(figure, kind, ground))
     # a single digit with a unit: that digit (or its word) before any unit of the same kind
     digit, unit = with_unit.groups()
-    kind = next(k for k, units in _UNITS.items() if re.fullmatch(units, unit, re.IGNORECASE))
+    kind = _kind(unit)
     value = f"(?:{digit}|{_WORDS[int(digit)]})"
     return re.search(rf"(?<![\d.]){value}\s*(?:{_UNITS[kind]})(?![A-Za-z])", ground, re.IGNORECASE) is not None
 
@@ -101,7 +129,8 @@ def _grounded(figure: str, ground: str) -> bool:
 def unsupported(text: str, grounds: Iterable[str]) -> list[str]:
     """Figures of ``text`` that occur in none of ``grounds`` (the sources and the question)."""
     ground = _plain(" ".join(grounds))
-    return [n for n in figures(text) if not _grounded(n, ground)]
+    bad = [figure for figure, kind in _stated(text) if not _grounded(figure, ground, kind)]
+    return list(dict.fromkeys(bad))
 
 
 def is_pointer(unit: str) -> bool:

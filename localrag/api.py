@@ -302,8 +302,8 @@ class LocalRAG:
                     with self._lock:
                         self._kbs.pop(kb, None)
                     handle.close()
-            if handle.retriever is not None:
-                handle.retriever.refresh()
+                elif handle.retriever is not None:  # a run stopped half-way has changed the KB too
+                    handle.retriever.refresh()
         return report
 
     def sync(self, paths: Iterable[str | Path], *, kb: str = "default", embedder: str | None = None,

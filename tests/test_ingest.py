@@ -143,22 +143,25 @@ def test_a_file_that_no_longer_reads_takes_its_old_chunks_with_it(home, tmp_path
     root = tmp_path / "docs"
     root.mkdir()
     (root / "keep.md").write_text("# Keep\n\nThe ferry leaves at nine.\n", encoding="utf-8")
-    (root / "emptied.md").write_text("# Old\n\nThe lighthouse is painted red.\n", encoding="utf-8")
-    shutil.copy(FORMATS / "mixed-debian-en.pdf", root / "report.pdf")
+    for name in ("emptied.md", "blank.md"):
+        (root / name).write_text(f"# {name}\n\nThe lighthouse is painted red.\n", encoding="utf-8")
+    for name in ("report.pdf", "scan.pdf"):
+        shutil.copy(FORMATS / "mixed-debian-en.pdf", root / name)
     settings = settings_for(home)
     first = ingest_mod.ingest(settings, [root], kb="g", embedder=embedder)
-    assert first.summary()["added"] == 3
-    assert {s for s, _ in chunk_snapshot(settings, "g").values()} == {"keep.md", "emptied.md", "report.pdf"}
+    assert first.summary()["added"] == 5
 
-    (root / "emptied.md").write_text("\n   \n", encoding="utf-8")
-    (root / "report.pdf").write_bytes(b"%PDF-1.4\nthis is not really a pdf\n")
+    (root / "emptied.md").write_bytes(b"")  # refused before it is read: an empty file
+    (root / "blank.md").write_text("\n   \n", encoding="utf-8")  # read, and holds no text
+    (root / "report.pdf").write_bytes(b"%PDF-1.4\nthis is not really a pdf\n")  # read, and fails
+    (root / "scan.pdf").write_bytes(b"GIF89a not a pdf at all")  # refused by its first bytes
     report = ingest_mod.ingest(settings, [root], kb="g", embedder=embedder)
     got = {o.source: (o.status, o.reason) for o in report.outcomes}
     assert got["keep.md"][0] == "unchanged"
-    for name in ("emptied.md", "report.pdf"):
+    for name in ("emptied.md", "blank.md", "report.pdf", "scan.pdf"):
         status, reason = got[name]
-        assert status == "skipped" and "earlier version" in reason and "taken out of the KB" in reason, reason
-    assert "no text" in got["emptied.md"][1]
+        assert status == "skipped" and "its earlier version (" in reason and "taken out of the KB" in reason, reason
+    assert got["emptied.md"][1].startswith("empty file") and got["blank.md"][1].startswith("no text")
     after = chunk_snapshot(settings, "g")
     assert {s for s, _ in after.values()} == {"keep.md"}
     with Index.open(settings, "g") as index:
@@ -174,6 +177,30 @@ def test_a_file_that_no_longer_reads_takes_its_old_chunks_with_it(home, tmp_path
     back = {o.source: o.status for o in ingest_mod.ingest(settings, [root], kb="g", embedder=embedder).outcomes}
     assert back["emptied.md"] == "added"
     assert any("painted white" in t for _, t in chunk_snapshot(settings, "g").values())
+
+
+def test_a_file_read_again_for_a_new_reader_keeps_its_reading_if_the_new_one_fails(home, tmp_path, embedder, monkeypatch):
+    """The bytes did not change, only the reader: when the newer reader cannot read them (or
+    fails for a reason of the moment), the earlier reading of the same bytes stays."""
+    from localrag.kb import parse
+
+    root = tmp_path / "docs"
+    root.mkdir()
+    (root / "notes.md").write_text("# Notes\n\nThe lighthouse is painted red.\n", encoding="utf-8")
+    settings = settings_for(home)
+    monkeypatch.setattr(parse, "_READER_VERSIONS", {})
+    ingest_mod.ingest(settings, [root], kb="k", embedder=embedder)
+    before = chunk_snapshot(settings, "k")
+    monkeypatch.undo()
+
+    def failing(path, filetype):
+        raise parse.ParseError("out of memory while parsing")
+
+    monkeypatch.setattr(parse, "_reader", lambda filetype: failing)
+    report = ingest_mod.ingest(settings, [root], kb="k", embedder=embedder)
+    (outcome,) = report.outcomes
+    assert outcome.status == "skipped" and outcome.reason.endswith("its earlier reading is kept")
+    assert chunk_snapshot(settings, "k") == before
 
 
 def test_embedder_mismatch_is_refused(home, corpus, embedder):

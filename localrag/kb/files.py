@@ -113,6 +113,9 @@ class FileEntry:
 class Skipped:
     path: str
     reason: str
+    # True when what the file holds is the reason (empty, too large, not what its name says), not
+    # access to it: a KB that held an earlier version of it no longer should
+    content: bool = False
 
 
 def display_name(name: str) -> str:
@@ -202,9 +205,9 @@ def _check_file(path: Path, root: Path, st: os.stat_result, max_bytes: int) -> F
     if filetype is None and path.suffix:
         return Skipped(shown, f"unsupported file type {display_name(path.suffix)}")
     if st.st_size == 0:
-        return Skipped(shown, "empty file")
+        return Skipped(shown, "empty file", content=True)
     if st.st_size > max_bytes:
-        return Skipped(shown, f"too large ({format_size(st.st_size)} > {format_size(max_bytes)} limit)")
+        return Skipped(shown, f"too large ({format_size(st.st_size)} > {format_size(max_bytes)} limit)", content=True)
     try:
         # opening (not os.access) is the only honest test: root reads through chmod 000, ACLs exist
         with open(path, "rb") as fh:
@@ -214,11 +217,11 @@ def _check_file(path: Path, root: Path, st: os.stat_result, max_bytes: int) -> F
     if filetype is None:
         # README, LICENSE, NOTES...: taken as plain text when the bytes say so
         if not _looks_like_text(head):
-            return Skipped(shown, "unsupported file type (no extension, not text)")
+            return Skipped(shown, "unsupported file type (no extension, not text)", content=True)
         filetype = "text"
     problem = _sniff(head, filetype)
     if problem:
-        return Skipped(shown, problem)
+        return Skipped(shown, problem, content=True)
     return FileEntry(path=path, rel=_rel(path, root), root=root, size=st.st_size, filetype=filetype)
 
 

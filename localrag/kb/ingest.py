@@ -3,8 +3,8 @@
 Incremental: a file whose size and mtime match its manifest row is unchanged without being
 read; otherwise its content hash decides. A file read by an older version of its type's reader
 (``parse.reader_version``) is read again either way. Changed files have their chunks replaced;
-a changed file that now yields no text (or cannot be read) and files gone from a pruned folder
-have them removed. Chunk ids are a function of (path, content hash,
+a changed file that now yields no text (or cannot be read: emptied, too large, not what its name
+says) and files gone from a pruned folder have them removed. Chunk ids are a function of (path, content hash,
 ordinal), so re-ingesting can never duplicate a chunk.
 
 Crash safety (kill -9 at any point) rests on one ordering rule: a file's manifest row is set to
@@ -166,18 +166,25 @@ class _Run:
         return max(32, min(self.settings.chunk.max_tokens, embedder.chunk_budget))
 
     def skip(self, work: _Work, reason: str) -> None:
-        """A file that yields nothing now. If the KB held an earlier reading of it, that reading
-        goes: it is of content the file no longer has (or that the current reader finds no text
-        in), and answers citing it would send a reader to a file that does not say so."""
+        """A file that yields nothing now. If the KB holds an earlier version of it, that version
+        goes: answers citing it would send a reader to a file that no longer says so. A file
+        read again only because its reader changed keeps the earlier reading of the same bytes."""
         source, prev = work.entry.rel, work.previous
-        if prev is not None:
-            t0 = time.perf_counter()
-            self.index.remove_files([prev])
-            self.t["index"] += time.perf_counter() - t0
-            reason += f"; its earlier version ({prev.chunks} chunk{'s' if prev.chunks != 1 else ''}) was taken out of the KB"
+        if prev is not None and prev.hash != work.hash:
+            reason += self.drop_earlier(prev)
+        elif prev is not None:
+            reason += "; its earlier reading is kept"
         self.report.outcomes.append(FileOutcome(source, "skipped", reason))
         self.files_done += 1
         self.tick("ingest", source)
+
+    def drop_earlier(self, prev: FileRecord) -> str:
+        """Take a file's earlier version out of the KB (crash-safe: ``Index.remove_files``);
+        what to add to the reason it was skipped."""
+        t0 = time.perf_counter()
+        self.index.remove_files([prev])
+        self.t["index"] += time.perf_counter() - t0
+        return f"; its earlier version ({prev.chunks} chunk{'s' if prev.chunks != 1 else ''}) was taken out of the KB"
 
     def flush(self, batch: list[_Prepared]) -> None:
         if not batch:
@@ -371,8 +378,11 @@ def _scan(run: _Run, manifest: dict[str, FileRecord], roots: list[Path], present
     seen: set[str] = set()
     for item in files_mod.discover(present):
         if isinstance(item, files_mod.Skipped):
-            report.outcomes.append(FileOutcome(_display(item.path, roots), "skipped", item.reason))
-            seen.add(_resolved(item.path))
+            path = _resolved(item.path)
+            prev = manifest.get(path) if item.content else None  # emptied, grown too large, ...
+            reason = item.reason + (run.drop_earlier(prev) if prev is not None else "")
+            report.outcomes.append(FileOutcome(_display(item.path, roots), "skipped", reason))
+            seen.add(path)
             continue
         path = str(Path(item.path).resolve())
         if path in seen:

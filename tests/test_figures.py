@@ -9,14 +9,14 @@ SOURCES = ["With coordinator HA enabled, the standby takes over within 60 second
 
 def test_checkable_figures_are_numbers_of_two_digits_or_more_outside_code_and_citations():
     text = "It takes 60 seconds [12]. Set `nlist=2048`, about 1,024 MB or 16GB; 70-75% less; step 3; v2, md5, gpt-35."
-    assert figures.figures(text) == ["60", "1024", "16", "70", "75"]
+    assert figures.figures(text) == ["60 seconds", "1024 MB", "16 GB", "70", "75%"]
     assert figures.figures("```python\ncollection.load(timeout=300)\n```\nDone.") == []
 
 
 def test_an_invented_figure_turns_a_one_sentence_answer_into_the_documents_do_not_say():
     answer, withheld = figures.withhold("PyMilvus 连接池里的空闲连接默认会在 30 分钟内被自动回收。[3]", SOURCES, "zh")
-    assert withheld == ["30"]
-    assert "“30”" in answer and "[3]" not in answer and answer_text.says_not_found(answer)
+    assert withheld == ["30 分钟"]
+    assert "“30 分钟”" in answer and "[3]" not in answer and answer_text.says_not_found(answer)
     answer, _ = figures.withhold("The maximum is 200 tasks per server [2].", SOURCES, "en")
     assert answer.startswith("The documents do not say.") and '"200"' in answer and answer_text.says_not_found(answer)
 
@@ -64,17 +64,28 @@ def test_a_single_digit_counts_with_a_unit_and_is_grounded_by_its_word():
 def test_the_marker_after_a_withheld_sentence_goes_with_it():
     answer, withheld = figures.withhold(
         "Shards spread data across query nodes [2]. The buffer holds 64 MB. [2]", ["Shards spread data across query nodes."], "en")
-    assert withheld == ["64"] and answer.startswith("Shards spread data across query nodes [2].\n\n(Left out:")
+    assert withheld == ["64 MB"] and answer.startswith("Shards spread data across query nodes [2].\n\n(Left out:")
 
 
 def test_a_figure_with_a_unit_needs_a_source_giving_that_number_with_a_unit_of_its_kind():
     code = "vectors = [[random.random() for _ in range(8)] for _ in range(10)]\nentities = [vectors]"
     answer, withheld = figures.withhold("PyMilvus 连接池里的空闲连接默认会在 10 分钟后被自动回收。[1]", [code], "zh")
-    assert withheld == ["10"] and answer.startswith("文档中没有说明。")
+    assert withheld == ["10 分钟"] and answer.startswith("文档中没有说明。")
     # the same number with a unit of its kind, in other words or a table row away, grounds it
     assert figures.unsupported("空闲连接 10 分钟后回收 [1]。", ["Idle connections are closed after 10 minutes."]) == []
     row = "| `pool.idleTimeout` | Seconds an idle connection is kept before it is closed. | 10 |"
     assert figures.unsupported("An idle connection is kept for 10 seconds [2].", [row]) == []
-    assert figures.unsupported("An idle connection is kept for 10 seconds [2].", ["It holds 10 GB."]) == ["10"]
+    assert figures.unsupported("An idle connection is kept for 10 seconds [2].", ["It holds 10 GB."]) == ["10 seconds"]
     # without a unit a two-digit number is still grounded by the number alone
     assert figures.unsupported("Milvus keeps 10 replicas.", [code]) == []
+
+
+def test_units_in_other_spellings_ground_a_figure_and_a_list_of_digits_is_no_figure():
+    pairs = [("It waits 100 ms.", "a timeout of 100 milliseconds"), ("Logs are kept 24 hours.", "retention: 24h"),
+             ("Segments seal after 30 minutes.", "sealing: 30m"), ("A batch is 64 MB.", "64 megabytes per batch"),
+             ("GPU search is 10x faster.", "10× faster on a GPU"), ("It is 1,024 MB.", "limit 1024 MB"),
+             ("Use 2.5 GB.", "needs 2.5 GB of memory")]
+    for answer, source in pairs:
+        assert figures.unsupported(answer, [source]) == [], (answer, source)
+    assert figures.figures("Follow steps 1,2 and 3.") == []
+    assert figures.withhold("Follow steps 1,2 and 3 [1].", ["Step 1. Step 2. Step 3."], "en")[1] == []

@@ -17,30 +17,34 @@ Only what is checkable is checked, outside code (values in example code are illu
 claims): numbers of two or more digits (or with a decimal point), and a single digit with a unit
 ("5 分钟", "5%"). A bare single digit is too often a count the sources write in words. A number
 written with a unit ("10 分钟", "64 MB") is grounded only where a source gives that number near
-a unit of the same kind: every source holds some 10, and "10 分钟" for the idle-connection
-question was invented from a `range(10)` in an example (dev set, run M; of the 110 answers of
-runs L and M, the other ten figures with units were all grounded this way too).
+a unit of the same kind (in any spelling: "100 ms" by "100 milliseconds", "30 minutes" by
+"30m"): every source holds some 10, and an invented "10 分钟" for the idle-connection question
+went through on a `range(10)` in an example (dev set, run M; of the 110 answers of runs L and M,
+the other ten figures with units were all grounded this way too). The reader is told the figure
+with its unit.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from localrag.lang import has_cjk
 from localrag.rag import answer_text
 
 # A number as prose writes it: "30", "2.4", "1,024", "16GB" (the unit is not part of it), not a
 # digit inside a word or identifier ("v2", "md5", "gpt-4o").
-_NUMBER = re.compile(r"(?<![\w.])(?<![A-Za-z_]-)\d+(?:[.,]\d+)*(?!\d)")
+# A comma only groups thousands: "steps 1,2 and 3" states no figure "1,2".
+_NUMBER = re.compile(r"(?<![\w.])(?<![A-Za-z_]-)\d+(?:,\d{3})*(?:\.\d+)*(?!\d)")
 _DIGIT_GROUPS = re.compile(r"(?<=\d)[,\s](?=\d{3}\b)")
 
 # The units that make a single digit a claim, by kind: "5 min" is grounded by "five minutes".
 _UNITS = {
-    "time": r"分钟|秒钟?|小时|天|毫秒|ms|s|secs?|seconds?|mins?|minutes?|hrs?|hours?|days?|weeks?",
-    "size": r"[KMGT]i?B|[KMGT]|字节|bytes?",
+    "time": r"分钟|秒钟?|小时|天|毫秒|微秒|ms|µs|ns|s|secs?|seconds?|milliseconds?|microseconds?|nanoseconds?|"
+            r"m|mins?|minutes?|h|hrs?|hours?|d|days?|weeks?",
+    "size": r"[KMGT]i?B|[KMGT]|字节|bytes?|(?:kilo|mega|giga|tera)bytes?",
     "share": r"%|percent",
-    "times": r"倍|times|x",
+    "times": r"倍|times|x|×|fold",
 }
 _UNIT_AFTER = re.compile(r"\s?(" + "|".join(_UNITS.values()) + r")(?![A-Za-z])", re.IGNORECASE)
 # How far from a number (characters, either side) a source may write its unit: a sentence, or a
@@ -75,62 +79,76 @@ def _plain(text: str) -> str:
     return _DIGIT_GROUPS.sub("", text)
 
 
+class _Figure(NamedTuple):
+    number: str  # digit groups joined: "1024", "2.5"
+    unit: str  # as written after it ("分钟", "GB", "%"), or ""
+
+    @property
+    def shown(self) -> str:
+        """As the reader is told of it: "10 分钟", "16 GB", "5%", "2x", "512"."""
+        if not self.unit:
+            return self.number
+        spaced = len(self.unit) > 1 and self.unit[0].isalpha() or has_cjk(self.unit)
+        return self.number + (" " if spaced else "") + self.unit
+
+
 def figures(text: str) -> list[str]:
-    """The checkable figures a piece of prose states, in order, each once: numbers of two digits
-    or more, and a single digit with a unit ("5 分钟", "5%": a duration, size or share is a claim;
-    a bare "2" is too often a count the sources write in words)."""
-    return list(dict.fromkeys(figure for figure, _ in _stated(text)))
+    """The checkable figures a piece of prose states, in order, each once, with the unit written
+    after them: numbers of two digits or more, and a single digit with a unit ("5 分钟", "5%": a
+    duration, size or share is a claim; a bare "2" is too often a count the sources write in
+    words)."""
+    return list(dict.fromkeys(f.shown for f in _stated(text)))
 
 
-def _stated(text: str) -> list[tuple[str, str | None]]:
-    """Each checkable figure with the kind of unit written after it (None without one)."""
+def _stated(text: str) -> list[_Figure]:
     prose = answer_text.CITATION.sub(" ", answer_text.CODE.sub(" ", text))
-    out: list[tuple[str, str | None]] = []
+    out: list[_Figure] = []
     for m in _NUMBER.finditer(prose):
         number = _plain(m.group(0)).rstrip(".,")
         unit = _UNIT_AFTER.match(prose, m.end())
-        kind = _kind(unit.group(1)) if unit else None
-        if len(re.sub(r"\D", "", number)) < 2:
-            if unit is None:
-                continue
-            sign = unit.group(1)
-            number = number + (" " if len(sign) > 1 and sign[0].isalpha() or has_cjk(sign) else "") + sign
-        if (number, kind) not in out:
-            out.append((number, kind))
+        if unit is None and len(re.sub(r"\D", "", number)) < 2:
+            continue
+        figure = _Figure(number, unit.group(1) if unit else "")
+        if figure not in out:
+            out.append(figure)
     return out
 
 
-def _kind(unit: str) -> str:
-    return next(k for k, units in _UNITS.items() if re.fullmatch(units, unit, re.IGNORECASE))
+def _kinds(unit: str) -> list[str]:
+    """The kinds a unit can be ("m" is minutes or mega); none for a figure without one."""
+    return [k for k, units in _UNITS.items() if unit and re.fullmatch(units, unit, re.IGNORECASE)]
 
 
-def _near_unit(number: str, kind: str, ground: str) -> bool:
-    """``number`` occurs in ``ground`` with a unit of ``kind`` close by: "10 分钟" needs a source
+def _unit_of(kinds: list[str]) -> str:
+    return "|".join(_UNITS[k] for k in kinds)
+
+
+def _near_unit(number: str, kinds: list[str], ground: str) -> bool:
+    """``number`` occurs in ``ground`` with a unit of its kind close by: "10 分钟" needs a source
     that gives 10 of some duration, not any source where a 10 occurs (a loop's range(10)). Close
     by rather than right after, so a table's "Timeout (s) | … | 10" row still grounds it."""
-    unit = re.compile(rf"(?<![A-Za-z])(?:{_UNITS[kind]})(?![A-Za-z])", re.IGNORECASE)
-    for m in re.finditer(rf"(?<![\d.]){re.escape(number)}(?![\d])", ground):
+    unit = re.compile(rf"(?<![A-Za-z])(?:{_unit_of(kinds)})(?![A-Za-z])", re.IGNORECASE)
+    for m in re.finditer(rf"(?<![\d.]){re.escape(number)}(?!\d)", ground):
         if unit.search(ground, max(0, m.start() - _UNIT_REACH), m.end() + _UNIT_REACH):
             return True
     return False
 
 
-def _grounded(figure: str, ground: str, kind: str | None = None) -> bool:
-    with_unit = re.fullmatch(r"(\d) ?([^\d.].*)", figure)
-    if with_unit is None:
-        return figure in ground and (kind is None or _near_unit(figure, kind, ground))
-    # a single digit with a unit: that digit (or its word) before any unit of the same kind
-    digit, unit = with_unit.groups()
-    kind = _kind(unit)
+def _grounded(figure: _Figure, ground: str) -> bool:
+    kinds = _kinds(figure.unit)
+    if len(re.sub(r"\D", "", figure.number)) >= 2:
+        return figure.number in ground and (not kinds or _near_unit(figure.number, kinds, ground))
+    # a single digit with a unit: that digit (or its word) right before a unit of its kind
+    digit = figure.number[0]
     value = f"(?:{digit}|{_WORDS[int(digit)]})"
-    return re.search(rf"(?<![\d.]){value}\s*(?:{_UNITS[kind]})(?![A-Za-z])", ground, re.IGNORECASE) is not None
+    return re.search(rf"(?<![\d.]){value}\s*(?:{_unit_of(kinds)})(?![A-Za-z])", ground, re.IGNORECASE) is not None
 
 
 def unsupported(text: str, grounds: Iterable[str]) -> list[str]:
-    """Figures of ``text`` that occur in none of ``grounds`` (the sources and the question)."""
+    """Figures of ``text`` (as ``figures`` shows them) that occur in none of ``grounds`` (the
+    sources and the question)."""
     ground = _plain(" ".join(grounds))
-    bad = [figure for figure, kind in _stated(text) if not _grounded(figure, ground, kind)]
-    return list(dict.fromkeys(bad))
+    return list(dict.fromkeys(f.shown for f in _stated(text) if not _grounded(f, ground)))
 
 
 def is_pointer(unit: str) -> bool:

@@ -191,3 +191,13 @@ def test_each_paragraph_of_a_source_ends_with_its_number_and_code_stays_intact()
     assert body == ("Milvus stores metadata in etcd.\nEach module has its own. [4]\n\n"
                     "```yaml\netcd:\n\n  endpoints: [localhost:2379]\n```\n[4]\n\nDone. [4]")
     assert body.count("[4]") == 3  # the blank line inside the code block does not end a paragraph
+
+
+def test_a_paragraph_ending_in_a_colon_takes_its_number_after_what_it_introduces():
+    text = ("Milvus can be deployed offline, for example:\n\n1. pull the images\n2. `docker save` them\n\n"
+            "Then run：\n\n```bash\ndocker load -i milvus.tar\n```\n\nNotes:")
+    assert prompt.labelled(text, 2) == (
+        "Milvus can be deployed offline, for example:\n\n1. pull the images\n2. `docker save` them [2]\n\n"
+        "Then run：\n\n```bash\ndocker load -i milvus.tar\n```\n[2]\n\n"
+        "Notes: [2]"  # the last paragraph always ends with the number
+    )

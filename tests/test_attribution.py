@@ -81,6 +81,39 @@ def test_numbers_that_match_no_source_and_answers_without_markers_pass_through()
     assert attribution.repoint("RocksDB [1].", {}, QUESTION) == ("RocksDB [1].", [])
 
 
+
+# --- a sentence left uncited, copied from another source than its paragraph's number ----------
+
+
+def test_an_uncited_sentence_copied_from_another_source_gets_its_number():
+    answer = ("Milvus standalone uses RocksDB as its log broker, while a cluster uses Pulsar. "
+              "Milvus can be configured with Helm or the operator. [2]")
+    new, added = attribution.cite_copied(answer, SOURCES, QUESTION)
+    assert added == [1]
+    assert new == ("Milvus standalone uses RocksDB as its log broker, while a cluster uses Pulsar. [1] "
+                   "Milvus can be configured with Helm or the operator. [2]")
+
+
+@pytest.mark.parametrize("answer", [
+    # the paragraph's own number holds a fair share of the sentence
+    "Milvus can use Pulsar, Kafka or RocksMQ as its log broker. It is configured with Helm. [2]",
+    # no number follows in its paragraph: nothing claims the sentence, so nothing is added
+    "Milvus standalone uses RocksDB as its log broker, while a cluster uses Pulsar.\n\nHelm or the operator. [2]",
+    "Helm or the operator configure it. [2] Milvus standalone uses RocksDB as its log broker, while a cluster uses Pulsar.",
+    # a paraphrase, not a copy: under 70% of its terms in any source
+    "The standalone edition keeps its journal in RocksDB on local disk, which avoids running Pulsar. Helm. [2]",
+    # code is never given a number
+    "```\nMilvus standalone uses RocksDB as its log broker, while a cluster uses Pulsar\n```\nHelm or the operator [2].",
+])
+def test_no_number_is_added_where_the_paragraph_already_says_where_or_nothing_claims_it(answer):
+    assert attribution.cite_copied(answer, SOURCES, QUESTION) == (answer, [])
+
+
+def test_a_chinese_sentence_before_a_list_marker_is_checked_by_character_pairs():
+    answer = "目前 Milvus 采用基于主键哈希的分片方式。\n单次插入数据不能超过 1024 MB。[4]"
+    new, added = attribution.cite_copied(answer, SOURCES, "怎么分片？")
+    assert added == [3] and new.startswith("目前 Milvus 采用基于主键哈希的分片方式。 [3]\n")
+
 # --- through the whole answer path --------------------------------------------------------------
 
 
@@ -142,6 +175,32 @@ def test_the_answer_cites_the_source_its_sentence_came_from(broker_home):
     assert result.to_json()["repointed"] == [[wrong, right]]
     assert f"citation [{wrong}] changed to [{right}]: the sentence's words are in source [{right}]" in shown.getvalue()
 
+
+
+def test_an_uncited_copied_sentence_gets_its_source_in_the_final_answer(broker_home):
+    """The model copies a sentence from the standalone page, leaves it uncited and ends the
+    paragraph with the message-storage page's number: the final answer cites both, and the
+    addition is on record and shown."""
+    probe = Scripted(models=("any",), chunks=[{"content": "ok"}])
+    try:
+        retrieved, _ = _ask(broker_home, probe.url)
+    finally:
+        probe.close()
+    number = {s.source.rsplit("/", 1)[-1]: s.n for s in retrieved.packing.sources}
+    right, other = number["standalone.md"], number["message-storage.md"]
+
+    said = (f"A Milvus cluster uses Pulsar or Kafka as its log broker instead. "
+            f"The log broker is configured in milvus.yaml under mq.type [{other}].")
+    model = Scripted(models=("any",), chunks=[{"content": said[i : i + 7]} for i in range(0, len(said), 7)])
+    try:
+        _, result = _ask(broker_home, model.url, shown := io.StringIO())
+    finally:
+        model.close()
+    assert result.answer == said.replace("instead. ", f"instead. [{right}] ")
+    assert [c.n for c in result.citations] == [right, other]
+    assert result.added_citations == [right] and result.repointed == []
+    assert result.to_json()["added_citations"] == [right]
+    assert f"citation [{right}] added after a sentence the model left uncited" in shown.getvalue()
 
 # --- found in review: code, marker placement, duplicates ----------------------------------------
 

@@ -126,6 +126,7 @@ class AnswerScore:
     packed: list[dict] = field(default_factory=list)  # {"n", "source", "text"} as the model read them
     withheld: list[str] = field(default_factory=list)  # figures no source holds (their sentences left out)
     repointed: list[list[int]] = field(default_factory=list)  # citations moved [from, to] (rag/attribution.py)
+    added_citations: list[int] = field(default_factory=list)  # numbers put after uncited copied sentences
     error: str | None = None
 
 
@@ -165,6 +166,7 @@ def score_answer(q: AnswerQuestion, result, *, ttft_s: float = 0.0, total_s: flo
         packed=[{"n": s.n, "source": s.source, "text": s.text} for s in result.sources],
         withheld=list(getattr(result, "withheld", []) or []),
         repointed=[list(m) for m in getattr(result, "repointed", []) or []],
+        added_citations=list(getattr(result, "added_citations", []) or []),
     )
 
 
@@ -207,6 +209,7 @@ def summarise(scores: list[AnswerScore]) -> dict:
             "abstained": sum(s.abstained for s in unanswerable),
             "withheld": sum(bool(s.withheld) for s in ok),  # answers with a sentence left out for a figure
             "repointed": sum(bool(s.repointed) for s in ok),  # answers with a citation moved to its source
+            "added_citations": sum(bool(s.added_citations) for s in ok),  # a number put after a copied sentence
             "lang_ok": _rate([s.lang_ok for s in ok]),
             "median_ttft_s": _median([s.ttft_s for s in timed]),
             "median_total_s": _median([s.total_s for s in timed]),

@@ -67,6 +67,9 @@ class AnswerResult:
     # Citations moved (from, to) because the source the model cited does not hold the sentence's
     # words and another one does (rag/attribution.py); ``answer`` carries the moved numbers.
     repointed: list[tuple[int, int]] = field(default_factory=list)
+    # Numbers added after sentences the model left uncited, each copied from that source while
+    # the paragraph's marker cites another (rag/attribution.py cite_copied).
+    added_citations: list[int] = field(default_factory=list)
 
     def to_json(self) -> dict:
         m = self.model
@@ -82,6 +85,7 @@ class AnswerResult:
             "dropped_citations": self.dropped_citations,
             "withheld": self.withheld,
             "repointed": [list(m) for m in self.repointed],
+            "added_citations": self.added_citations,
             "sources": [
                 {"n": s.n, "source": s.source, "page": s.page, "heading": s.heading, "score": s.score, "cut": s.cut}
                 for s in self.sources

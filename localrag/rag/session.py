@@ -90,6 +90,7 @@ class _Final:
     dropped: list[int]
     withheld: list[str]
     repointed: list[tuple[int, int]]
+    added: list[int]
     extra: str  # text added after the model's (the tiny starter's quotes), to stream too
 
 
@@ -300,6 +301,7 @@ class Session:
         result = AnswerResult(
             question, query, answer, thinking, citations, final.dropped, packing.sources, packing.left_out,
             False, getattr(stats, "stop_reason", None), timings, info, matched, final.withheld, final.repointed,
+            final.added,
         )
         self.last = result
         yield Done(result)
@@ -330,24 +332,28 @@ class Session:
     def _final(self, question: str, raw: str, valid: set[int], packing: prompt.Packing) -> "_Final":
         """What the reader is shown of what the model wrote, in order: numbers that match no
         source removed; sentences stating a figure no source holds left out; a citation moved to
-        the source holding its sentence's words; a bare "the documents do not say" uncited; and,
+        the source holding its sentence's words, and a number after an uncited sentence copied from
+        another source than its paragraph's marker cites; a bare "the documents do not say" uncited; and,
         from the 135M starter, the question's best source sentences quoted after it."""
         answer, cited, dropped = answer_text.clean_citations(raw, valid)
         answer, withheld = figures.withhold(answer, self._grounds(question, packing), prompt.question_language(question))
-        answer, repointed = attribution.repoint(answer, self._shown(packing), question)
-        if repointed or withheld:
+        shown = self._shown(packing)
+        answer, repointed = attribution.repoint(answer, shown, question)
+        answer, added = attribution.cite_copied(answer, shown, question)
+        if repointed or withheld or added:
             answer, cited, _ = answer_text.clean_citations(answer, valid)
         uncited = answer_text.uncite_abstention(answer) if cited else None
         if uncited is not None:
             answer, cited = uncited, []
         repointed = [move for move in repointed if move[1] in cited]  # only moves the reader still sees
+        added = [n for n in added if n in cited]
         extra = ""
         if self._tiny and not cited and packing.sources:
             quoted = extractive_answer(question, packing.sources)
             if quoted:
                 extra = ("\n\n" if answer else "") + "From the documents: " + quoted
                 answer, cited, dropped = answer_text.clean_citations(answer + extra, valid)
-        return _Final(answer, cited, dropped, withheld, repointed, extra)
+        return _Final(answer, cited, dropped, withheld, repointed, added, extra)
 
     def _not_found(self, question: str, query: str, timings: Timings, t0: float) -> Iterator[AskEvent]:
         """The honest answer when nothing retrieved is close to the question (no model asked)."""

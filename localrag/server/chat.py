@@ -248,6 +248,8 @@ class Translator:
                 "timings": timings(r)}
         if r.repointed:
             info["repointed"] = [list(m) for m in r.repointed]
+        if getattr(r, "added_citations", None):
+            info["added_citations"] = list(r.added_citations)
         # The final answer can differ from the streamed text: numbers that match no source are
         # removed, and a bare "the documents do not say [5]" loses its "[5]". A reader that showed
         # the stream replaces it with this, so it never shows a citation the sources omit.

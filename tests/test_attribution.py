@@ -51,8 +51,11 @@ def test_a_pointer_after_a_moved_sentence_moves_with_it():
               "This is stated in [2].")
     new, moves = attribution.repoint(answer, SOURCES, QUESTION)
     assert moves == []  # the second sentence is [2]'s own, so the pointer after it stays
+    # a pointer after an uncited sentence is about that sentence: judged by its words
     answer = "Milvus standalone uses RocksDB as its log broker, and a cluster Pulsar. This is stated in [2]."
-    assert attribution.repoint(answer, SOURCES, QUESTION) == (answer, [])  # nothing before it was moved
+    assert attribution.repoint(answer, SOURCES, QUESTION) == (answer.replace("[2]", "[1]"), [(2, 1)])
+    answer = "Milvus can use Pulsar, Kafka or RocksMQ as its message storage. This is stated in [2]."
+    assert attribution.repoint(answer, SOURCES, QUESTION) == (answer, [])
     answer = "Milvus standalone uses RocksDB as its log broker, and a cluster Pulsar [2]. This is stated in [2]."
     new, moves = attribution.repoint(answer, SOURCES, QUESTION)
     assert moves == [(2, 1)] and new.count("[1]") == 2 and "[2]" not in new
@@ -102,17 +105,30 @@ def test_an_uncited_sentence_copied_from_another_source_gets_its_number():
     "Helm or the operator configure it. [2] Milvus standalone uses RocksDB as its log broker, while a cluster uses Pulsar.",
     # a paraphrase, not a copy: under 70% of its terms in any source
     "The standalone edition keeps its journal in RocksDB on local disk, which avoids running Pulsar. Helm. [2]",
-    # code is never given a number
+    # code is never given a number, nor is a sentence that ends inside it
     "```\nMilvus standalone uses RocksDB as its log broker, while a cluster uses Pulsar\n```\nHelm or the operator [2].",
+    "Run `Milvus standalone uses RocksDB as its log broker; while a cluster uses Pulsar` now. Helm or the operator. [2]",
+    # a heading or a table row takes no number
+    "### Milvus standalone uses RocksDB as its log broker, while a cluster uses Pulsar\nHelm or the operator. [2]",
+    "| Milvus standalone uses RocksDB as its log broker, while a cluster uses Pulsar |\n| Helm or the operator [2] |",
+    # a pointer after it is repoint's: it says where the sentence before it came from
+    "Milvus standalone uses RocksDB as its log broker, while a cluster uses Pulsar. This is stated in [2].",
 ])
 def test_no_number_is_added_where_the_paragraph_already_says_where_or_nothing_claims_it(answer):
     assert attribution.cite_copied(answer, SOURCES, QUESTION) == (answer, [])
 
 
+def test_the_number_that_ends_a_paragraph_covers_each_of_its_lines():
+    answer = ("Milvus standalone uses RocksDB as its log broker, while a cluster uses Pulsar.\n"
+              "It is configured in milvus.yaml.\nHelm or the operator deploy it. [2]")
+    new, added = attribution.cite_copied(answer, SOURCES, QUESTION)
+    assert added == [1] and new.startswith("Milvus standalone uses RocksDB as its log broker, while a cluster uses Pulsar. [1]\n")
+
+
 def test_a_chinese_sentence_before_a_list_marker_is_checked_by_character_pairs():
     answer = "目前 Milvus 采用基于主键哈希的分片方式。\n单次插入数据不能超过 1024 MB。[4]"
     new, added = attribution.cite_copied(answer, SOURCES, "怎么分片？")
-    assert added == [3] and new.startswith("目前 Milvus 采用基于主键哈希的分片方式。 [3]\n")
+    assert added == [3] and new.startswith("目前 Milvus 采用基于主键哈希的分片方式。[3]\n")
 
 # --- through the whole answer path --------------------------------------------------------------
 

@@ -201,3 +201,10 @@ def test_a_paragraph_ending_in_a_colon_takes_its_number_after_what_it_introduces
         "Then run：\n\n```bash\ndocker load -i milvus.tar\n```\n[2]\n\n"
         "Notes: [2]"  # the last paragraph always ends with the number
     )
+
+
+def test_a_colon_before_markup_still_introduces_but_code_cut_before_its_fence_does_not_take_the_number():
+    assert prompt.labelled("**Steps:**\n\n1. pull the images", 2) == "**Steps:**\n\n1. pull the images [2]"
+    # a chunk cut inside code: the number stays on the line outside it
+    assert prompt.labelled("Run the following command:\n\n```bash\ndocker load -i m.tar", 2).startswith(
+        "Run the following command: [2]\n\n```bash")

@@ -11,7 +11,8 @@ Two questions, for two kinds of answer:
   figures; for Chinese, character pairs), less the question's, that each source contains. When
   the cited sources hold almost none of them and another source holds most, the marker moves to
   that source. Sentences that only say where ("This is stated in [2].") follow the sentence
-  before them. A sentence whose cited source holds a fair share keeps its marker, and a sentence
+  before them (moved with it, or judged by its words when it carried none). A sentence whose cited
+  source holds a fair share keeps its marker, and a sentence
   no source holds is left to the reader (and to rag/figures.py).
 
   Replayed on eight full dev-set runs of the real 1.5B (440 answers, BENCHMARKS §12): the cited
@@ -33,6 +34,7 @@ from typing import Mapping
 from localrag.kb.chunk import split_sentences
 from localrag.lang import CJK_LETTER
 from localrag.rag import answer_text, prompt
+from localrag.rag.prompt import FENCE
 from localrag.rag.figures import is_pointer
 
 # Below this share of its terms the cited source does not hold the sentence; the best source must
@@ -103,6 +105,7 @@ def repoint(answer: str, sources: Mapping[int, str], question: str) -> tuple[str
     moves: list[tuple[int, int]] = []
     new_text: dict[int, str] = {}  # a marker's start -> its renumbered text
     last: dict[int, int] = {}  # the previous sentence's moves, for a pointer after it
+    bare = ""  # the previous sentence when it carried no marker: a pointer after it is about it
     start = 0
     for unit in answer_text.claim_units(answer):
         end = start + len(unit)
@@ -110,9 +113,12 @@ def repoint(answer: str, sources: Mapping[int, str], question: str) -> tuple[str
         start = end
         cited = [n for m in mine for n in answer_text.cited_numbers(m.group(1)) if n in sources]
         if not cited:
-            last = last if not unit.strip() else {}
+            last, bare = (last, bare) if not unit.strip() else ({}, unit)
             continue
-        if is_pointer(unit):
+        if is_pointer(unit) and bare:
+            best = _better(bare, cited, sources, asked)
+            here = {n: best for n in cited} if best is not None else {}
+        elif is_pointer(unit):
             here = {n: last[n] for n in cited if n in last}
         else:
             best = _better(unit, cited, sources, asked)
@@ -121,7 +127,7 @@ def repoint(answer: str, sources: Mapping[int, str], question: str) -> tuple[str
             nums = [here.get(n, n) for n in answer_text.cited_numbers(m.group(1))]
             new_text[m.start()] = "".join(f"[{n}]" for n in dict.fromkeys(nums))
         moves.extend(move for move in here.items() if move not in moves)
-        last = here
+        last, bare = here, ""
     if not new_text:
         return answer, []
     text = answer_text.replace_citations(answer, lambda m: new_text.get(m.start()))
@@ -133,16 +139,20 @@ def repoint(answer: str, sources: Mapping[int, str], question: str) -> tuple[str
 # A sentence the model left uncited gets a number only when one source holds at least this share
 # of its terms (a sentence copied, not a paraphrase of the topic).
 COPIED = 0.7
+_CJK_STOPS = "。！？；：，"
 
 
 def _covering(units: list[tuple[int, int, str]], i: int, markers: list[re.Match], sources) -> list[int]:
-    """The numbers of the marker that closes unit ``i``'s paragraph or list: the next one on
-    the same line or a following line before a blank one ("A. B. [2]" — the [2] covers A too)."""
+    """The numbers of the marker that closes unit ``i``'s paragraph or list: the next one
+    before a blank line or code ("A. B.\nC. [2]" — the [2] covers A and B too). A pointer ("This
+    is stated in [2].") is ``repoint``'s to judge, as it is about the sentence before it."""
     for a, b, unit in units[i + 1 :]:
         mine = [m for m in markers if a <= m.start() < b]
         if mine:
+            if is_pointer(unit):
+                return []
             return [n for m in mine for n in answer_text.cited_numbers(m.group(1)) if n in sources]
-        if unit.endswith("\n"):
+        if not unit.strip() or FENCE.match(unit):
             return []
     return []
 
@@ -168,9 +178,11 @@ def cite_copied(answer: str, sources: Mapping[int, str], question: str) -> tuple
     code = [m.span() for m in answer_text.CODE.finditer(answer)]
     inserts: list[tuple[int, int]] = []  # (position after the sentence's text, source number)
     for i, (a, b, unit) in enumerate(units):
-        if (not unit.strip() or is_pointer(unit) or answer_text.CODE.fullmatch(unit.strip())
-                or any(a <= m.start() < b for m in markers) or any(x < a < y for x, y in code)):
-            continue
+        line = unit.strip()
+        end = a + len(unit.rstrip())
+        if (not line or is_pointer(unit) or answer_text.CODE.fullmatch(line) or line[0] in "#|"
+                or any(a <= m.start() < b for m in markers) or any(x < a < y or x < end < y for x, y in code)):
+            continue  # a heading or a table row takes no number, and nothing goes inside code
         cover = _covering(units, i, markers, sources)
         wanted = terms(unit) - asked
         if not cover or len(wanted) < MIN_TERMS:
@@ -178,10 +190,11 @@ def cite_copied(answer: str, sources: Mapping[int, str], question: str) -> tuple
         share = {n: support(wanted, text) for n, text in sources.items()}
         best = max(share, key=lambda n: (share[n], -n))
         if share[best] >= COPIED and max(share[n] for n in cover) < GATE and best not in cover:
-            inserts.append((a + len(unit.rstrip()), best))
+            inserts.append((end, best))
     text = answer
     for pos, n in reversed(inserts):
-        text = f"{text[:pos]} [{n}]{text[pos:]}"
+        space = "" if text[pos - 1] in _CJK_STOPS else " "  # "方式。[3]", as Chinese answers write it
+        text = f"{text[:pos]}{space}[{n}]{text[pos:]}"
     return text, list(dict.fromkeys(n for _, n in inserts))
 
 # --- answers without markers -----------------------------------------------------------------

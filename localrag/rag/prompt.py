@@ -153,9 +153,10 @@ def labelled(text: str, n: int) -> str:
     kept = list(filter(None, paragraphs))
     for i, lines in enumerate(kept):
         body = "\n".join(lines).rstrip()
-        if INTRODUCES.search(body) and i + 1 < len(kept):
+        if INTRODUCES.search(body) and i + 1 < len(kept) and _closed(kept[i + 1]):
             # "Run the following command:" is not a finished statement: its number goes after
-            # what it introduces (the 1.5B copied such a line with its number and stopped).
+            # what it introduces (the 1.5B copied such a line with its number and stopped) —
+            # unless that is code cut before its closing fence, where a number would be code.
             out.append(body)
             continue
         # after a closing fence the label goes on its own line, outside the code
@@ -235,8 +236,14 @@ def _cut(text: str, count_tokens: Callable[[str], int], limit: int) -> str:
 # the same boundaries as kb.chunk.split_sentences, so a unit finds its stored sentence vector
 _UNIT_SPLIT = re.compile(r"(\n+|(?<=[.!?;])\s+|(?<=[。！？；]))")
 FENCE = re.compile(r"^\s*(```|~~~)")
-# a paragraph ending in a colon introduces the next one (a list, a command, a table)
-INTRODUCES = re.compile(r"[:：]\s*$")
+# a paragraph ending in a colon introduces the next one (a list, a command, a table): "Steps:",
+# "**Steps:**", "步骤："
+INTRODUCES = re.compile(r"[:：][*_\s]*$")
+
+
+def _closed(lines: list[str]) -> bool:
+    """A paragraph that opens no code block it does not close."""
+    return sum(bool(FENCE.match(line)) for line in lines) % 2 == 0
 
 
 def split_units(text: str) -> list[str]:

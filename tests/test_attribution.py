@@ -166,57 +166,58 @@ def _ask(home, url, shown=None):
     return next(e for e in events if isinstance(e, Retrieved)), next(e for e in events if isinstance(e, Done)).result
 
 
+def _numbers(home) -> dict[str, int]:
+    """Each page's number in the prompt, from a first ask the model answers with "ok"."""
+    probe = Scripted(models=("any",), chunks=[{"content": "ok"}])
+    try:
+        retrieved, _ = _ask(home, probe.url)
+    finally:
+        probe.close()
+    return {s.source.rsplit("/", 1)[-1]: s.n for s in retrieved.packing.sources}
+
+
+def _ask_saying(home, said: str):
+    """The result, and what the CLI showed, when the model streams ``said``."""
+    model = Scripted(models=("any",), chunks=[{"content": said[i : i + 7]} for i in range(0, len(said), 7)])
+    try:
+        _, result = _ask(home, model.url, shown := io.StringIO())
+    finally:
+        model.close()
+    return result, shown.getvalue()
+
+
 def test_the_answer_cites_the_source_its_sentence_came_from(broker_home):
     """The model (an OpenAI-compatible server replaying a script) copies the sentence from the
     standalone page and cites the message-storage page: the final answer and its citations point
     at the standalone page, and the move is on record and shown."""
-    probe = Scripted(models=("any",), chunks=[{"content": "ok"}])
-    try:
-        retrieved, _ = _ask(broker_home, probe.url)
-    finally:
-        probe.close()
-    number = {s.source.rsplit("/", 1)[-1]: s.n for s in retrieved.packing.sources}
+    number = _numbers(broker_home)
     assert set(number) == {"standalone.md", "message-storage.md"}
     right, wrong = number["standalone.md"], number["message-storage.md"]
 
     said = f"Milvus standalone uses RocksDB as its log broker; a cluster uses Pulsar or Kafka [{wrong}]."
-    model = Scripted(models=("any",), chunks=[{"content": said[i : i + 7]} for i in range(0, len(said), 7)])
-    try:
-        _, result = _ask(broker_home, model.url, shown := io.StringIO())
-    finally:
-        model.close()
+    result, shown = _ask_saying(broker_home, said)
     assert result.answer == f"Milvus standalone uses RocksDB as its log broker; a cluster uses Pulsar or Kafka [{right}]."
     assert [c.source.rsplit("/", 1)[-1] for c in result.citations] == ["standalone.md"]
     assert result.repointed == [(wrong, right)]
     assert result.to_json()["repointed"] == [[wrong, right]]
-    assert f"citation [{wrong}] changed to [{right}]: the sentence's words are in source [{right}]" in shown.getvalue()
-
+    assert f"citation [{wrong}] changed to [{right}]: the sentence's words are in source [{right}]" in shown
 
 
 def test_an_uncited_copied_sentence_gets_its_source_in_the_final_answer(broker_home):
     """The model copies a sentence from the standalone page, leaves it uncited and ends the
     paragraph with the message-storage page's number: the final answer cites both, and the
     addition is on record and shown."""
-    probe = Scripted(models=("any",), chunks=[{"content": "ok"}])
-    try:
-        retrieved, _ = _ask(broker_home, probe.url)
-    finally:
-        probe.close()
-    number = {s.source.rsplit("/", 1)[-1]: s.n for s in retrieved.packing.sources}
+    number = _numbers(broker_home)
     right, other = number["standalone.md"], number["message-storage.md"]
 
     said = (f"A Milvus cluster uses Pulsar or Kafka as its log broker instead. "
             f"The log broker is configured in milvus.yaml under mq.type [{other}].")
-    model = Scripted(models=("any",), chunks=[{"content": said[i : i + 7]} for i in range(0, len(said), 7)])
-    try:
-        _, result = _ask(broker_home, model.url, shown := io.StringIO())
-    finally:
-        model.close()
+    result, shown = _ask_saying(broker_home, said)
     assert result.answer == said.replace("instead. ", f"instead. [{right}] ")
     assert [c.n for c in result.citations] == [right, other]
     assert result.added_citations == [right] and result.repointed == []
     assert result.to_json()["added_citations"] == [right]
-    assert f"citation [{right}] added after a sentence the model left uncited" in shown.getvalue()
+    assert f"citation [{right}] added after a sentence the model left uncited" in shown
 
 # --- found in review: code, marker placement, duplicates ----------------------------------------
 

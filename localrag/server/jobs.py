@@ -158,8 +158,7 @@ class Jobs:
             if job is None or job.state in FINAL:
                 continue
             job.attempts += 1
-            job.state = "running"
-            self._save(job)
+            self._save(job, state="running")
             try:
                 report = self._run(job)
             except Exception as exc:  # noqa: BLE001 - a failed job says why; the server goes on
@@ -212,13 +211,16 @@ class Jobs:
             job.version += 1
 
     def _finish(self, job: Job, state: str, error: str | None) -> None:
-        job.state, job.error, job.finished, job.current = state, error, time.time(), ""
-        self._save(job)
+        self._save(job, state=state, error=error, finished=time.time(), current="")
 
-    def _save(self, job: Job) -> None:
-        job.version += 1
+    def _save(self, job: Job, **changes) -> None:
+        """Writes the job with `changes` applied, and only then shows them to readers: a client
+        that saw "running" can rely on a restart finding "running" too."""
+        data = {**asdict(job), **changes, "version": job.version + 1}
         path = self.jobs_dir / f"{job.id}.json"
         tmp = path.with_suffix(".tmp")
-        data = asdict(job)
         tmp.write_text(json.dumps(data), encoding="utf-8")
         os.replace(tmp, path)
+        for name, value in changes.items():
+            setattr(job, name, value)
+        job.version += 1

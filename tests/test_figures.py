@@ -89,3 +89,30 @@ def test_units_in_other_spellings_ground_a_figure_and_a_list_of_digits_is_no_fig
         assert figures.unsupported(answer, [source]) == [], (answer, source)
     assert figures.figures("Follow steps 1,2 and 3.") == []
     assert figures.withhold("Follow steps 1,2 and 3 [1].", ["Step 1. Step 2. Step 3."], "en")[1] == []
+
+
+def test_asked_for_a_quantity_an_answer_whose_only_figure_was_invented_says_the_documents_do_not_say():
+    asked = ["What is the maximum number of CDC tasks a single server can run?", "空闲连接默认多久会被自动回收？",
+             "How long does the standby take to take over?", "一个 collection 默认会分成几个 shard？"]
+    assert all(figures.asks_for_figure(q) for q in asked)
+    assert not any(figures.asks_for_figure(q) for q in ["Milvus 单机版由哪几个组件组成？", "How is data stored in Milvus?",
+                                                         "It exceeds max length. Why?"])
+    hedge = ("A server runs at most 200 CDC tasks [2]. How many depends on the resources available, such as CPU "
+             "and memory [2].")
+    answer, withheld = figures.withhold(hedge, SOURCES, "en", asks_figure=True)
+    assert withheld == ["200"] and answer.startswith("The documents do not say.") and "[2]" not in answer
+    assert answer_text.says_not_found(answer)
+    # not asked for a quantity, what is left is still shown
+    answer, _ = figures.withhold(hedge, SOURCES, "en")
+    assert answer.startswith("How many depends on the resources") and "(Left out:" in answer
+    # a lone marker paragraph after talk around the figure is no answer either
+    answer, _ = figures.withhold("空闲连接默认会在 10 分钟后被自动回收。这个时间可以通过参数来配置。\n\n[1]", SOURCES, "zh",
+                                 asks_figure=True)
+    assert answer.startswith("文档中没有说明。") and "[1]" not in answer
+
+
+def test_asked_for_a_quantity_an_answer_that_still_gives_a_grounded_number_keeps_it():
+    answer, withheld = figures.withhold("IVF_SQ8 saves 70-75% of the memory [1]. The index needs 40 GB instead [1].",
+                                        ["IVF_SQ8 cuts memory by 70-75%."], "en", asks_figure=True)
+    assert withheld == ["40 GB"] and answer.startswith("IVF_SQ8 saves 70-75% of the memory [1].")
+    assert "(Left out:" in answer

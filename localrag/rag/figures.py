@@ -63,6 +63,14 @@ _POINTER = re.compile(
     re.IGNORECASE,
 )
 
+# A question that asks for a quantity: "how many", "how long", "the maximum …", "多久", "最多…".
+_ASKS_FIGURE = re.compile(
+    r"\bhow (?:many|much|long|large|big|often|far|old|fast)\b"
+    r"|\b(?:maximum|minimum|largest|smallest|highest|lowest|longest|shortest)\b"
+    r"|多少|多久|多长|多大|多快|(?<!哪)几个|几次|几秒|几天|几分钟|几小时|上限|下限|最多|最少|最大|最小|最长|最短",
+    re.IGNORECASE,
+)
+
 WITHHELD_ALL = {
     "en": "The documents do not say. The answer the model wrote stated {figures}, which appears in none "
           "of the sources, so it is not shown.",
@@ -157,12 +165,24 @@ def is_pointer(unit: str) -> bool:
     return len(bare) <= 120 and bool(_POINTER.search(bare)) and not figures(bare)
 
 
-def withhold(answer: str, grounds: Iterable[str], lang: str) -> tuple[str, list[str]]:
+def asks_for_figure(question: str) -> bool:
+    """The question asks for a quantity ("How many shards …?", "空闲连接默认多久…？")."""
+    return bool(_ASKS_FIGURE.search(question))
+
+
+def _states_number(unit: str) -> bool:
+    return bool(_NUMBER.search(answer_text.CITATION.sub(" ", answer_text.CODE.sub(" ", unit))))
+
+
+def withhold(answer: str, grounds: Iterable[str], lang: str, asks_figure: bool = False) -> tuple[str, list[str]]:
     """The answer without its sentences that state an unsupported figure, and those figures.
 
     The answer comes back unchanged with ``[]`` when every figure is grounded. A sentence that
     only points at the sources for a withheld one goes with it. When nothing of substance is
-    left, the answer becomes "the documents do not say", naming the figure."""
+    left, the answer becomes "the documents do not say", naming the figure; so it does when the
+    question asked for a quantity (``asks_figure``) and no sentence left states a number: the
+    figure asked for was the invented one, and what is left talks around it ("it depends on
+    the resources available", "可以通过参数来配置")."""
     ground = list(grounds)
     kept, withheld = [], []
     dropping = False  # the previous sentence was withheld: a pointer right after it goes too
@@ -178,6 +198,6 @@ def withhold(answer: str, grounds: Iterable[str], lang: str) -> tuple[str, list[
         return answer, []
     quoted = "、".join(f"“{n}”" for n in withheld) if lang == "zh" else " and ".join(f'"{n}"' for n in withheld)
     substance = [u for u in kept if not is_pointer(u) and answer_text.CITATION.sub("", u).strip(" \n.:：。-*")]
-    if not substance:
+    if not substance or asks_figure and not any(_states_number(u) for u in substance):
         return WITHHELD_ALL[lang].format(figures=quoted), withheld
     return "".join(kept).strip() + "\n\n" + WITHHELD_SOME[lang].format(figures=quoted), withheld

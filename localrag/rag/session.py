@@ -336,7 +336,8 @@ class Session:
         another source than its paragraph's marker cites; a bare "the documents do not say" uncited; and,
         from the 135M starter, the question's best source sentences quoted after it."""
         answer, cited, dropped = answer_text.clean_citations(raw, valid)
-        answer, withheld = figures.withhold(answer, self._grounds(question, packing), prompt.question_language(question))
+        answer, withheld = figures.withhold(answer, self._grounds(question, packing), prompt.question_language(question),
+                                            asks_figure=figures.asks_for_figure(question))
         shown = self._shown(packing)
         answer, repointed = attribution.repoint(answer, shown, question)
         answer, added = attribution.cite_copied(answer, shown, question)

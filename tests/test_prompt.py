@@ -113,6 +113,9 @@ def test_budget_from_prefill_speed():
         ("Nothing cited.", {1}, "Nothing cited.", [], []),
         ("Use `hits[0]` [1].\n```py\nx = v[0]\n```", {1}, "Use `hits[0]` [1].\n```py\nx = v[0]\n```", [1], []),
         ("数据存储在对象存储中[1]，元数据在 etcd[3]。", {1}, "数据存储在对象存储中[1]，元数据在 etcd。", [1], [3]),
+        # the prompt's source tag copied into the answer is the citation it means
+        ('根据 [source n="4"] 文档，默认保留 3 份。', {4}, "根据 [4] 文档，默认保留 3 份。", [4], []),
+        ('It is fast <source n="2" file="a.md">.', {1}, "It is fast.", [], [2]),
     ],
 )
 def test_citations_out_of_range_are_dropped(text, valid, expected, cited, dropped):

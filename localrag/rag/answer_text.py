@@ -21,6 +21,10 @@ CODE = re.compile(r"(```.*?(?:```|$)|~~~.*?(?:~~~|$)|`[^`\n]*(?:`|$))", re.DOTAL
 CITATION = re.compile(r"\[(\s*\d{1,3}\s*(?:(?:,|;|，|and|-|–)\s*\d{1,3}\s*)*)\]")
 
 
+# The prompt's own markup copied into an answer: "根据 [source n="4"] 文档" (the 1.5B, once in ~400
+# answers) reads as the citation it means.
+_SOURCE_TAG = re.compile(r"""[\[<]source\s+n\s*=\s*["']?(\d{1,3})["']?[^\]>\n]{0,80}[\]>]""")
+
 _LEADING_CITES = re.compile(r"^[ \t]*(?:\[[^\]\n]{1,20}\][ \t]*)+")
 
 
@@ -83,6 +87,7 @@ def clean_citations(answer: str, valid: set[int] | Sequence[int]) -> tuple[str, 
     valid = set(valid)
     cited: list[int] = []
     dropped: list[int] = []
+    answer = _SOURCE_TAG.sub(r"[\1]", answer)
 
     def repl(match: re.Match) -> str:
         nums = cited_numbers(match.group(1))

@@ -222,5 +222,8 @@ class Jobs:
         tmp.write_text(json.dumps(data), encoding="utf-8")
         os.replace(tmp, path)
         for name, value in changes.items():
-            setattr(job, name, value)
+            if name != "state":
+                setattr(job, name, value)
         job.version += 1
+        if "state" in changes:  # last: a reader that sees a final state sees the rest of it too
+            job.state = changes["state"]

@@ -174,10 +174,11 @@ async def job_events(job_id: str, request: Request, who=Depends(principal)):
     async def events():
         seen = -1
         while True:
-            if job.version != seen:
+            final = job.state in ("done", "failed", "interrupted")  # read first: its event is always sent
+            if job.version != seen or final:
                 seen = job.version
                 yield {"data": json.dumps(job.public(), ensure_ascii=False)}
-            if job.state in ("done", "failed", "interrupted"):
+            if final:
                 return
             await asyncio.sleep(0.2)
 

@@ -73,7 +73,7 @@ def prepare(settings, config: ServeConfig, say: Callable[[str], None]):
             say(f"knowledge base '{kb}': {info.files} files, {info.chunks} chunks")
         state = ServerState(rag, config)
         for job in state.jobs.start():
-            say(f"ingest job {job.id} ({job.kb}) was left {job.state} by a stopped server: "
+            say(f"ingest job {job.id} ({job.kb}) was left unfinished by a stopped server: "
                 + ("reported as interrupted" if job.state == "interrupted" else "running it again"))
     except BaseException:
         rag.close()

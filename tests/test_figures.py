@@ -116,3 +116,19 @@ def test_asked_for_a_quantity_an_answer_that_still_gives_a_grounded_number_keeps
                                         ["IVF_SQ8 cuts memory by 70-75%."], "en", asks_figure=True)
     assert withheld == ["40 GB"] and answer.startswith("IVF_SQ8 saves 70-75% of the memory [1].")
     assert "(Left out:" in answer
+
+
+def test_the_quantity_rule_keeps_answers_that_still_give_a_number_in_any_form():
+    assert not figures.asks_for_figure("Which index has the lowest latency?")
+    assert not figures.asks_for_figure("HNSW 和 IVF 最大的区别是什么？")
+    assert figures.asks_for_figure("What is the longest name a collection can have?")
+    assert figures.asks_for_figure("一个 segment 默认最大是多大？")
+    # a number written right after a Chinese character is a figure, checked like any other
+    assert figures.figures("空闲连接默认30分钟后回收") == ["30 分钟"]
+    kept = {"zh": "最多可以运行16个任务[1]。启动需要 30 分钟。", "en": "Set `max_tasks: 16` in cdc.yaml [1]. Startup takes 30 minutes."}
+    for lang, answer in kept.items():
+        shown, withheld = figures.withhold(answer, ["max_tasks: 16 最多可以运行16个任务"], lang, asks_figure=True)
+        assert withheld == ["30 分钟" if lang == "zh" else "30 minutes"] and "16" in shown, shown
+    shown, _ = figures.withhold("At most sixteen tasks run [1]. Startup takes 30 minutes.", ["sixteen tasks"], "en",
+                                asks_figure=True)
+    assert shown.startswith("At most sixteen tasks run [1].")

@@ -116,6 +116,8 @@ def test_budget_from_prefill_speed():
         # the prompt's source tag copied into the answer is the citation it means
         ('根据 [source n="4"] 文档，默认保留 3 份。', {4}, "根据 [4] 文档，默认保留 3 份。", [4], []),
         ('It is fast <source n="2" file="a.md">.', {1}, "It is fast.", [], [2]),
+        ('Fast <source n="2" heading="Limits > Search [x]">quoted</source>.', {2}, "Fast [2]quoted.", [2], []),
+        ('Embed it: `<source n="1" src="a.mp4">` [1]', {1}, 'Embed it: `<source n="1" src="a.mp4">` [1]', [1], []),
     ],
 )
 def test_citations_out_of_range_are_dropped(text, valid, expected, cited, dropped):

@@ -22,8 +22,12 @@ CITATION = re.compile(r"\[(\s*\d{1,3}\s*(?:(?:,|;|，|and|-|–)\s*\d{1,3}\s*)*)
 
 
 # The prompt's own markup copied into an answer: "根据 [source n="4"] 文档" (the 1.5B, once in ~400
-# answers) reads as the citation it means.
-_SOURCE_TAG = re.compile(r"""[\[<]source\s+n\s*=\s*["']?(\d{1,3})["']?[^\]>\n]{0,80}[\]>]""")
+# answers) reads as the citation it means; a closing tag means nothing. Attribute values are
+# quoted and may hold "]" or ">" (a heading "Limits > Search").
+_ATTRS = r"""(?:\s+[\w-]+\s*=\s*(?:"[^"\n]{0,200}"|'[^'\n]{0,200}'|[^\s>\]]+))*\s*"""
+_COPIED_TAG = re.compile(rf"""\[source\s+n\s*=\s*["']?(\d{{1,3}})["']?{_ATTRS}\]"""
+                         rf"""|[<‹]source\s+n\s*=\s*["']?(\d{{1,3}})["']?{_ATTRS}>""")
+_COPIED_CLOSE = re.compile(r"[<‹]/source\s*>|\[/source\]")
 
 _LEADING_CITES = re.compile(r"^[ \t]*(?:\[[^\]\n]{1,20}\][ \t]*)+")
 
@@ -77,6 +81,19 @@ def cited_numbers(group: str) -> list[int]:
     return nums
 
 
+def _copied_tags_as_citations(text: str) -> str:
+    """``[source n="4"]`` and ``<source n="4" …>`` outside code as ``[4]``; closing tags gone."""
+    def prose(part: str) -> str:
+        part = _COPIED_TAG.sub(lambda m: f"[{m.group(1) or m.group(2)}]", part)
+        return _COPIED_CLOSE.sub("", part)
+
+    out, pos = [], 0
+    for m in CODE.finditer(text):
+        out += [prose(text[pos : m.start()]), m.group(0)]
+        pos = m.end()
+    return "".join(out) + prose(text[pos:])
+
+
 def clean_citations(answer: str, valid: set[int] | Sequence[int]) -> tuple[str, list[int], list[int]]:
     """Drop citation numbers that match no source; return (text, cited in order, dropped).
 
@@ -87,7 +104,7 @@ def clean_citations(answer: str, valid: set[int] | Sequence[int]) -> tuple[str, 
     valid = set(valid)
     cited: list[int] = []
     dropped: list[int] = []
-    answer = _SOURCE_TAG.sub(r"[\1]", answer)
+    answer = _copied_tags_as_citations(answer)
 
     def repl(match: re.Match) -> str:
         nums = cited_numbers(match.group(1))

@@ -35,7 +35,7 @@ from localrag.rag import answer_text
 # A number as prose writes it: "30", "2.4", "1,024", "16GB" (the unit is not part of it), not a
 # digit inside a word or identifier ("v2", "md5", "gpt-4o").
 # A comma only groups thousands: "steps 1,2 and 3" states no figure "1,2".
-_NUMBER = re.compile(r"(?<![\w.])(?<![A-Za-z_]-)\d+(?:,\d{3})*(?:\.\d+)*(?!\d)")
+_NUMBER = re.compile(r"(?<![A-Za-z0-9_.])(?<![A-Za-z_]-)\d+(?:,\d{3})*(?:\.\d+)*(?!\d)")
 _DIGIT_GROUPS = re.compile(r"(?<=\d)[,\s](?=\d{3}\b)")
 
 # The units that make a single digit a claim, by kind: "5 min" is grounded by "five minutes".
@@ -64,10 +64,19 @@ _POINTER = re.compile(
 )
 
 # A question that asks for a quantity: "how many", "how long", "the maximum …", "多久", "最多…".
+# A superlative asks for one only outside "which …" ("Which index has the lowest latency?"), and
+# "最大的" is "the biggest" of anything ("最大的区别是什么").
 _ASKS_FIGURE = re.compile(
-    r"\bhow (?:many|much|long|large|big|often|far|old|fast)\b"
-    r"|\b(?:maximum|minimum|largest|smallest|highest|lowest|longest|shortest)\b"
-    r"|多少|多久|多长|多大|多快|(?<!哪)几个|几次|几秒|几天|几分钟|几小时|上限|下限|最多|最少|最大|最小|最长|最短",
+    r"\bhow (?:many|much|long|large|big|often|far|old|fast)\b|\b(?:maximum|minimum)\b"
+    r"|多少|多久|多长|多大|多快|(?<!哪)几个|几次|几秒|几天|几分钟|几小时|上限|下限|最多|最少|最[大小长短](?!的)",
+    re.IGNORECASE,
+)
+_SUPERLATIVE = re.compile(r"\b(?:largest|smallest|highest|lowest|longest|shortest)\b", re.IGNORECASE)
+_WHICH = re.compile(r"\bwhich\b|哪(?!几)", re.IGNORECASE)
+# A number however an answer may write it: digits (also in inline code, "`max_tasks: 16`") or words.
+_ANY_NUMBER = re.compile(
+    r"\d|\b(?:zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|\w+teen|twenty|thirty|"
+    r"forty|fifty|sixty|seventy|eighty|ninety|hundred|thousand|million|billion)\b|[零一二两三四五六七八九十百千万亿]",
     re.IGNORECASE,
 )
 
@@ -167,11 +176,18 @@ def is_pointer(unit: str) -> bool:
 
 def asks_for_figure(question: str) -> bool:
     """The question asks for a quantity ("How many shards …?", "空闲连接默认多久…？")."""
-    return bool(_ASKS_FIGURE.search(question))
+    if _ASKS_FIGURE.search(question):
+        return True
+    return bool(_SUPERLATIVE.search(question)) and not _WHICH.search(question)
+
+
+_FENCED = re.compile(r"```.*?(?:```|$)|~~~.*?(?:~~~|$)", re.DOTALL)
 
 
 def _states_number(unit: str) -> bool:
-    return bool(_NUMBER.search(answer_text.CITATION.sub(" ", answer_text.CODE.sub(" ", unit))))
+    """Any number, in digits or words, outside citations and code blocks: an answer that still
+    gives one is kept, whether or not the check can judge it."""
+    return bool(_ANY_NUMBER.search(answer_text.CITATION.sub(" ", _FENCED.sub(" ", unit))))
 
 
 def withhold(answer: str, grounds: Iterable[str], lang: str, asks_figure: bool = False) -> tuple[str, list[str]]:

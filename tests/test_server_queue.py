@@ -10,6 +10,7 @@ is what a queue test needs. It writes noise; these tests check the server, not t
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 
@@ -270,3 +271,22 @@ def test_generations_on_one_engine_take_turns():
         assert results == alone
     finally:
         engine.close()
+
+
+def test_a_job_whose_record_cannot_be_written_fails_and_the_worker_goes_on(tmp_path):
+    """A full disk cannot be made here; a file where the jobs folder was fails the write the same
+    way (root writes through permissions)."""
+    from localrag.server.jobs import Jobs
+
+    jobs = Jobs(rag=None, home=tmp_path)  # the job fails before it reaches the KB
+    first = jobs.submit_sync("docs")
+    shutil.rmtree(jobs.jobs_dir)
+    jobs.jobs_dir.write_text("not a folder")
+    jobs.start()
+    deadline = time.monotonic() + 10
+    while jobs.get(first.id).state != "failed" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    failed = jobs.get(first.id)
+    assert failed.state == "failed" and "could not write this job's record" in failed.error
+    assert jobs._thread.is_alive()
+    jobs.stop()

@@ -157,26 +157,37 @@ class Jobs:
             job = self.get(job_id)
             if job is None or job.state in FINAL:
                 continue
-            job.attempts += 1
-            self._save(job, state="running")
             try:
-                report = self._run(job)
-            except Exception as exc:  # noqa: BLE001 - a failed job says why; the server goes on
-                from localrag.errors import LocalragError
+                if not self._work_on(job):
+                    return
+            except OSError as exc:  # its record could not be written (a full disk): the job says so, the worker goes on
+                log.error("ingest job %s: its record could not be written", job.id, exc_info=exc)
+                job.error, job.finished, job.current = f"the server could not write this job's record: {exc}", time.time(), ""
+                job.version += 1
+                job.state = "failed"
 
-                if self.stopping:
-                    return  # the KB was closed under it: resumed at the next start
+    def _work_on(self, job: Job) -> bool:
+        """Runs one job to its end; False when the server is closing under it."""
+        job.attempts += 1
+        self._save(job, state="running")
+        try:
+            report = self._run(job)
+        except Exception as exc:  # noqa: BLE001 - a failed job says why; the server goes on
+            from localrag.errors import LocalragError
 
-                if not isinstance(exc, LocalragError):
-                    log.error("ingest job %s failed", job.id, exc_info=exc)
-                self._finish(job, "failed", getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
-                continue
-            summary = report.summary()
-            job.added, job.updated, job.unchanged = summary["added"], summary["updated"], summary["unchanged"]
-            job.removed = summary["removed"]
-            job.skipped = [{"source": o.source, "reason": o.reason} for o in report.outcomes if o.status == "skipped"]
-            job.files_done = job.files_total = max(job.files_total, len(report.outcomes))
-            self._finish(job, "done", None)
+            if self.stopping:
+                return False  # the KB was closed under it: resumed at the next start
+            if not isinstance(exc, LocalragError):
+                log.error("ingest job %s failed", job.id, exc_info=exc)
+            self._finish(job, "failed", getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
+            return True
+        summary = report.summary()
+        job.added, job.updated, job.unchanged = summary["added"], summary["updated"], summary["unchanged"]
+        job.removed = summary["removed"]
+        job.skipped = [{"source": o.source, "reason": o.reason} for o in report.outcomes if o.status == "skipped"]
+        job.files_done = job.files_total = max(job.files_total, len(report.outcomes))
+        self._finish(job, "done", None)
+        return True
 
     def _run(self, job: Job):
         if job.kind == "upload":

@@ -17,7 +17,9 @@ from localrag.rag.prompt import FENCE, split_units
 
 # Code in an answer (fenced or inline) and a citation marker ("[1]", "[2, 3]", "[4-5]"): the one
 # definition every rule about an answer's text uses (rag/figures.py, rag/evaluate.py too).
-CODE = re.compile(r"(```.*?(?:```|$)|~~~.*?(?:~~~|$)|`[^`\n]*(?:`|$))", re.DOTALL)
+_FENCED = r"```.*?(?:```|$)|~~~.*?(?:~~~|$)"
+CODE = re.compile(rf"({_FENCED}|`[^`\n]*(?:`|$))", re.DOTALL)
+FENCED = re.compile(_FENCED, re.DOTALL)  # code blocks only
 CITATION = re.compile(r"\[(\s*\d{1,3}\s*(?:(?:,|;|，|and|-|–)\s*\d{1,3}\s*)*)\]")
 
 

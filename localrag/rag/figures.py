@@ -181,13 +181,10 @@ def asks_for_figure(question: str) -> bool:
     return bool(_SUPERLATIVE.search(question)) and not _WHICH.search(question)
 
 
-_FENCED = re.compile(r"```.*?(?:```|$)|~~~.*?(?:~~~|$)", re.DOTALL)
-
-
 def _states_number(unit: str) -> bool:
     """Any number, in digits or words, outside citations and code blocks: an answer that still
     gives one is kept, whether or not the check can judge it."""
-    return bool(_ANY_NUMBER.search(answer_text.CITATION.sub(" ", _FENCED.sub(" ", unit))))
+    return bool(_ANY_NUMBER.search(answer_text.CITATION.sub(" ", answer_text.FENCED.sub(" ", unit))))
 
 
 def withhold(answer: str, grounds: Iterable[str], lang: str, asks_figure: bool = False) -> tuple[str, list[str]]:

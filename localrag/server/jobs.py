@@ -162,9 +162,8 @@ class Jobs:
                     return
             except OSError as exc:  # its record could not be written (a full disk): the job says so, the worker goes on
                 log.error("ingest job %s: its record could not be written", job.id, exc_info=exc)
-                job.error, job.finished, job.current = f"the server could not write this job's record: {exc}", time.time(), ""
-                job.version += 1
-                job.state = "failed"
+                self._show(job, state="failed", error=f"the server could not write this job's record: {exc}",
+                           finished=time.time(), current="")
 
     def _work_on(self, job: Job) -> bool:
         """Runs one job to its end; False when the server is closing under it."""
@@ -232,9 +231,15 @@ class Jobs:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data), encoding="utf-8")
         os.replace(tmp, path)
+        self._show(job, **changes)
+
+    @staticmethod
+    def _show(job: Job, **changes) -> None:
+        """Applies ``changes`` for readers, the state last: one that sees a final state sees the
+        rest of it too."""
         for name, value in changes.items():
             if name != "state":
                 setattr(job, name, value)
         job.version += 1
-        if "state" in changes:  # last: a reader that sees a final state sees the rest of it too
+        if "state" in changes:
             job.state = changes["state"]

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from localrag.errors import BadInput, LocalragError
 from localrag.server.auth import need, not_found, principal
 from localrag.server.http import ApiError
+from localrag.server.jobs import FINAL
 from localrag.server.openai_api import in_pool
 
 router = APIRouter(prefix="/api")
@@ -174,7 +175,7 @@ async def job_events(job_id: str, request: Request, who=Depends(principal)):
     async def events():
         seen = -1
         while True:
-            final = job.state in ("done", "failed", "interrupted")  # read first: its event is always sent
+            final = job.state in FINAL  # read first: its event is always sent
             if job.version != seen or final:
                 seen = job.version
                 yield {"data": json.dumps(job.public(), ensure_ascii=False)}

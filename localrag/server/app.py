@@ -75,7 +75,8 @@ def create_app(state):
 
 class Guard:
     """Plain ASGI middleware (Starlette's BaseHTTPMiddleware would hide a client's disconnect from
-    the endpoint): refuse an oversized JSON body on its Content-Length, count every response."""
+    the endpoint): refuse an oversized JSON body on its Content-Length, read the rest of a refused
+    body before answering (http.DRAIN_BYTES), count every response."""
 
     def __init__(self, app, state):
         self.app = app
@@ -90,18 +91,34 @@ class Guard:
             response = JSONResponse(http.body(413, f"the request body is over {MAX_JSON_BYTES // 2**20} MiB", "too_large"),
                                     status_code=413)
             self.state.metrics.request(scope["method"], "unmatched", 413)
+            if _drainable(length):
+                await http.drain(receive)
             return await response(scope, receive, send)
+
+        body = {"done": False}
+
+        async def reading():
+            message = await receive()
+            body["done"] = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
 
         async def counting_send(message):
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                if message["status"] >= 400 and not body["done"] and _drainable(length):
+                    await http.drain(reading)  # see http.DRAIN_BYTES
             await send(message)
 
         try:
-            await self.app(scope, receive, counting_send)
+            await self.app(scope, reading, counting_send)
         finally:
             route = scope.get("route")
             self.state.metrics.request(scope["method"], getattr(route, "path", "unmatched"), status["code"])
+
+
+def _drainable(length: bytes) -> bool:
+    """A refused body is read to its end only when it is not declared larger than DRAIN_BYTES."""
+    return not length.isdigit() or int(length) <= http.DRAIN_BYTES
 
 
 def _version() -> str:

@@ -7,6 +7,7 @@ the traceback going to the server's log, never to the client.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from localrag.errors import LocalragError
@@ -18,6 +19,31 @@ TYPES = {
     405: "invalid_request_error", 409: "conflict_error", 413: "invalid_request_error", 415: "invalid_request_error",
     422: "invalid_request_error", 429: "rate_limit_error", 503: "server_overloaded", 507: "server_error",
 }
+
+
+DRAIN_BYTES = 64 * 2**20
+"""How much of a refused request body is read and dropped before the answer. A client that sends
+its whole body before reading (urllib, many scripts) gets the 4xx and its reason this way, not a
+broken pipe; a body larger still is refused unread and the connection closed."""
+DRAIN_IDLE_S = 2.0  # a client that declared more than it sends is not waited for longer than this
+DRAIN_TOTAL_S = 60.0
+
+
+async def drain(receive, limit: int = DRAIN_BYTES) -> None:
+    """Read and drop an ASGI request body, up to ``limit`` bytes and ``DRAIN_TOTAL_S`` seconds."""
+    seen = 0
+    deadline = asyncio.get_running_loop().time() + DRAIN_TOTAL_S
+    while seen <= limit:
+        left = deadline - asyncio.get_running_loop().time()
+        try:
+            message = await asyncio.wait_for(receive(), timeout=min(DRAIN_IDLE_S, max(left, 0.0)))
+        except asyncio.TimeoutError:
+            return
+        if message["type"] != "http.request":
+            return  # the client went away
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 class ApiError(Exception):

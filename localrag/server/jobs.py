@@ -176,7 +176,9 @@ class Jobs:
 
             if self.stopping:
                 return False  # the KB was closed under it: resumed at the next start
-            if not isinstance(exc, LocalragError):
+            if isinstance(exc, LocalragError):
+                log.warning("ingest job %s failed: %s", job.id, exc.message)
+            else:
                 log.error("ingest job %s failed", job.id, exc_info=exc)
             self._finish(job, "failed", getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
             return True

@@ -247,3 +247,36 @@ def test_two_markers_moved_to_one_source_read_as_one():
     new, moves = attribution.repoint("Shards are the unit of data distribution across query nodes [3][1].",
                                      CODE_SOURCES, "?")
     assert new == "Shards are the unit of data distribution across query nodes [2]." and moves == [(3, 2), (1, 2)]
+
+
+def test_a_streaming_reader_never_sees_a_copied_tag_or_a_made_up_number(broker_home):
+    """The model copies the prompt's source tag and cites a source that does not exist, three
+    characters a token: what the API streams and what `localrag serve` sends its SSE clients
+    (the official client) are cleaned as they go, not only in the final answer."""
+    import openai
+
+    from localrag import AnswerDelta, LocalRAG
+    from tests.server_helpers import Server, make_key
+
+    n = _numbers(broker_home)["standalone.md"]
+    said = f'Milvus standalone uses RocksDB as its log broker [source n="{n}"]. A cluster uses Kafka [9].'
+    clean = f"Milvus standalone uses RocksDB as its log broker [{n}]. A cluster uses Kafka."
+    model = Scripted(models=("any",), chunks=[{"content": said[i : i + 3]} for i in range(0, len(said), 3)])
+    try:
+        with LocalRAG(settings_for(broker_home, llm_url=model.url)) as rag:
+            deltas = [e.text for e in rag.ask(QUESTION, kb="brokers") if isinstance(e, AnswerDelta)]
+        key = make_key(broker_home, "stream-reader", "--kb", "brokers:read")
+        server = Server(broker_home, "--kb", "brokers", "--llm-url", model.url).start()
+        try:
+            client = openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0)
+            stream = client.chat.completions.create(model="kb:brokers", stream=True,
+                                                    messages=[{"role": "user", "content": QUESTION}])
+            sent = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
+        finally:
+            server.stop()
+    finally:
+        model.close()
+    for pieces in (deltas, sent):
+        assert "".join(pieces) == clean
+        shown = ["".join(pieces[: i + 1]) for i in range(len(pieces))]
+        assert not any("source" in s or "[9" in s or 'n="' in s for s in shown), pieces

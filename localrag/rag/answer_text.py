@@ -17,8 +17,9 @@ from localrag.rag.prompt import FENCE, split_units
 
 # Code in an answer (fenced or inline) and a citation marker ("[1]", "[2, 3]", "[4-5]"): the one
 # definition every rule about an answer's text uses (rag/figures.py, rag/evaluate.py too).
-_FENCED = r"```.*?(?:```|$)|~~~.*?(?:~~~|$)"
-CODE = re.compile(rf"({_FENCED}|`[^`\n]*(?:`|$))", re.DOTALL)
+# (\Z, not $: "$" also matches before a final newline, and a span that line ended is prose.)
+_FENCED = r"```.*?(?:```|\Z)|~~~.*?(?:~~~|\Z)"
+CODE = re.compile(rf"({_FENCED}|`[^`\n]*(?:`|\Z))", re.DOTALL)
 FENCED = re.compile(_FENCED, re.DOTALL)  # code blocks only
 CITATION = re.compile(r"\[(\s*\d{1,3}\s*(?:(?:,|;|，|and|-|–)\s*\d{1,3}\s*)*)\]")
 
@@ -115,13 +116,78 @@ def clean_citations(answer: str, valid: set[int] | Sequence[int]) -> tuple[str, 
             target = cited if n in valid else dropped
             if n not in target:
                 target.append(n)
-        return "".join(f"[{n}]" for n in dict.fromkeys(good))
+        return "".join(f"[{n}]" for n in dict.fromkeys(good)) or _GONE
 
     # Code is left alone: `vectors[0]` in an answer is an index, not a citation. An unclosed
     # fence or backtick (mid-stream) counts as code until it closes.
     text = replace_citations(answer, repl)
-    text = re.sub(r"[ \t]+([.,;:!?。，])", r"\1", text) if dropped else text
+    if dropped:  # "uses RocksDB [7]." reads "uses RocksDB.", not "uses RocksDB ."
+        text = _GONE_BEFORE_STOP.sub("", text).replace(_GONE, "")
     return text, cited, dropped
+
+
+_GONE = "\x00"  # where a marker with no valid number was, until the spaces around it are settled
+_GONE_BEFORE_STOP = re.compile(rf"[ \t]*(?:{_GONE}[ \t]*)+(?=[.,;:!?。，])")
+
+
+class CitationStream:
+    """The answer as it streams, its markers cleaned as ``clean_citations`` cleans the whole: a
+    reader (the CLI, a server's SSE client) never sees a copied ``[source n="4"`` or a number that
+    matches no source, not even for the few tokens before the marker closes.
+
+    ``feed`` returns only text that cleaning cannot change later: a marker still open at the end,
+    trailing spaces (a dropped marker takes the space before its full stop) and an inline code span
+    still open on the last line (it is prose if the line ends first) wait for what follows.
+    """
+
+    def __init__(self, valid: set[int] | Sequence[int]):
+        self.valid = set(valid)
+        self.raw = ""
+        self.sent = ""
+
+    def feed(self, delta: str) -> str:
+        self.raw += delta
+        return self._emit(self.raw[: _settled(self.raw)])
+
+    def flush(self) -> str:
+        """What is left once the model has finished."""
+        return self._emit(self.raw.rstrip())
+
+    def _emit(self, text: str) -> str:
+        clean = clean_citations(text, self.valid)[0]
+        if not clean.startswith(self.sent):
+            return ""  # never happens by the rules above; the final answer is sent whole anyway
+        out, self.sent = clean[len(self.sent) :], clean
+        return out
+
+
+# A marker that may still be completing: "[", "[1", "[2, 3", "[sour", "[source n=\"4", "<sou", "</source".
+_OPEN_MARKER = re.compile(
+    r"(?:\[\s*(?:\d[^\]\n]{0,40})?|\[/?\s*s(?:o(?:u(?:r(?:c(?:e[^\]\n]{0,200})?)?)?)?)?|<(?:/?s(?:o(?:u(?:r(?:c(?:e[^>\n]{0,200})?)?)?)?)?|/)?)$",
+    re.IGNORECASE,
+)
+
+
+# Markers just written: whether they stay, and the space before them, depends on what follows.
+_CLOSED_MARKERS = re.compile(r"(?:[ \t]*\[[^\]\n]{1,200}\])+$")
+
+
+def _settled(raw: str) -> int:
+    """How much of ``raw`` cleaning can no longer change (see ``CitationStream``)."""
+    end = len(raw.rstrip(" \t"))
+    last = None
+    for last in CODE.finditer(raw, 0, end):
+        pass
+    if last is not None and last.end() == end:
+        code = last.group(0)
+        if code.startswith(("```", "~~~")):
+            return end  # inside a fence (or just after one): code is left alone
+        return last.start()  # an inline span still open on the last line
+    for pattern in (_OPEN_MARKER, _CLOSED_MARKERS):
+        m = pattern.search(raw, max(0, end - 1000), end)  # markers are short: only the tail is read
+        if m:
+            end = len(raw[: m.start()].rstrip(" \t"))
+    return end
 
 
 # --- abstentions --------------------------------------------------------------------------------

@@ -81,6 +81,7 @@ class _Generation:
     first_token_at: float | None = None
     first_answer_at: float | None = None
     thinking_tokens: int = 0
+    shown: answer_text.CitationStream | None = None  # the answer as the reader sees it stream
 
 
 @dataclass
@@ -279,7 +280,7 @@ class Session:
 
         history = [(t.user_content, t.answer) for t in self.turns]
         messages = prompt.messages_for(history, turn_text)
-        run = _Generation()
+        run = _Generation(shown=answer_text.CitationStream(valid))
         yield from self._generate(engine, info, messages, reasoning_budget, run)
         stats, end = run.stats, run.end
         thinking = "".join(run.thinking).strip()
@@ -388,10 +389,15 @@ class Session:
                 run.first_token_at = run.first_token_at or now
                 run.first_answer_at = run.first_answer_at or now
                 run.answer.append(ev.text)
-                yield AnswerDelta(ev.text)
+                shown = run.shown.feed(ev.text) if run.shown else ev.text
+                if shown:
+                    yield AnswerDelta(shown)
             elif ev.kind == "done":
                 run.stats = ev.stats
         run.end = time.perf_counter()
+        rest = run.shown.flush() if run.shown else ""
+        if rest:
+            yield AnswerDelta(rest)
 
     @property
     def _tiny(self) -> bool:

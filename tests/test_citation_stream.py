@@ -1,0 +1,84 @@
+"""The answer as it streams: markers cleaned as the final answer's are, before the reader sees them.
+
+A 1.5B copies the prompt's ``[source n="4"]`` tag now and then and cites sources that do not
+exist; the final answer has always been cleaned, but a streaming reader (the CLI, an SSE client of
+``localrag serve``) saw the raw marker for the tokens it took to close.
+"""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from localrag.rag.answer_text import CitationStream, clean_citations
+
+VALID = {1, 2, 3, 4}
+ANSWERS = [
+    '根据 [source n="4"] 文档，单次插入不能超过 1024 MB。',
+    "Milvus standalone uses RocksDB [2]. A cluster uses Pulsar [7].",
+    "It keeps 2 replicas [9] . Then [1, 9] it loads.",
+    "Call `flush()` [1]. In code `x[7]` is an index [3]",
+    "```python\nvectors[7] = 1\n```\nThat sets it [3].",
+    "An open span `still [7] going\nnext line [7] ends. [2]",
+    "See [the guide] and <source n=\"2\">it</source> says so [2][8].",
+    "Use x < 5 or [ or <s or [s until the end [1",
+    "Unclosed fence ```\nstill code [9]",
+    "   [1] Shard 是指…\n[2] Partition [12] 是指…  ",
+]
+
+
+def _stream(answer: str, cuts: list[int]) -> list[str]:
+    s = CitationStream(VALID)
+    pieces, last = [], 0
+    for cut in sorted(set(cuts)) + [len(answer)]:
+        pieces.append(s.feed(answer[last:cut]))
+        last = cut
+    return pieces + [s.flush()]
+
+
+def _shown_states(pieces: list[str]) -> list[str]:
+    return ["".join(pieces[: i + 1]) for i in range(len(pieces))]
+
+
+def test_a_copied_source_tag_is_never_shown_raw_token_by_token():
+    answer = ANSWERS[0]
+    pieces = _stream(answer, list(range(len(answer))))
+    assert "".join(pieces) == "根据 [4] 文档，单次插入不能超过 1024 MB。"
+    for shown in _shown_states(pieces):
+        assert "source" not in shown and "[s" not in shown and 'n="' not in shown
+
+
+def test_a_number_matching_no_source_is_never_shown_even_for_a_moment():
+    answer = ANSWERS[1]
+    pieces = _stream(answer, list(range(len(answer))))
+    assert "".join(pieces) == "Milvus standalone uses RocksDB [2]. A cluster uses Pulsar."
+    assert not any("[7" in shown for shown in _shown_states(pieces))
+
+
+def test_code_is_left_alone_while_streaming():
+    for answer in ANSWERS[3:5] + ANSWERS[8:9]:
+        pieces = _stream(answer, list(range(len(answer))))
+        assert "".join(pieces) == clean_citations(answer, VALID)[0]
+        assert "[7]" in "".join(pieces) or "[9]" in "".join(pieces)
+
+
+def test_a_backtick_its_line_never_closes_is_prose_and_shows_nothing_early():
+    answer = ANSWERS[5]
+    pieces = _stream(answer, list(range(len(answer))))
+    assert "".join(pieces) == "An open span `still  going\nnext line  ends. [2]"
+    assert not any("[7" in shown for shown in _shown_states(pieces))
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.sampled_from(ANSWERS), st.lists(st.integers(min_value=0, max_value=80), max_size=30))
+def test_any_split_streams_exactly_the_cleaned_answer(answer, cuts):
+    pieces = _stream(answer, [c for c in cuts if c < len(answer)])
+    assert "".join(pieces) == clean_citations(answer.rstrip(), VALID)[0]
+    # what was shown is always a prefix of the final, so nothing shown is ever taken back
+    final = "".join(pieces)
+    assert all(final.startswith(shown) for shown in _shown_states(pieces))
+    for shown in _shown_states(pieces):
+        prose = re.sub(r"```.*?(?:```|$)|`[^`\n]*`", "", shown, flags=re.S)
+        assert not re.search(r"\[(?:source|\s*(?:[5-9]|1\d))", prose)

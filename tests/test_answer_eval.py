@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from localrag.rag import evaluate as ev
-from localrag.rag.results import AnswerDelta, Citation, Done, Timings
+from localrag.rag.prompt import Packing
+from localrag.rag.results import AnswerDelta, Citation, Done, Retrieved, Timings
 
 
 @dataclass
@@ -129,6 +130,7 @@ def test_run_times_the_stream_and_survives_a_failing_question():
     def ask(question: str):
         if "Mars" in question:
             raise RuntimeError("boom")
+        yield Retrieved(Packing(), rendered="where is metadata kept")
         yield AnswerDelta("metadata ")
         yield Done(FakeResult("metadata in etcd, entities in MinIO"))  # type: ignore[arg-type]
 
@@ -136,6 +138,7 @@ def test_run_times_the_stream_and_survives_a_failing_question():
     scores = ev.run([Q, UNANSWERABLE], ask, progress=lambda i, n, s: seen.append((i, n, s.id)))
     assert seen == [(1, 2, "en-002"), (2, 2, "en-099")]
     assert scores[0].correct and scores[0].ttft_s <= scores[0].total_s
+    assert scores[0].searched_as == "where is metadata kept"  # the report shows what else was searched
     assert scores[1].error == "RuntimeError: boom"
 
 

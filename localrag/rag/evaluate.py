@@ -127,6 +127,7 @@ class AnswerScore:
     withheld: list[str] = field(default_factory=list)  # figures no source holds (their sentences left out)
     repointed: list[list[int]] = field(default_factory=list)  # citations moved [from, to] (rag/attribution.py)
     added_citations: list[int] = field(default_factory=list)  # numbers put after uncited copied sentences
+    searched_as: str = ""  # the question as also searched in the documents' language (cross-lingual)
     error: str | None = None
 
 
@@ -235,17 +236,21 @@ def run(
         t0 = time.perf_counter()
         first = None
         result = None
+        searched_as = ""
         try:
             for ev in ask(q.question):
                 kind = getattr(ev, "kind", "")
                 if kind in ("answer", "thinking") and first is None:
                     first = time.perf_counter() - t0
+                elif kind == "retrieved":
+                    searched_as = getattr(ev, "rendered", "") or ""
                 elif kind == "done":
                     result = ev.result
             if result is None:
                 raise RuntimeError("the answer stream ended without a result")
             total = time.perf_counter() - t0
             score = score_answer(q, result, ttft_s=first or total, total_s=total)
+            score.searched_as = searched_as
         except Exception as exc:  # noqa: BLE001 - one broken question must not end a long run
             score = AnswerScore(
                 id=q.id, lang=q.lang, kind=q.kind, question=q.question, answer="", answerable=q.answerable,

@@ -26,6 +26,12 @@ ANSWERS = [
     "Use x < 5 or [ or <s or [s until the end [1",
     "Unclosed fence ```\nstill code [9]",
     "   [1] Shard 是指…\n[2] Partition [12] 是指…  ",
+    # the prompt's own tag, as the model sees it: quoted attributes that hold ">" and "]"
+    'Milvus uses RocksDB <source n="4" file="guide.md" section="Guide > Limits">. Next sentence [2].',
+    'It says so [source n="3" file="a]b.md" section="' + "Deep > " * 40 + 'End"] and more [9]。',
+    "X [/source] Y [2]. Z ‹source n=\"4\"› ‹source n=\"1\"> ok",
+    "Sources [1, 2, 3 and 4] agree; [1, 2, …, 15] do not.",
+    "The default is `nlist=128 [7] for IVF [2]\n\nNext paragraph [1].",
 ]
 
 
@@ -82,3 +88,35 @@ def test_any_split_streams_exactly_the_cleaned_answer(answer, cuts):
     for shown in _shown_states(pieces):
         prose = re.sub(r"```.*?(?:```|$)|`[^`\n]*`", "", shown, flags=re.S)
         assert not re.search(r"\[(?:source|\s*(?:[5-9]|1\d))", prose)
+
+
+def test_the_prompts_own_tag_with_a_heading_path_streams_as_its_number():
+    answer = ANSWERS[10]
+    pieces = _stream(answer, list(range(len(answer))))
+    assert "".join(pieces) == "Milvus uses RocksDB [4]. Next sentence [2]."
+    assert not any("source" in shown or "Limits" in shown for shown in _shown_states(pieces))
+
+
+def test_a_token_that_is_only_a_line_break_after_a_marker():
+    answer = ANSWERS[14]
+    cut = answer.index("\n")
+    pieces = _stream(answer, [cut, cut + 1, cut + 2])
+    assert "".join(pieces) == clean_citations(answer, VALID)[0]
+    assert not any("[7" in shown for shown in _shown_states(pieces))
+
+
+# Pieces a model writes, mixed at random: brackets, tags and their attributes, code marks, CJK
+# punctuation, line breaks. Every mix, split anywhere, must stream exactly its cleaned text.
+TOKENS = ["[", "]", "7", "2", "10", " ", ".", "`", "``", "```", "~~~", "<", ">", "‹", "/", "source", "/source",
+          " n=", '"4"', "'9'", " file=", '"a > b"', '"x]y"', "-", " and ", "，", "。", "\t", "\u3000", "\n", "\n\n",
+          "](http://x)", "Milvus", "是指"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(TOKENS), min_size=1, max_size=24), st.lists(st.integers(0, 120), max_size=40))
+def test_any_mix_of_marker_pieces_streams_exactly_its_cleaned_text(tokens, cuts):
+    answer = "".join(tokens) + " end"
+    pieces = _stream(answer, [c for c in cuts if c < len(answer)])
+    final = clean_citations(answer.rstrip(), VALID)[0]
+    assert "".join(pieces) == final
+    assert all(final.startswith(shown) for shown in _shown_states(pieces))

@@ -132,3 +132,11 @@ def test_the_quantity_rule_keeps_answers_that_still_give_a_number_in_any_form():
     shown, _ = figures.withhold("At most sixteen tasks run [1]. Startup takes 30 minutes.", ["sixteen tasks"], "en",
                                 asks_figure=True)
     assert shown.startswith("At most sixteen tasks run [1].")
+
+
+def test_a_backtick_nothing_closes_does_not_hide_a_figure():
+    """Inline code is a span its line closes; a lone backtick is a slip, and what follows it is a
+    claim like any other (a fence left open still runs to the end: that is code)."""
+    assert figures.figures("Set the `nlist value to 4096 for a 1 GB segment [1].") == ["4096", "1 GB"]
+    assert figures.figures("Set `nlist` to `4096` [1].") == []
+    assert figures.figures("```\nnlist = 4096\n") == []

@@ -7,6 +7,7 @@ steps, rag/attribution.py, rag/figures.py) and for the scorer (rag/evaluate.py).
 
 from __future__ import annotations
 
+import bisect
 import re
 from typing import Callable, Sequence
 
@@ -17,20 +18,22 @@ from localrag.rag.prompt import FENCE, split_units
 
 # Code in an answer (fenced or inline) and a citation marker ("[1]", "[2, 3]", "[4-5]"): the one
 # definition every rule about an answer's text uses (rag/figures.py, rag/evaluate.py too).
-# (\Z, not $: "$" also matches before a final newline, and a span that line ended is prose.)
+# A fence left open runs to the end (\Z, not $, which also matches before a final newline); a
+# backtick that nothing on its line closes is prose, so it cannot shield a marker or a figure.
 _FENCED = r"```.*?(?:```|\Z)|~~~.*?(?:~~~|\Z)"
-CODE = re.compile(rf"({_FENCED}|`[^`\n]*(?:`|\Z))", re.DOTALL)
+CODE = re.compile(rf"({_FENCED}|`[^`\n]*`)", re.DOTALL)
 FENCED = re.compile(_FENCED, re.DOTALL)  # code blocks only
-CITATION = re.compile(r"\[(\s*\d{1,3}\s*(?:(?:,|;|，|and|-|–)\s*\d{1,3}\s*)*)\]")
+# (Spaces, not line breaks: a bracket across lines is not a citation.)
+CITATION = re.compile(r"\[([^\S\n]*\d{1,3}[^\S\n]*(?:(?:,|;|，|and|-|–)[^\S\n]*\d{1,3}[^\S\n]*)*)\]")
 
 
 # The prompt's own markup copied into an answer: "根据 [source n="4"] 文档" (the 1.5B, once in ~400
 # answers) reads as the citation it means; a closing tag means nothing. Attribute values are
 # quoted and may hold "]" or ">" (a heading "Limits > Search").
-_ATTRS = r"""(?:\s+[\w-]+\s*=\s*(?:"[^"\n]{0,200}"|'[^'\n]{0,200}'|[^\s>\]]+))*\s*"""
-_COPIED_TAG = re.compile(rf"""\[source\s+n\s*=\s*["']?(\d{{1,3}})["']?{_ATTRS}\]"""
-                         rf"""|[<‹]source\s+n\s*=\s*["']?(\d{{1,3}})["']?{_ATTRS}>""")
-_COPIED_CLOSE = re.compile(r"[<‹]/source\s*>|\[/source\]")
+_ATTRS = r"""(?:[^\S\n]+[\w-]+[^\S\n]*=[^\S\n]*(?:"[^"\n]{0,1000}"|'[^'\n]{0,1000}'|[^\s>\]"']+))*[^\S\n]*"""
+_COPIED_TAG = re.compile(rf"""\[source[^\S\n]+n[^\S\n]*=[^\S\n]*["']?(\d{{1,3}})["']?{_ATTRS}\]"""
+                         rf"""|[<‹]source[^\S\n]+n[^\S\n]*=[^\S\n]*["']?(\d{{1,3}})["']?{_ATTRS}>""")
+_COPIED_CLOSE = re.compile(r"[<‹]/source[^\S\n]*>|\[/source\]")
 
 _LEADING_CITES = re.compile(r"^[ \t]*(?:\[[^\]\n]{1,20}\][ \t]*)+")
 
@@ -54,7 +57,13 @@ def prose_citations(text: str) -> list[re.Match]:
     """The citation markers of ``text`` outside code (fenced or inline), judged on the whole text
     so inline code that a sentence split cuts in two stays code."""
     code = [m.span() for m in CODE.finditer(text)]
-    return [m for m in CITATION.finditer(text) if not any(a <= m.start() < b for a, b in code)]
+    starts = [a for a, _ in code]
+
+    def in_code(pos: int) -> bool:  # the spans are sorted and disjoint: one lookup, not a scan
+        i = bisect.bisect_right(starts, pos) - 1
+        return i >= 0 and pos < code[i][1]
+
+    return [m for m in CITATION.finditer(text) if not in_code(m.start())]
 
 
 def replace_citations(text: str, replace: Callable[[re.Match], str | None]) -> str:
@@ -127,7 +136,7 @@ def clean_citations(answer: str, valid: set[int] | Sequence[int]) -> tuple[str, 
 
 
 _GONE = "\x00"  # where a marker with no valid number was, until the spaces around it are settled
-_GONE_BEFORE_STOP = re.compile(rf"[ \t]*(?:{_GONE}[ \t]*)+(?=[.,;:!?。，])")
+_GONE_BEFORE_STOP = re.compile(rf"[^\S\n]*(?:{_GONE}[^\S\n]*)+(?=[.,;:!?。，])")
 
 
 class CitationStream:
@@ -136,58 +145,102 @@ class CitationStream:
     matches no source, not even for the few tokens before the marker closes.
 
     ``feed`` returns only text that cleaning cannot change later: a marker still open at the end,
-    trailing spaces (a dropped marker takes the space before its full stop) and an inline code span
-    still open on the last line (it is prose if the line ends first) wait for what follows.
+    markers just closed and the spaces before them (a dropped marker takes the space before its
+    full stop), and an inline code span still open on the last line (it is prose if the line ends
+    first) wait for what follows. Paragraphs before the last one are cleaned once, not per token.
     """
 
     def __init__(self, valid: set[int] | Sequence[int]):
         self.valid = set(valid)
         self.raw = ""
         self.sent = ""
+        self._base = 0  # raw[:_base] ends at a paragraph break outside code; it is cleaned once
+        self._base_clean = ""
 
     def feed(self, delta: str) -> str:
         self.raw += delta
-        return self._emit(self.raw[: _settled(self.raw)])
+        return self._emit(_settled(self.raw, self._base))
 
     def flush(self) -> str:
         """What is left once the model has finished."""
-        return self._emit(self.raw.rstrip())
+        return self._emit(len(self.raw.rstrip()))
 
-    def _emit(self, text: str) -> str:
-        clean = clean_citations(text, self.valid)[0]
-        if not clean.startswith(self.sent):
-            return ""  # never happens by the rules above; the final answer is sent whole anyway
-        out, self.sent = clean[len(self.sent) :], clean
+    def _emit(self, end: int) -> str:
+        if end <= self._base:
+            return ""
+        tail = self.raw[self._base : end]
+        clean = self._base_clean + clean_citations(tail, self.valid)[0]
+        cut = _last_paragraph_break(tail)
+        if cut:
+            self._base_clean += clean_citations(tail[:cut], self.valid)[0]
+            self._base += cut
+        if clean.startswith(self.sent):
+            out = clean[len(self.sent) :]
+        else:  # a case the rules above miss: keep the reader's text going rather than stall it
+            same = len(_common_prefix(clean, self.sent))
+            out = clean[same:]
+        self.sent = clean
         return out
 
 
-# A marker that may still be completing: "[", "[1", "[2, 3", "[sour", "[source n=\"4", "<sou", "</source".
+def _common_prefix(a: str, b: str) -> str:
+    import os.path
+
+    return os.path.commonprefix([a, b])
+
+
+def _last_paragraph_break(text: str) -> int:
+    """Where the last blank line outside code ends (0: none): cleaning never reaches across it."""
+    code = [m.span() for m in CODE.finditer(text)]
+    for m in reversed(list(re.finditer(r"\n[ \t]*\n", text))):
+        if not any(a < m.end() <= b for a, b in code):
+            return m.end()
+    return 0
+
+
+# What may still become a marker at the end of the text: "[", "[1, 2", "[1 an", "[sour",
+# "[source n=\"4\" section=\"Guide > Lim", "<sou", "‹source", "</", "[/"; and markers just
+# written, each of whose beginnings was held so: whether they stay, and the space before them,
+# depends on what follows.
+_SP = r"[^\S\n]"
+_SEP = r"(?:,|;|，|and|-|–)"
+_OPEN_ATTRS = rf"""(?:{_SP}+[\w-]+(?:{_SP}*={_SP}*(?:"[^"\n]*"?|'[^'\n]*'?|[^\s>\]"']*)?)?)*{_SP}*"""
+_WHOLE_ATTRS = rf"""(?:{_SP}+[\w-]+(?:{_SP}*={_SP}*(?:"[^"\n]*"|'[^'\n]*'|[^\s>\]"']*))?)*{_SP}*"""
 _OPEN_MARKER = re.compile(
-    r"(?:\[\s*(?:\d[^\]\n]{0,40})?|\[/?\s*s(?:o(?:u(?:r(?:c(?:e[^\]\n]{0,200})?)?)?)?)?|<(?:/?s(?:o(?:u(?:r(?:c(?:e[^>\n]{0,200})?)?)?)?)?|/)?)$",
-    re.IGNORECASE,
+    rf"(?:\[{_SP}*(?:\d{{1,3}}{_SP}*(?:(?:,|;|，|a|an|and|-|–){_SP}*)?)*"
+    rf"|[\[<‹]{_SP}*/?{_SP}*(?:s(?:o(?:u(?:r(?:c(?:e{_OPEN_ATTRS})?)?)?)?)?)?)\Z"
+)
+_CLOSED_MARKERS = re.compile(
+    rf"(?:{_SP}*(?:\[{_SP}*\d{{1,3}}(?:{_SP}*{_SEP}{_SP}*\d{{1,3}})*{_SP}*\]"
+    rf"|[\[<‹]{_SP}*/?{_SP}*source{_WHOLE_ATTRS}[\]>]))+\Z"
 )
 
 
-# Markers just written: whether they stay, and the space before them, depends on what follows.
-_CLOSED_MARKERS = re.compile(r"(?:[ \t]*\[[^\]\n]{1,200}\])+$")
-
-
-def _settled(raw: str) -> int:
-    """How much of ``raw`` cleaning can no longer change (see ``CitationStream``)."""
-    end = len(raw.rstrip(" \t"))
+def _settled(raw: str, start: int = 0) -> int:
+    """How much of ``raw`` cleaning can no longer change (see ``CitationStream``); ``start``: a
+    paragraph break outside code before which nothing is looked at again."""
+    end = len(_rstrip_spaces(raw))
+    line = raw.rfind("\n", start, end) + 1
     last = None
-    for last in CODE.finditer(raw, 0, end):
+    for last in CODE.finditer(raw, max(start, 0), end):
         pass
-    if last is not None and last.end() == end:
-        code = last.group(0)
-        if code.startswith(("```", "~~~")):
-            return end  # inside a fence (or just after one): code is left alone
-        return last.start()  # an inline span still open on the last line
+    if last is not None and last.end() == end and last.group(0).startswith(("```", "~~~")):
+        return end  # inside a fence left open so far: code, left alone
+    tick = raw.find("`", max(line, last.end() if last is not None else 0), end)
+    if tick >= 0:
+        end = len(_rstrip_spaces(raw[:tick]))  # an inline span its line has not closed yet
+    # markers are short: only the tail after the last code span is read
+    window = max(start, end - 2000, last.end() if last is not None else 0)
     for pattern in (_OPEN_MARKER, _CLOSED_MARKERS):
-        m = pattern.search(raw, max(0, end - 1000), end)  # markers are short: only the tail is read
+        m = pattern.search(raw, window, end)
         if m:
-            end = len(raw[: m.start()].rstrip(" \t"))
+            end = len(_rstrip_spaces(raw[: m.start()]))
     return end
+
+
+def _rstrip_spaces(text: str) -> str:
+    """``text`` without the spaces (not line breaks) it ends with."""
+    return re.sub(rf"{_SP}+\Z", "", text)
 
 
 # --- abstentions --------------------------------------------------------------------------------

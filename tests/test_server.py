@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -420,6 +421,32 @@ def test_a_refused_upload_is_answered_to_a_client_that_sends_it_all_first(srv, s
     status, err = _bad(srv, "POST", "/api/kbs/docs/uploads", key=who, raw=body, headers={"Content-Type": ctype})
     assert err["code"] == code and status in (401, 413)
     assert _tree(srv.home) == before
+
+
+def test_a_client_waiting_for_100_continue_is_refused_without_sending_its_body(srv):
+    """curl asks "Expect: 100-continue" before a large upload: a refusal must come at once, not a
+    "100 Continue" that makes it send megabytes only to be refused."""
+    head = (f"POST /api/kbs/docs/uploads HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\n"
+            "Authorization: Bearer lrag_00000000_wrong\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            f"Content-Length: {10 * 2**20}\r\nExpect: 100-continue\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=15) as sock:
+        sock.sendall(head.encode())
+        reply = sock.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 401"), reply[:80]
+
+
+def test_an_upload_the_disk_cannot_hold_is_a_507_that_says_so(srv):
+    staging = srv.home / "server" / "staging"
+    shutil.rmtree(staging)
+    staging.write_text("not a folder: stands for a full or read-only disk", encoding="utf-8")
+    try:
+        body, ctype = multipart([("notes.md", b"# Notes\n\nSome text.\n" * 5000)])
+        status, _, data = srv.request("POST", "/api/kbs/docs/uploads", srv.keys["admin"], raw=body,
+                                      headers={"Content-Type": ctype})
+        assert status == 507 and "could not store the upload" in json.loads(data)["error"]["message"]
+    finally:
+        staging.unlink()
+        staging.mkdir()
 
 
 def test_a_json_body_over_the_limit_is_refused_with_its_reason(srv):

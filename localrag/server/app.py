@@ -86,31 +86,45 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         status = {"code": 500}
-        length = dict(scope.get("headers") or []).get(b"content-length", b"")
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length", b"")
+        # A client that asked "Expect: 100-continue" sends nothing until the body is read: a refusal
+        # answered before that needs no draining, and draining would ask for the whole body.
+        waits = headers.get(b"expect", b"").lower() == b"100-continue"
         if not scope["path"].endswith("/uploads") and length.isdigit() and int(length) > MAX_JSON_BYTES:
             response = JSONResponse(http.body(413, f"the request body is over {MAX_JSON_BYTES // 2**20} MiB", "too_large"),
                                     status_code=413)
             self.state.metrics.request(scope["method"], "unmatched", 413)
-            if _drainable(length):
+            if _drainable(length) and not waits:
                 await http.drain(receive)
             return await response(scope, receive, send)
 
-        body = {"done": False}
+        body = {"asked": False, "done": False, "started": False}
 
         async def reading():
+            body["asked"] = True
             message = await receive()
             body["done"] = message["type"] != "http.request" or not message.get("more_body", False)
             return message
 
+        async def drain_refused():
+            if not body["done"] and _drainable(length) and not (waits and not body["asked"]):
+                await http.drain(reading)  # see http.DRAIN_BYTES
+
         async def counting_send(message):
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
-                if message["status"] >= 400 and not body["done"] and _drainable(length):
-                    await http.drain(reading)  # see http.DRAIN_BYTES
+                body["started"] = True
+                if message["status"] >= 400:
+                    await drain_refused()
             await send(message)
 
         try:
             await self.app(scope, reading, counting_send)
+        except Exception:
+            if not body["started"]:  # the 500 is sent further out (Starlette's error middleware)
+                await drain_refused()
+            raise
         finally:
             route = scope.get("route")
             self.state.metrics.request(scope["method"], getattr(route, "path", "unmatched"), status["code"])

@@ -134,15 +134,26 @@ async def upload(kb: str, request: Request, who=Depends(principal)):
     except BadInput:
         raise not_found(kb) from None
     state = _state(request)
-    job_id, staging = state.jobs.new_staging()
+    try:
+        job_id, staging = state.jobs.new_staging()
+    except OSError as exc:
+        raise _cannot_store(exc) from None
     try:
         files = await receive(request, staging, max_total=state.config.max_upload_bytes,
                               max_file=min(state.config.max_upload_bytes, DEFAULT_MAX_BYTES))
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise _cannot_store(exc) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # a refused upload leaves nothing behind
         raise
     job = state.jobs.submit_upload(job_id, kb, files)
     return {"job": job.id, "files": files}
+
+
+def _cannot_store(exc: OSError) -> ApiError:
+    """A full or read-only disk under the data dir: the client is told, not handed a 500."""
+    return ApiError(507, f"the server could not store the upload: {exc.strerror or exc}", "storage_error")
 
 
 @router.post("/kbs/{kb}/sync", status_code=202)

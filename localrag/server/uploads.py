@@ -158,8 +158,8 @@ async def receive(request, dest: Path, *, max_total: int, max_file: int) -> list
         async for chunk in request.stream():
             parser.write(chunk)
         parser.finalize()
-    except ApiError:
-        raise
+    except (ApiError, OSError):
+        raise  # an OSError is the disk's, not the body's: the caller says so
     except Exception as exc:  # python-multipart's own parse errors
         raise ApiError(400, f"malformed multipart body: {exc}", "bad_multipart") from None
     finally:

@@ -225,7 +225,7 @@ def test_a_server_killed_mid_ingest_resumes_the_job_without_losing_a_file(r1):
         again.keys = r1.keys
         done = again.wait_job(r1.keys["admin"], job)
         # the error and the log in full: CI once saw "failed" here, cut short to "{'id': …, ...}"
-        assert done["state"] == "done" and done["error"] is None, (done["error"], done, again.log()[-4000:])
+        assert done["state"] == "done" and done["error"] is None, f"{done}\n{again.log()[-4000:]}"  # a str: shown whole
         assert "running it again" in again.log()
         docs = {d["source"] for d in again.json("GET", "/api/kbs/bulk/documents", r1.keys["admin"])[1]}
         assert docs == {name for name, _ in files}

@@ -257,7 +257,7 @@ def run(
                 correct=False if q.answerable and q.keywords else None, cited=False, cited_evidence=False,
                 supported_evidence=False, matched=False, evidence_packed=False, says_not_found=False,
                 abstained=False, lang_ok=False, answer_lang="", ttft_s=0.0, total_s=time.perf_counter() - t0,
-                prompt_tokens=0, gen_tokens=0, error=f"{type(exc).__name__}: {exc}",
+                prompt_tokens=0, gen_tokens=0, searched_as=searched_as, error=f"{type(exc).__name__}: {exc}",
             )
         scores.append(score)
         if progress:

@@ -266,7 +266,7 @@ class Session:
 
         query, followup, hits, rendered = yield from self._search(question, timings)
         if not relevant(hits, self.embedder_id):
-            yield from self._not_found(question, query, timings, t0)
+            yield from self._not_found(question, query, timings, t0, rendered or "")
             return
 
         yield from self._load()
@@ -357,9 +357,9 @@ class Session:
                 answer, cited, dropped = answer_text.clean_citations(answer + extra, valid)
         return _Final(answer, cited, dropped, withheld, repointed, added, extra)
 
-    def _not_found(self, question: str, query: str, timings: Timings, t0: float) -> Iterator[AskEvent]:
+    def _not_found(self, question: str, query: str, timings: Timings, t0: float, rendered: str = "") -> Iterator[AskEvent]:
         """The honest answer when nothing retrieved is close to the question (no model asked)."""
-        yield Retrieved(prompt.Packing())
+        yield Retrieved(prompt.Packing(), rendered=rendered)
         answer = not_found_message(self.kb)
         timings.total_s = time.perf_counter() - t0
         result = AnswerResult(question, query, answer, "", [], [], [], [], True, None, timings, self.info)

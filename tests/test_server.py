@@ -5,6 +5,7 @@ client. Generation is kept short (max_answer_tokens 24): these tests check the s
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
 import socket
@@ -452,6 +453,15 @@ def test_an_upload_the_disk_cannot_hold_is_a_507_that_says_so(srv):
 def test_a_json_body_over_the_limit_is_refused_with_its_reason(srv):
     status, err = _bad(srv, "POST", CHAT, raw=b" " * (9 * 2**20), headers={"Content-Type": "application/json"})
     assert status == 413 and "8 MiB" in err["message"]
+    # sent in chunks, it declares no length: counted as it arrives
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+    try:
+        conn.request("POST", "/api/kbs/docs/search", body=(b" " * 2**20 for _ in range(9)), encode_chunked=True,
+                     headers={"Authorization": f"Bearer {srv.keys['admin']}", "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 413 and "8 MiB" in json.loads(resp.read())["error"]["message"]
+    finally:
+        conn.close()
 
 
 def test_missing_and_wrong_keys(srv):

@@ -99,6 +99,17 @@ class Guard:
                 await http.drain(receive)
             return await response(scope, receive, send)
 
+        if not scope["path"].endswith("/uploads") and not length and not waits and _has_body(headers):
+            # A chunked body declares no length: read it here (it is JSON, held whole by the
+            # endpoint anyway) and refuse it as soon as it passes the limit.
+            receive, over = await _buffered(receive, MAX_JSON_BYTES)
+            if over:
+                response = JSONResponse(http.body(413, f"the request body is over {MAX_JSON_BYTES // 2**20} MiB",
+                                                  "too_large"), status_code=413)
+                self.state.metrics.request(scope["method"], "unmatched", 413)
+                await http.drain(receive)
+                return await response(scope, receive, send)
+
         body = {"asked": False, "done": False, "started": False}
 
         async def reading():
@@ -109,7 +120,7 @@ class Guard:
 
         async def drain_refused():
             if not body["done"] and _drainable(length) and not (waits and not body["asked"]):
-                await http.drain(reading)  # see http.DRAIN_BYTES
+                await http.drain(receive)  # see http.DRAIN_BYTES
 
         async def counting_send(message):
             if message["type"] == "http.response.start":
@@ -128,6 +139,27 @@ class Guard:
         finally:
             route = scope.get("route")
             self.state.metrics.request(scope["method"], getattr(route, "path", "unmatched"), status["code"])
+
+
+def _has_body(headers: dict) -> bool:
+    return b"chunked" in headers.get(b"transfer-encoding", b"").lower()
+
+
+async def _buffered(receive, limit: int):
+    """(a receive that replays the body read here, then goes on as ``receive``; whether the body
+    passed ``limit``, in which case the rest is left unread)."""
+    held, size = [], 0
+    while True:
+        message = await receive()
+        held.append(message)
+        size += len(message.get("body", b""))
+        if message["type"] != "http.request" or not message.get("more_body", False) or size > limit:
+            break
+
+    async def replay():
+        return held.pop(0) if held else await receive()
+
+    return replay, size > limit
 
 
 def _drainable(length: bytes) -> bool:

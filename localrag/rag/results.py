@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal, Union
 
 from localrag.rag import prompt
+from localrag.rag.figure_quotes import FigureQuote
 from localrag.runtime.pool import ModelInfo
 
 
@@ -70,6 +71,9 @@ class AnswerResult:
     # Numbers added after sentences the model left uncited, each copied from that source while
     # the paragraph's marker cites another (rag/attribution.py cite_copied).
     added_citations: list[int] = field(default_factory=list)
+    # Each figure of the answer with the line of the source that holds it (rag/figure_quotes.py),
+    # so a number taken from another context shows its context.
+    figure_quotes: list[FigureQuote] = field(default_factory=list)
 
     def to_json(self) -> dict:
         m = self.model
@@ -86,6 +90,7 @@ class AnswerResult:
             "withheld": self.withheld,
             "repointed": [list(m) for m in self.repointed],
             "added_citations": self.added_citations,
+            "figure_quotes": [asdict(q) for q in self.figure_quotes],
             "sources": [
                 {"n": s.n, "source": s.source, "page": s.page, "heading": s.heading, "score": s.score, "cut": s.cut}
                 for s in self.sources

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from localrag.rag import answer_text, attribution, crosslingual, figures, focus, prompt
+from localrag.rag import answer_text, attribution, crosslingual, figure_quotes, figures, focus, prompt
 from localrag.rag.coverage import unmentioned
 from localrag.runtime.speed import PrefillMemory  # noqa: F401 - session.* is where callers find it
 from localrag.rag.extractive import extractive_answer  # noqa: F401 - session.* is where callers find it
@@ -93,6 +93,7 @@ class _Final:
     repointed: list[tuple[int, int]]
     added: list[int]
     extra: str  # text added after the model's (the tiny starter's quotes), to stream too
+    figure_quotes: list = field(default_factory=list)
 
 
 def _first(*values):
@@ -302,7 +303,7 @@ class Session:
         result = AnswerResult(
             question, query, answer, thinking, citations, final.dropped, packing.sources, packing.left_out,
             False, getattr(stats, "stop_reason", None), timings, info, matched, final.withheld, final.repointed,
-            final.added,
+            final.added, final.figure_quotes,
         )
         self.last = result
         yield Done(result)
@@ -355,7 +356,8 @@ class Session:
             if quoted:
                 extra = ("\n\n" if answer else "") + "From the documents: " + quoted
                 answer, cited, dropped = answer_text.clean_citations(answer + extra, valid)
-        return _Final(answer, cited, dropped, withheld, repointed, added, extra)
+        quoted = figure_quotes.quotes(answer, shown, question) if not answer_text.says_not_found(answer) else []
+        return _Final(answer, cited, dropped, withheld, repointed, added, extra, quoted)
 
     def _not_found(self, question: str, query: str, timings: Timings, t0: float, rendered: str = "") -> Iterator[AskEvent]:
         """The honest answer when nothing retrieved is close to the question (no model asked)."""

@@ -250,6 +250,8 @@ class Translator:
             info["repointed"] = [list(m) for m in r.repointed]
         if getattr(r, "added_citations", None):
             info["added_citations"] = list(r.added_citations)
+        if getattr(r, "figure_quotes", None):
+            info["figure_quotes"] = [{"figure": q.figure, "n": q.n, "quote": q.quote} for q in r.figure_quotes]
         # The final answer can differ from the streamed text: numbers that match no source are
         # removed, and a bare "the documents do not say [5]" loses its "[5]". A reader that showed
         # the stream replaces it with this, so it never shows a citation the sources omit.

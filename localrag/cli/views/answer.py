@@ -206,6 +206,14 @@ class AnswerView:
             c.print(Text("The answer cites no source. It was given:", style="yellow"))
             for s in result.sources:
                 c.print(Text(f" [{s.n}] {s.location}", style="dim"))
+        quoted = getattr(result, "figure_quotes", [])
+        if quoted:
+            c.print(Text("Figures, as the sources give them", style="bold"))
+            for q in quoted:
+                line = Text(f" {q.figure} ", style="bold")
+                line.append(f"[{q.n}] ", style="cyan")
+                line.append(f"“{q.quote}”", style="dim")
+                c.print(line)
         m = result.model
         if m is not None and m.starter and not result.not_found:
             note = STARTER_NOTE if m.params < TINY_PARAMS else REAL_STARTER_NOTE

@@ -346,7 +346,9 @@ def _recorded_stream(sources: list[dict]) -> str:
                      "completion_tokens_details": {"reasoning_tokens": 21}},
               localrag={"stage": "done", "citations": [1, 2], "not_found": False,
                         "timings": {"retrieve_s": 0.05, "ttft_s": 1.4, "prompt_tokens": 812, "thinking_tokens": 21,
-                                    "thinking_s": 2.3, "gen_tokens": 43, "total_s": 4.1}}),
+                                    "thinking_s": 2.3, "gen_tokens": 43, "total_s": 4.1},
+                        "figure_quotes": [{"figure": "256", "n": 1, "quote": "checked with its SHA-256 list"},
+                                          {"figure": "42", "n": 7, "quote": "<img src=x onerror=\"window.__pwned=5\"> 42"}]}),
     ]
     chunks[-1]["choices"][0]["finish_reason"] = "stop"
     return "".join(f"data: {json.dumps(c, ensure_ascii=False)}\n\n" for c in chunks) + "data: [DONE]\n\n"
@@ -389,6 +391,11 @@ def test_reasoning_block_and_safe_rendering_from_a_recorded_r1_stream(pages, ser
     assert "firewall.md" in answer.locator(".src-uncited").text_content()
     leftout = answer.locator(".src-leftout").text_content()
     assert "old-manual.md" in leftout and "no room left in the context window" in leftout
+    # each figure with the source line that holds it; a quote is text, a number with no source is not a link
+    figures = answer.locator(".src-figures li").all_inner_texts()
+    assert len(figures) == 2 and "256" in figures[0] and "checked with its SHA-256 list" in figures[0]
+    assert answer.locator(".src-figures a.cite").all_inner_texts() == ["[1]"]
+    assert 'onerror="window.__pwned=5"' in figures[1] and answer.locator(".src-figures img").count() == 0
     # model output that holds HTML is rendered as text, never as elements
     text = answer.locator(".body").inner_text()
     assert "<script>window.__pwned=4</script>" in text and 'onerror="window.__pwned=3"' in text

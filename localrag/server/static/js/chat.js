@@ -272,6 +272,23 @@ function renderSources(view, msg) {
     sec.append(el("h4", "", t("src.cited")), ul);
     parts.push(sec);
   }
+  const quotes = msg.figure_quotes || [];
+  if (quotes.length) {
+    // each figure of the answer with the source line that holds it: a number taken from another
+    // context shows that context (BENCHMARKS §18)
+    const sec = el("section", "src-figures");
+    const ul = el("ul", "src-list");
+    for (const q of quotes) {
+      const li = el("li");
+      li.append(el("span", "fig-figure", String(q.figure)));
+      const link = citeLink(msg, q.n);
+      li.append(link || el("span", "src-n", `[${q.n}]`));
+      li.append(el("q", "fig-quote", String(q.quote)));
+      ul.append(li);
+    }
+    sec.append(el("h4", "", t("src.figures")), ul);
+    parts.push(sec);
+  }
   if (uncited.length) {
     const d = el("details", "src-uncited");
     const ul = el("ul", "src-list");
@@ -445,6 +462,7 @@ function apply(msg, chunk) {
     }
     if (lr.stage === "done") {
       msg.citations = lr.citations;
+      msg.figure_quotes = Array.isArray(lr.figure_quotes) ? lr.figure_quotes : [];
       // the server's final text, when it differs from the stream (a citation was removed)
       if (typeof lr.content === "string") msg.content = lr.content;
       msg.not_found = Boolean(lr.not_found);

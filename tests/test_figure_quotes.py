@@ -25,7 +25,7 @@ TIMING = ("# Time sync\n\nEach proxy reports its largest timestamp every 200 ms 
 def test_a_figure_from_a_table_is_quoted_with_its_row():
     got = quotes("A collection's description can be 255 characters long [1].", {1: LIMITS, 2: TIMING},
                  "How long can a collection's description be?")
-    assert [(q.figure, q.n, q.quote) for q in got] == [("255", 1, "| Length of a resource name | 255 characters |")]
+    assert [(q.figure, q.n, q.quote) for q in got] == [("255", 1, "Length of a resource name | 255 characters")]
 
 
 def test_the_cited_source_is_quoted_first_and_a_unit_finds_its_own_line():
@@ -42,7 +42,53 @@ def test_figures_of_the_question_of_code_and_of_nowhere_are_not_quoted():
     assert quotes("Set `max_fields=64` [1].", sources, "") == []
     assert quotes("It allows 4096 partitions.", sources, "") == []
     many = "It has 11, 12, 13, 14 and 15 parts."
-    assert len(quotes(many, {1: "Parts: 11, 12, 13, 14, 15."}, "")) == MAX_QUOTES
+    assert len(quotes(many, {1: "Part 11.\nPart 12.\nPart 13.\nPart 14.\nPart 15."}, "")) == MAX_QUOTES
+
+
+def _q(answer, sources, question="", current=()):
+    return [(q.figure, q.n, q.quote) for q in quotes(answer, sources, question, current)]
+
+
+def test_the_quote_is_the_sources_own_text_and_never_a_longer_number():
+    assert _q("Below 16,384 [1].", {1: "<td>topK</td><td>Must be less than 16,384.</td>"}) == [
+        ("16384", 1, "topK Must be less than 16,384.")]  # its digit groups, its markup dropped
+    assert _q("nlist is 1100 [1].", {1: "| nlist | Number of units | [1,100] |"}) == []  # a range
+    assert _q("Uptime 99% [1].", {1: "Availability of 99.9% for clusters."}) == []
+    assert _q("It needs 10 GB [1].", {1: "It needs 10.5 GB of memory."}) == []
+    assert _q("The 99th percentile is 500 ms [1].", {1: "p99 latency: 500 ms at the 99th percentile."}) == [
+        ("500 ms", 1, "p99 latency: 500 ms at the 99th percentile.")]  # no row for the ordinal
+
+
+def test_a_long_table_row_is_quoted_as_its_subject_and_value():
+    row = ("| `retentionTimeInMinutes` | The maximum retention time of acked messages of each topic in RocksMQ. "
+           "Acked messages in each topic are kept for the specified period of time and then cleared. Unit: Minute. | 4320 |")
+    assert _q("It keeps them 4320 minutes [1].", {1: row}) == [("4320 minutes", 1, "retentionTimeInMinutes | 4320")]
+
+
+def test_the_place_with_the_unit_and_outside_code_is_quoted():
+    src = "```python\nfor i in range(10):\n    pass\n```\n\n| Parameter | Timeout (s) |\n|---|---|\n| idle | 10 |\n"
+    assert _q("Idle after 10 seconds [1].", {1: src}) == [("10 seconds", 1, "idle | 10")]
+
+
+def test_a_pointer_sentences_source_and_this_turns_sources_come_first():
+    sources = {1: "Names: 255 characters max.", 2: "| Description | 255 characters |"}
+    assert _q("The description can be 255 characters long. This is stated in [2].", sources)[0][1] == 2
+    earlier_and_now = {1: "Old turn: 255 characters.", 5: "This turn: 255 characters."}
+    assert _q("It can be 255 characters.", earlier_and_now, current=[5])[0][1] == 5
+
+
+def test_one_line_with_several_figures_is_one_row_and_a_copied_line_is_not_repeated():
+    src = {1: "Every 500 ms, or 10 ms under load, the proxy reports.\nA segment holds 1024 rows."}
+    assert _q("It reports every 500 ms, or 10 ms under load [1].", src) == [
+        ("500 ms, 10 ms", 1, "Every 500 ms, or 10 ms under load, the proxy reports.")]
+    assert _q("A segment holds 1024 rows [1].", src) == []  # the answer already shows those words
+
+
+def test_a_long_chinese_line_is_cut_by_its_width_around_the_figure():
+    zh = "默认情况下" + "，这是一个很长的说明" * 20 + "，单次插入数据不能超过 1024 MB，这是 gRPC 的限制" + "，还有别的说明" * 20 + "。"
+    (figure, n, quote), = _q("最多 1024 MB [1]。", {1: zh})
+    assert "单次插入数据不能超过 1024 MB" in quote and quote.startswith("…") and quote.endswith("…")
+    assert 120 <= sum(2 if "\u4e00" <= c <= "\u9fff" or c in "，…" else 1 for c in quote) <= 170
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +132,7 @@ def test_every_front_door_shows_where_the_figure_stands(limits_home):
             server.stop()
     finally:
         model.close()
-    row = "| Length of a resource name | 255 characters |"
+    row = "Length of a resource name | 255 characters"
     assert [(q.figure, q.quote) for q in result.figure_quotes] == [("255", row)]
     assert result.to_json()["figure_quotes"] == [{"figure": "255", "n": result.figure_quotes[0].n, "quote": row}]
     assert "Figures, as the sources give them" in shown.getvalue() and row in shown.getvalue()

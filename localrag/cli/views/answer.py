@@ -209,10 +209,14 @@ class AnswerView:
         quoted = getattr(result, "figure_quotes", [])
         if quoted:
             c.print(Text("Figures, as the sources give them", style="bold"))
+            listed = {cit.n for cit in result.citations}
+            given = {s.n: s for s in result.sources}
             for q in quoted:
                 line = Text(f" {q.figure} ", style="bold")
                 line.append(f"[{q.n}] ", style="cyan")
                 line.append(f"“{q.quote}”", style="dim")
+                if q.n not in listed and q.n in given:  # a source the list above does not name
+                    line.append(f" ({given[q.n].location})", style="dim")
                 c.print(line)
         m = result.model
         if m is not None and m.starter and not result.not_found:

@@ -351,14 +351,14 @@ class Session:
         repointed = [move for move in repointed if move[1] in cited]  # only moves the reader still sees
         added = [n for n in added if n in cited]
         # before the tiny starter's quotes are added: they are the sources' words already
-        quoted = figure_quotes.quotes(answer, shown, question, current=[s.n for s in packing.sources])
+        figure_lines = figure_quotes.quotes(answer, shown, question, current=[s.n for s in packing.sources])
         extra = ""
         if self._tiny and not cited and packing.sources:
             quoted = extractive_answer(question, packing.sources)
             if quoted:
                 extra = ("\n\n" if answer else "") + "From the documents: " + quoted
                 answer, cited, dropped = answer_text.clean_citations(answer + extra, valid)
-        return _Final(answer, cited, dropped, withheld, repointed, added, extra, quoted)
+        return _Final(answer, cited, dropped, withheld, repointed, added, extra, figure_lines)
 
     def _not_found(self, question: str, query: str, timings: Timings, t0: float, rendered: str = "") -> Iterator[AskEvent]:
         """The honest answer when nothing retrieved is close to the question (no model asked)."""

@@ -8,6 +8,7 @@ steps, rag/attribution.py, rag/figures.py) and for the scorer (rag/evaluate.py).
 from __future__ import annotations
 
 import bisect
+import os.path
 import re
 from typing import Callable, Sequence
 
@@ -24,7 +25,9 @@ _FENCED = r"```.*?(?:```|\Z)|~~~.*?(?:~~~|\Z)"
 CODE = re.compile(rf"({_FENCED}|`[^`\n]*`)", re.DOTALL)
 FENCED = re.compile(_FENCED, re.DOTALL)  # code blocks only
 # (Spaces, not line breaks: a bracket across lines is not a citation.)
-CITATION = re.compile(r"\[([^\S\n]*\d{1,3}[^\S\n]*(?:(?:,|;|，|and|-|–)[^\S\n]*\d{1,3}[^\S\n]*)*)\]")
+_SP = r"[^\S\n]"
+_SEP = r"(?:,|;|，|and|-|–)"
+CITATION = re.compile(rf"\[({_SP}*\d{{1,3}}{_SP}*(?:{_SEP}{_SP}*\d{{1,3}}{_SP}*)*)\]")
 
 
 # The prompt's own markup copied into an answer: "根据 [source n="4"] 文档" (the 1.5B, once in ~400
@@ -177,16 +180,9 @@ class CitationStream:
         if clean.startswith(self.sent):
             out = clean[len(self.sent) :]
         else:  # a case the rules above miss: keep the reader's text going rather than stall it
-            same = len(_common_prefix(clean, self.sent))
-            out = clean[same:]
+            out = clean[len(os.path.commonprefix([clean, self.sent])) :]
         self.sent = clean
         return out
-
-
-def _common_prefix(a: str, b: str) -> str:
-    import os.path
-
-    return os.path.commonprefix([a, b])
 
 
 def _last_paragraph_break(text: str) -> int:
@@ -202,8 +198,6 @@ def _last_paragraph_break(text: str) -> int:
 # "[source n=\"4\" section=\"Guide > Lim", "<sou", "‹source", "</", "[/"; and markers just
 # written, each of whose beginnings was held so: whether they stay, and the space before them,
 # depends on what follows.
-_SP = r"[^\S\n]"
-_SEP = r"(?:,|;|，|and|-|–)"
 _OPEN_ATTRS = rf"""(?:{_SP}+[\w-]+(?:{_SP}*={_SP}*(?:"[^"\n]*"?|'[^'\n]*'?|[^\s>\]"']*)?)?)*{_SP}*"""
 _WHOLE_ATTRS = rf"""(?:{_SP}+[\w-]+(?:{_SP}*={_SP}*(?:"[^"\n]*"|'[^'\n]*'|[^\s>\]"']*))?)*{_SP}*"""
 _OPEN_MARKER = re.compile(

@@ -89,12 +89,8 @@ def _quote(fig, text: str) -> str | None:
     if not figures._grounded(fig, figures._plain(text)):
         return None
     kinds = figures._kinds(fig.unit)
-    if len(re.sub(r"\D", "", fig.number)) < 2:  # a single digit counts only right before its unit
-        digit = fig.number[0]
-        pattern = re.compile(rf"(?<![\d.])(?:{digit}|{figures._WORDS[int(digit)]})\s*(?:{figures._unit_of(kinds)})"
-                             r"(?![A-Za-z])", re.IGNORECASE)
-    else:
-        pattern = _number(fig.number)
+    # a single digit counts only right before its unit
+    pattern = figures.single_digit(fig) if len(re.sub(r"\D", "", fig.number)) < 2 else _number(fig.number)
     code = [m.span() for m in answer_text.CODE.finditer(text)]
     unit_next = re.compile(rf"\s?(?:{figures._unit_of(kinds)})(?![A-Za-z])", re.IGNORECASE) if kinds else None
 

@@ -155,10 +155,15 @@ def _grounded(figure: _Figure, ground: str) -> bool:
     kinds = _kinds(figure.unit)
     if len(re.sub(r"\D", "", figure.number)) >= 2:
         return figure.number in ground and (not kinds or _near_unit(figure.number, kinds, ground))
-    # a single digit with a unit: that digit (or its word) right before a unit of its kind
+    return single_digit(figure).search(ground) is not None
+
+
+def single_digit(figure: _Figure) -> re.Pattern:
+    """Where a single-digit figure with a unit counts: that digit (or its word) right before a
+    unit of its kind ("5 分钟" by "five minutes")."""
     digit = figure.number[0]
     value = f"(?:{digit}|{_WORDS[int(digit)]})"
-    return re.search(rf"(?<![\d.]){value}\s*(?:{_unit_of(kinds)})(?![A-Za-z])", ground, re.IGNORECASE) is not None
+    return re.compile(rf"(?<![\d.]){value}\s*(?:{_unit_of(_kinds(figure.unit))})(?![A-Za-z])", re.IGNORECASE)
 
 
 def unsupported(text: str, grounds: Iterable[str]) -> list[str]:

@@ -73,6 +73,7 @@ class Sampling:
 class _Generation:
     """What one generation produced, filled in as it streams."""
 
+    shown: answer_text.CitationStream  # the answer as the reader sees it stream
     thinking: list = field(default_factory=list)
     answer: list = field(default_factory=list)
     stats: object = None
@@ -81,7 +82,6 @@ class _Generation:
     first_token_at: float | None = None
     first_answer_at: float | None = None
     thinking_tokens: int = 0
-    shown: answer_text.CitationStream | None = None  # the answer as the reader sees it stream
 
 
 @dataclass
@@ -392,13 +392,13 @@ class Session:
                 run.first_token_at = run.first_token_at or now
                 run.first_answer_at = run.first_answer_at or now
                 run.answer.append(ev.text)
-                shown = run.shown.feed(ev.text) if run.shown else ev.text
+                shown = run.shown.feed(ev.text)
                 if shown:
                     yield AnswerDelta(shown)
             elif ev.kind == "done":
                 run.stats = ev.stats
         run.end = time.perf_counter()
-        rest = run.shown.flush() if run.shown else ""
+        rest = run.shown.flush()
         if rest:
             yield AnswerDelta(rest)
 

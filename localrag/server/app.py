@@ -91,24 +91,15 @@ class Guard:
         # A client that asked "Expect: 100-continue" sends nothing until the body is read: a refusal
         # answered before that needs no draining, and draining would ask for the whole body.
         waits = headers.get(b"expect", b"").lower() == b"100-continue"
-        if not scope["path"].endswith("/uploads") and length.isdigit() and int(length) > MAX_JSON_BYTES:
-            response = JSONResponse(http.body(413, f"the request body is over {MAX_JSON_BYTES // 2**20} MiB", "too_large"),
-                                    status_code=413)
-            self.state.metrics.request(scope["method"], "unmatched", 413)
-            if _drainable(length) and not waits:
-                await http.drain(receive)
-            return await response(scope, receive, send)
-
-        if not scope["path"].endswith("/uploads") and not length and not waits and _has_body(headers):
+        capped = not scope["path"].endswith("/uploads")  # JSON; uploads have their own limit
+        if capped and length.isdigit() and int(length) > MAX_JSON_BYTES:
+            return await self._too_large(scope, receive, send, drain=_drainable(length) and not waits)
+        if capped and not length and not waits and _has_body(headers):
             # A chunked body declares no length: read it here (it is JSON, held whole by the
             # endpoint anyway) and refuse it as soon as it passes the limit.
             receive, over = await _buffered(receive, MAX_JSON_BYTES)
             if over:
-                response = JSONResponse(http.body(413, f"the request body is over {MAX_JSON_BYTES // 2**20} MiB",
-                                                  "too_large"), status_code=413)
-                self.state.metrics.request(scope["method"], "unmatched", 413)
-                await http.drain(receive)
-                return await response(scope, receive, send)
+                return await self._too_large(scope, receive, send, drain=True)
 
         body = {"asked": False, "done": False, "started": False}
 
@@ -139,6 +130,15 @@ class Guard:
         finally:
             route = scope.get("route")
             self.state.metrics.request(scope["method"], getattr(route, "path", "unmatched"), status["code"])
+
+
+    async def _too_large(self, scope, receive, send, *, drain: bool) -> None:
+        response = JSONResponse(http.body(413, f"the request body is over {MAX_JSON_BYTES // 2**20} MiB", "too_large"),
+                                status_code=413)
+        self.state.metrics.request(scope["method"], "unmatched", 413)
+        if drain:
+            await http.drain(receive)
+        await response(scope, receive, send)
 
 
 def _has_body(headers: dict) -> bool:

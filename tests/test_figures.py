@@ -41,6 +41,15 @@ def test_grounded_figures_pass_however_they_are_grouped_and_the_question_counts_
     assert figures.withhold("The documents do not say.", SOURCES, "en") == ("The documents do not say.", [])
 
 
+def test_a_figure_is_grounded_only_by_the_whole_number():
+    # a source's 110, 0.10 or 10.5 does not state 10; a version's 2.4 is in 2.4.1
+    for ground in ("It keeps 110 segments.", "A ratio of 0.10 is used.", "It takes 10.5 seconds."):
+        assert figures.unsupported("It keeps 10 segments [1].", [ground]) == ["10"], ground
+    assert figures.unsupported("It keeps 10 segments [1].", ["Keep 10, not more."]) == []
+    assert figures.unsupported("Milvus 2.4 supports it [1].", ["Since Milvus 2.4.1 it is supported."]) == []
+    assert figures.unsupported("Up to 1,024 MB [1].", ["at most 1024 MB"]) == []
+
+
 def test_a_sentence_that_only_points_at_the_sources_goes_with_the_withheld_one():
     answer, withheld = figures.withhold("Milvus 2.4 的一个集群里最多可以创建 256 个 database。这个信息可以从 [2] 中找到。",
                                         SOURCES, "zh")

@@ -154,8 +154,17 @@ def _near_unit(number: str, kinds: list[str], ground: str) -> bool:
 def _grounded(figure: _Figure, ground: str) -> bool:
     kinds = _kinds(figure.unit)
     if len(re.sub(r"\D", "", figure.number)) >= 2:
-        return figure.number in ground and (not kinds or _near_unit(figure.number, kinds, ground))
+        if not _whole(figure.number).search(ground):
+            return False
+        return not kinds or _near_unit(figure.number, kinds, ground)
     return single_digit(figure).search(ground) is not None
+
+
+def _whole(number: str) -> re.Pattern:
+    """``number`` as a whole figure: "10" is not in "110", "0.10" or "10.5" (a source's 10.5
+    does not state 10); a version's "2.4" is in "2.4.1"."""
+    after = r"(?!\d)" if "." in number else r"(?!\.?\d)"
+    return re.compile(rf"(?<![\d.]){re.escape(number)}{after}")
 
 
 def single_digit(figure: _Figure) -> re.Pattern:

@@ -51,7 +51,7 @@ def _q(answer, sources, question="", current=()):
 
 def test_the_quote_is_the_sources_own_text_and_never_a_longer_number():
     assert _q("Below 16,384 [1].", {1: "<td>topK</td><td>Must be less than 16,384.</td>"}) == [
-        ("16384", 1, "topK Must be less than 16,384.")]  # its digit groups, its markup dropped
+        ("16,384", 1, "topK Must be less than 16,384.")]  # its digit groups, its markup dropped
     assert _q("nlist is 1100 [1].", {1: "| nlist | Number of units | [1,100] |"}) == []  # a range
     assert _q("Uptime 99% [1].", {1: "Availability of 99.9% for clusters."}) == []
     assert _q("It needs 10 GB [1].", {1: "It needs 10.5 GB of memory."}) == []

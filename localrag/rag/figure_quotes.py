@@ -59,9 +59,9 @@ def quotes(answer: str, sources: Mapping[int, str], question: str = "", current:
                 continue
             same = next((k for k, q in enumerate(out) if (q.n, q.quote) == found), None)
             if same is not None:  # one line holding several of the answer's figures: one row
-                out[same] = FigureQuote(f"{out[same].figure}, {fig.shown}", *found)
+                out[same] = FigureQuote(f"{out[same].figure}, {fig.as_written}", *found)
             elif len(out) < MAX_QUOTES:
-                out.append(FigureQuote(fig.shown, *found))
+                out.append(FigureQuote(fig.as_written, *found))
     return out
 
 

@@ -99,14 +99,23 @@ def _plain(text: str) -> str:
 class _Figure(NamedTuple):
     number: str  # digit groups joined: "1024", "2.5"
     unit: str  # as written after it ("分钟", "GB", "%"), or ""
+    written: str = ""  # the number as the text writes it ("1,024"), when it differs
 
     @property
     def shown(self) -> str:
         """As the reader is told of it: "10 分钟", "16 GB", "5%", "2x", "512"."""
+        return self._with_unit(self.number)
+
+    @property
+    def as_written(self) -> str:
+        """``shown`` with the number's own digit groups: "16,384", "1,024 MB"."""
+        return self._with_unit(self.written or self.number)
+
+    def _with_unit(self, number: str) -> str:
         if not self.unit:
-            return self.number
+            return number
         spaced = len(self.unit) > 1 and self.unit[0].isalpha() or has_cjk(self.unit)
-        return self.number + (" " if spaced else "") + self.unit
+        return number + (" " if spaced else "") + self.unit
 
 
 def figures(text: str) -> list[str]:
@@ -121,12 +130,13 @@ def _stated(text: str) -> list[_Figure]:
     prose = answer_text.CITATION.sub(" ", answer_text.CODE.sub(" ", text))
     out: list[_Figure] = []
     for m in _NUMBER.finditer(prose):
-        number = _plain(m.group(0)).rstrip(".,")
+        written = m.group(0).rstrip(".,")
+        number = _plain(written)
         unit = _UNIT_AFTER.match(prose, m.end())
         if unit is None and len(re.sub(r"\D", "", number)) < 2:
             continue
-        figure = _Figure(number, unit.group(1) if unit else "")
-        if figure not in out:
+        figure = _Figure(number, unit.group(1) if unit else "", written if written != number else "")
+        if all(f[:2] != figure[:2] for f in out):
             out.append(figure)
     return out
 

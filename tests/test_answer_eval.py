@@ -104,6 +104,9 @@ def test_abstaining_needs_no_citation():
     ("使用 `MilvusClient(uri=\"http://localhost:19530\", token=\"root:Milvus\")` 连接。", "zh"),
     ("Milvus stores metadata in etcd [1].", "en"),
     ("Set `minio.rootPath` to a unique value (例如 a-b).", "en"),
+    ("可以。[1]", "zh"),
+    ("Yes, 是的 [1].", "en"),
+    ("[1]", "en"),
 ])
 def test_answer_language(answer, lang):
     assert ev.answer_language(answer) == lang

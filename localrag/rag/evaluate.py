@@ -59,8 +59,9 @@ def answer_language(answer: str) -> str:
     cjk = len(_CJK.findall(prose))
     latin = len(_LATIN_WORD.findall(prose))
     # a Chinese character carries about half to one word's meaning: Chinese prose outweighs
-    # the English terms it quotes, a stray Chinese word does not make English prose Chinese
-    return "zh" if cjk >= max(3, latin) else "en"
+    # the English terms it quotes, a stray Chinese word does not make English prose Chinese;
+    # with no English word at all, a short "可以。[1]" is Chinese too
+    return "zh" if (cjk >= max(3, latin) if latin else cjk > 0) else "en"
 
 
 @dataclass(frozen=True)

@@ -136,7 +136,7 @@ def _stated(text: str) -> list[_Figure]:
         if unit is None and len(re.sub(r"\D", "", number)) < 2:
             continue
         figure = _Figure(number, unit.group(1) if unit else "", written if written != number else "")
-        if all(f[:2] != figure[:2] for f in out):
+        if all((f.number, f.unit) != (figure.number, figure.unit) for f in out):  # however it is grouped
             out.append(figure)
     return out
 
@@ -155,7 +155,7 @@ def _near_unit(number: str, kinds: list[str], ground: str) -> bool:
     that gives 10 of some duration, not any source where a 10 occurs (a loop's range(10)). Close
     by rather than right after, so a table's "Timeout (s) | … | 10" row still grounds it."""
     unit = re.compile(rf"(?<![A-Za-z])(?:{_unit_of(kinds)})(?![A-Za-z])", re.IGNORECASE)
-    for m in re.finditer(rf"(?<![\d.]){re.escape(number)}(?!\d)", ground):
+    for m in _whole(number).finditer(ground):
         if unit.search(ground, max(0, m.start() - _UNIT_REACH), m.end() + _UNIT_REACH):
             return True
     return False

@@ -25,6 +25,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from dataclasses import asdict
 from typing import AsyncIterator, Callable, Iterator
 
 log = logging.getLogger("localrag.server")
@@ -251,7 +252,7 @@ class Translator:
         if getattr(r, "added_citations", None):
             info["added_citations"] = list(r.added_citations)
         if getattr(r, "figure_quotes", None):
-            info["figure_quotes"] = [{"figure": q.figure, "n": q.n, "quote": q.quote} for q in r.figure_quotes]
+            info["figure_quotes"] = [asdict(q) for q in r.figure_quotes]
         # The final answer can differ from the streamed text: numbers that match no source are
         # removed, and a bare "the documents do not say [5]" loses its "[5]". A reader that showed
         # the stream replaces it with this, so it never shows a citation the sources omit.

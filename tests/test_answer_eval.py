@@ -175,11 +175,15 @@ def test_notes_before_the_answer_print_brackets_and_names_as_text():
 
     out = io.StringIO()
     view = AnswerView(Console(file=out, width=200), show_thinking=False, verbose=False, err=Console(file=out, width=200))
-    packing = prompt.Packing(left_out=[prompt.LeftOut("a[1].md", None, "Setup", 300, "over the prompt budget")])
+    packing = prompt.Packing(left_out=[
+        prompt.LeftOut("a[1].md", None, "Setup", 300, "over the prompt budget"),
+        prompt.LeftOut("arm.md", None, "", 0, "repeats source [1]"),
+    ])
     packing.unmentioned = ["[bold]GraphQL"]
     view._left_out_note(packing)
     text = out.getvalue()
     assert "[generation] source_tokens" in text and "a[1].md" in text
+    assert "1 retrieved passage(s) left out (repeats source [1]): arm.md" in text
     assert 'mentions "[bold]GraphQL"' in text
 
 

@@ -213,3 +213,55 @@ def test_a_colon_before_markup_still_introduces_but_code_cut_before_its_fence_do
     # a chunk cut inside code: the number stays on the line outside it
     assert prompt.labelled("Run the following command:\n\n```bash\ndocker load -i m.tar", 2).startswith(
         "Run the following command: [2]\n\n```bash")
+
+
+# A FAQ answer as the docs give it, and the same answer printed again by a tutorial notebook's
+# output cell (milvus-docs: en/faq/product_faq.md and en/integrations/build_rag_on_arm.md).
+FAQ = (
+    "#### How does Milvus flush data?\n\nMilvus returns success when inserted data are loaded to the message "
+    "queue. However, the data are not yet flushed to the disk. Then Milvus' data node writes the data in the "
+    "message queue to persistent storage as incremental logs. If `flush()` is called, the data node is forced "
+    "to write all data in the message queue to persistent storage immediately."
+)
+NOTEBOOK = (
+    '[\n    [\n        [\n            "How does Milvus flush data?\\n\\nMilvus returns success when inserted data '
+    "are loaded to the message queue. However, the data are not yet flushed to the disk. Then Milvus' data node "
+    "writes the data in the message queue to persistent storage as incremental logs. If `flush()` is called, the "
+    'data node is forced to write all data in the message queue to persistent storage immediately.\\n\\n###",\n'
+    "            0.7463\n        ]\n    ]\n]"
+)
+OTHER = (
+    "Milvus deals with two types of data, inserted data and metadata. Inserted data are stored in persistent "
+    "storage as incremental log. Metadata are generated within Milvus and stored in etcd."
+)
+
+
+def test_a_copy_of_a_packed_source_is_left_out_and_says_which(count_tokens):
+    hits = [
+        FakeHit(FAQ, "faq.md", chunk_id="1"),
+        FakeHit(NOTEBOOK, "build_rag_on_arm.md", chunk_id="2"),
+        FakeHit(OTHER, "storage.md", chunk_id="3"),
+    ]
+    packing = prompt.pack_sources(hits, count_tokens, 2000)
+    # the copy takes no number and no prompt time; the passage after it moves up to [2]
+    assert [(s.n, s.source) for s in packing.sources] == [(1, "faq.md"), (2, "storage.md")]
+    assert [(lo.source, lo.reason) for lo in packing.left_out] == [("build_rag_on_arm.md", "repeats source [1]")]
+
+
+def test_passages_that_share_a_sentence_are_both_kept(count_tokens):
+    # one sentence in common ("Inserted data are stored ... incremental log") is not a copy
+    hits = [FakeHit(OTHER, "storage.md", chunk_id="1"), FakeHit(FAQ, "faq.md", chunk_id="2")]
+    packing = prompt.pack_sources(hits, count_tokens, 2000)
+    assert [s.source for s in packing.sources] == ["storage.md", "faq.md"] and not packing.left_out
+
+
+def test_a_chinese_copy_is_a_repeat_and_a_short_line_never_is(count_tokens):
+    zh = "Milvus 的数据落盘逻辑是怎样的？新增数据写入消息队列后，Milvus 即返回插入成功，表示当前插入操作已经结束，但是此时数据并未落盘。"
+    hits = [
+        FakeHit(zh, "zh/faq.md", chunk_id="1"),
+        FakeHit("## 常见问题\n\n" + zh, "zh/operational_faq.md", chunk_id="2"),
+        FakeHit("Milvus 即返回插入成功", "zh/short.md", chunk_id="3"),  # a few words: too little to call a copy
+    ]
+    packing = prompt.pack_sources(hits, count_tokens, 2000)
+    assert [s.source for s in packing.sources] == ["zh/faq.md", "zh/short.md"]
+    assert packing.left_out[0].reason == "repeats source [1]"

@@ -27,6 +27,13 @@ MAX_SOURCE_TOKENS = 400
 # A source is focused on its best sentences down to no less than this (a sentence and its
 # neighbours); with a small budget fewer sources fit rather than each shrinking to nothing.
 MIN_FOCUS_TOKENS = 160
+# A passage whose word sequences are mostly (this share of its 5-word runs) already in a source
+# packed before it is left out as a repeat: documentation copies itself (an install page per
+# platform, a FAQ printed again as a notebook's output), and a second copy costs prefill time,
+# crowds out a passage that says something else and splits the citations between two numbers.
+REPEAT_SHARE = 0.8
+_SHINGLE = 5
+_TOKEN = re.compile(r"[a-z0-9_]+|[\u3400-\u9fff]")  # a CJK character counts as a word
 
 INSTRUCTIONS = (
     "Answer the question below using only the numbered sources. "
@@ -328,7 +335,8 @@ def pack_sources(
 
     ``known`` maps chunk ids already shown earlier in the conversation to their numbers: a hit
     retrieved again is not repeated (its block is still in the prompt), only listed as reused.
-    Hits that do not fit are reported in ``left_out`` so the user knows what the model did not see.
+    Hits that do not fit, and hits that mostly repeat a source packed before them (``REPEAT_SHARE``),
+    are reported in ``left_out`` so the user knows what the model did not see.
     ``focus(hit, text)``: the text's units scored against the question (``split_units`` order);
     a source over ``max_source_tokens`` is then cut to its best units (``focus_text``) instead of
     to its beginning.
@@ -336,6 +344,7 @@ def pack_sources(
     known = known or {}
     packing = Packing()
     seen_text: set[str] = set()
+    runs_of: list[tuple[int, set]] = []  # each packed source's word runs, to spot a repeat
     n = first_n
     for hit in hits:
         chunk_id = str(hit.chunk_id)
@@ -353,6 +362,11 @@ def pack_sources(
                 text, cut = focus_text(units, count_tokens, max_source_tokens)
             else:
                 text, cut = _cut(text, count_tokens, max_source_tokens), True
+        runs = _shingles(text)
+        same = _repeats(runs, runs_of)
+        if same is not None:
+            packing.left_out.append(LeftOut(hit.source, hit.page, hit.heading or "", 0, f"repeats source [{same}]"))
+            continue
         src = Source(n, text, hit.source, hit.page, hit.heading or "", chunk_id, float(hit.score), 0, cut)
         tokens = count_tokens(render_source(src)) + 2
         remaining = budget - packing.tokens
@@ -362,15 +376,33 @@ def pack_sources(
                 text = _cut(text, count_tokens, remaining - 48)
                 src = Source(n, text, hit.source, hit.page, hit.heading or "", chunk_id, float(hit.score), 0, True)
                 tokens = count_tokens(render_source(src)) + 2
+                runs = _shingles(text)
             else:
                 packing.left_out.append(
                     LeftOut(hit.source, hit.page, hit.heading or "", tokens, "over the prompt budget")
                 )
                 continue
         packing.sources.append(Source(**{**src.__dict__, "tokens": tokens}))
+        runs_of.append((n, runs))
         packing.tokens += tokens
         n += 1
     return packing
+
+
+def _shingles(text: str) -> set[tuple[str, ...]]:
+    # a notebook's output quotes a page as a JSON string: its "\\n" escapes are line breaks
+    words = _TOKEN.findall(text.lower().replace("\\n", " "))
+    return {tuple(words[i:i + _SHINGLE]) for i in range(len(words) - _SHINGLE + 1)}
+
+
+def _repeats(runs: set, packed: list[tuple[int, set]]) -> int | None:
+    """The number of the packed source that already holds most of a passage's word runs."""
+    if len(runs) < 2 * _SHINGLE:  # a line or two: too little to call it a copy
+        return None
+    for n, other in packed:
+        if len(runs & other) >= REPEAT_SHARE * len(runs):
+            return n
+    return None
 
 
 # --- the user turn ------------------------------------------------------------------------------

@@ -3,7 +3,8 @@ a verbatim passage of its source file, with its answer keywords in it or beside 
 names a setting and its value sits in the next cell or line); an unanswerable one names no
 source. (Their answers are measured in BENCHMARKS §17-19; a set that drifted from the corpus would
 measure nothing.) heldout-general.jsonl (set D, §19) asks how-to, concept and FAQ questions, 6 of
-the Chinese ones answered only by an English file."""
+the Chinese ones answered only by an English file; heldout-quantities-e.jsonl (set E, §21) is a
+second unseen quantity set, half of it asking for figures no page gives."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def _norm(text: str) -> str:
     return re.sub(r"[\s,]", "", text).lower()  # as ../shared/eval/README.md compares keywords
 
 
-@pytest.mark.parametrize("name", ["heldout-quantities.jsonl", "heldout-general.jsonl"])
+@pytest.mark.parametrize("name", ["heldout-quantities.jsonl", "heldout-general.jsonl", "heldout-quantities-e.jsonl"])
 def test_every_question_matches_the_corpus(shared_dir, name):
     rows = [json.loads(line) for line in (BENCH / name).read_text(encoding="utf-8").splitlines() if line.strip()]
     assert len({r["id"] for r in rows}) == len(rows)

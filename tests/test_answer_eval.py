@@ -65,6 +65,20 @@ def test_a_citation_of_the_wrong_passage_is_cited_but_not_evidence():
     assert s.correct and s.cited and not s.cited_evidence and s.evidence_packed
 
 
+def test_the_report_keeps_what_was_left_out_and_the_figures_sources():
+    from localrag.rag import prompt
+    from localrag.rag.figure_quotes import FigureQuote
+
+    result = FakeResult("MinIO keeps up to 1,024 buckets [1].", citations=[cite(1, EVIDENCE)],
+                        sources=[FakeSource(1, EVIDENCE)])
+    result.left_out = [prompt.LeftOut("arm.md", None, "", 0, "repeats source [1]")]
+    result.figure_quotes = [FigureQuote("1,024", 1, "up to 1024 buckets")]
+    s = ev.score_answer(Q, result)
+    assert s.left_out == [{"source": "arm.md", "reason": "repeats source [1]"}]
+    assert s.figure_quotes[0]["figure"] == "1,024" and s.figure_quotes[0]["n"] == 1
+    assert json.loads(json.dumps(ev.report([s])))["questions"][0]["left_out"][0]["reason"] == "repeats source [1]"
+
+
 def test_matched_sources_count_as_support_not_as_citations():
     result = FakeResult("Etcd keeps metadata; MinIO keeps the entities.", matched=[cite(1, EVIDENCE)],
                         sources=[FakeSource(1, EVIDENCE)])

@@ -74,7 +74,7 @@ def test_the_report_keeps_what_was_left_out_and_the_figures_sources():
     result.left_out = [prompt.LeftOut("arm.md", None, "", 0, "repeats source [1]")]
     result.figure_quotes = [FigureQuote("1,024", 1, "up to 1024 buckets")]
     s = ev.score_answer(Q, result)
-    assert s.left_out == [{"source": "arm.md", "reason": "repeats source [1]"}]
+    assert s.left_out == [{"source": "arm.md", "page": None, "heading": "", "reason": "repeats source [1]"}]
     assert s.figure_quotes[0]["figure"] == "1,024" and s.figure_quotes[0]["n"] == 1
     assert json.loads(json.dumps(ev.report([s])))["questions"][0]["left_out"][0]["reason"] == "repeats source [1]"
 
@@ -191,13 +191,13 @@ def test_notes_before_the_answer_print_brackets_and_names_as_text():
     view = AnswerView(Console(file=out, width=200), show_thinking=False, verbose=False, err=Console(file=out, width=200))
     packing = prompt.Packing(left_out=[
         prompt.LeftOut("a[1].md", None, "Setup", 300, "over the prompt budget"),
-        prompt.LeftOut("arm.md", None, "", 0, "repeats source [1]"),
+        prompt.LeftOut("arm.md", None, "", 0, "repeats source [1], faq.md"),
     ])
     packing.unmentioned = ["[bold]GraphQL"]
     view._left_out_note(packing)
     text = out.getvalue()
     assert "[generation] source_tokens" in text and "a[1].md" in text
-    assert "1 retrieved passage(s) left out (repeats source [1]): arm.md" in text
+    assert "1 retrieved passage(s) left out (repeats source [1], faq.md): arm.md" in text
     assert 'mentions "[bold]GraphQL"' in text
 
 

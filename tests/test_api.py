@@ -44,6 +44,7 @@ def test_readme_example_runs_as_written(tmp_path, minilm_zip, smollm2_gguf):
     assert re.search(r"reading \d+ tokens, ~\d+ s", out)
     # only the lines under the example's own "Sources:" header: the streamed answer itself may
     # start a line with "[1] " and a word that names no file (the likeliest cause of a CI failure)
+    assert "\nSources:\n" in out, out
     sources = out.rsplit("\nSources:\n", 1)[1]
     cited = re.findall(r"^\[(\d+)\] (\S+)", sources, re.M)
     assert cited, out  # the answer's citations resolve to files

@@ -245,23 +245,49 @@ def test_a_copy_of_a_packed_source_is_left_out_and_says_which(count_tokens):
     packing = prompt.pack_sources(hits, count_tokens, 2000)
     # the copy takes no number and no prompt time; the passage after it moves up to [2]
     assert [(s.n, s.source) for s in packing.sources] == [(1, "faq.md"), (2, "storage.md")]
-    assert [(lo.source, lo.reason) for lo in packing.left_out] == [("build_rag_on_arm.md", "repeats source [1]")]
+    assert [(lo.source, lo.reason) for lo in packing.left_out] == [("build_rag_on_arm.md", "repeats source [1], faq.md")]
 
 
-def test_passages_that_share_a_sentence_are_both_kept(count_tokens):
-    # one sentence in common ("Inserted data are stored ... incremental log") is not a copy
-    hits = [FakeHit(OTHER, "storage.md", chunk_id="1"), FakeHit(FAQ, "faq.md", chunk_id="2")]
-    packing = prompt.pack_sources(hits, count_tokens, 2000)
-    assert [s.source for s in packing.sources] == ["storage.md", "faq.md"] and not packing.left_out
+def test_passages_that_share_a_paragraph_are_both_kept(count_tokens):
+    # an install page per platform: the same prerequisites paragraph, then each its own steps
+    docker = FAQ + "\n\nStart Milvus with docker compose up -d and check that the three containers are healthy before you connect."
+    helm = (FAQ + "\n\nAdd the Milvus Helm repository, update the charts and install the release with helm install "
+            "my-release milvus/milvus, then wait until every pod is running and forward the service port.")
+    share = len(prompt._shingles(helm) & prompt._shingles(docker)) / len(prompt._shingles(helm))
+    assert 0.5 < share < prompt.REPEAT_SHARE  # much in common, still a page of its own
+    packing = prompt.pack_sources([FakeHit(docker, "docker.md", chunk_id="1"), FakeHit(helm, "helm.md", chunk_id="2")],
+                                  count_tokens, 2000)
+    assert [s.source for s in packing.sources] == ["docker.md", "helm.md"] and not packing.left_out
 
 
-def test_a_chinese_copy_is_a_repeat_and_a_short_line_never_is(count_tokens):
+def test_a_copy_in_a_script_without_spaces_is_a_repeat_and_a_short_line_never_is(count_tokens):
     zh = "Milvus 的数据落盘逻辑是怎样的？新增数据写入消息队列后，Milvus 即返回插入成功，表示当前插入操作已经结束，但是此时数据并未落盘。"
+    ja = "データはメッセージキューに書き込まれた後、Milvus は挿入の成功を返しますが、この時点ではまだディスクに書き込まれていません。"
     hits = [
         FakeHit(zh, "zh/faq.md", chunk_id="1"),
-        FakeHit("## 常见问题\n\n" + zh, "zh/operational_faq.md", chunk_id="2"),
-        FakeHit("Milvus 即返回插入成功", "zh/short.md", chunk_id="3"),  # a few words: too little to call a copy
+        FakeHit(ja, "ja/faq.md", chunk_id="2"),
+        FakeHit("## 常见问题\n\n" + zh, "zh/operational_faq.md", chunk_id="3"),
+        FakeHit("### よくある質問\n\n" + ja, "ja/operational_faq.md", chunk_id="4"),
+        FakeHit("Milvus 即返回插入成功", "zh/short.md", chunk_id="5"),  # a few words: too little to call a copy
     ]
-    packing = prompt.pack_sources(hits, count_tokens, 2000)
-    assert [s.source for s in packing.sources] == ["zh/faq.md", "zh/short.md"]
-    assert packing.left_out[0].reason == "repeats source [1]"
+    packing = prompt.pack_sources(hits, count_tokens, 4000)
+    assert [s.source for s in packing.sources] == ["zh/faq.md", "ja/faq.md", "zh/short.md"]
+    assert [lo.reason for lo in packing.left_out] == ["repeats source [1], zh/faq.md", "repeats source [2], ja/faq.md"]
+
+
+def test_a_follow_up_does_not_repack_a_copy_of_an_earlier_turns_source(count_tokens):
+    earlier = [prompt.Source(3, FAQ, "faq.md", None, "", "c3", 1.0, 90)]  # still in the prompt from turn 1
+    hits = [FakeHit(NOTEBOOK, "build_rag_on_arm.md", chunk_id="9"), FakeHit(OTHER, "storage.md", chunk_id="10")]
+    packing = prompt.pack_sources(hits, count_tokens, 2000, first_n=4, earlier=earlier)
+    assert [(s.n, s.source) for s in packing.sources] == [(4, "storage.md")]
+    assert packing.left_out[0].reason == "repeats source [3], faq.md"
+
+
+def test_a_source_cap_skips_repeats_before_it_counts(count_tokens):
+    # the starter reads two sources: a copy must not take one of the two places
+    hits = [FakeHit(FAQ, "faq.md", chunk_id="1"), FakeHit(NOTEBOOK, "arm.md", chunk_id="2"),
+            FakeHit(OTHER, "storage.md", chunk_id="3"), FakeHit("Milvus supports GPU indexes. " * 5, "gpu.md", chunk_id="4")]
+    packing = prompt.pack_sources(hits, count_tokens, 4000, max_sources=2, limit_reason="only the best 2")
+    assert [s.source for s in packing.sources] == ["faq.md", "storage.md"]
+    assert [(lo.source, lo.reason) for lo in packing.left_out] == [
+        ("arm.md", "repeats source [1], faq.md"), ("gpu.md", "only the best 2")]

@@ -129,7 +129,7 @@ class AnswerScore:
     repointed: list[list[int]] = field(default_factory=list)  # citations moved [from, to] (rag/attribution.py)
     added_citations: list[int] = field(default_factory=list)  # numbers put after uncited copied sentences
     searched_as: str = ""  # the question as also searched in the documents' language (cross-lingual)
-    left_out: list[dict] = field(default_factory=list)  # {"source", "reason"}: retrieved, not read (a repeat, the budget)
+    left_out: list[dict] = field(default_factory=list)  # {"source", "page", "heading", "reason"}: retrieved, not read
     figure_quotes: list[dict] = field(default_factory=list)  # each figure with the source line holding it
     error: str | None = None
 
@@ -171,7 +171,8 @@ def score_answer(q: AnswerQuestion, result, *, ttft_s: float = 0.0, total_s: flo
         withheld=list(getattr(result, "withheld", []) or []),
         repointed=[list(m) for m in getattr(result, "repointed", []) or []],
         added_citations=list(getattr(result, "added_citations", []) or []),
-        left_out=[{"source": lo.source, "reason": lo.reason} for lo in getattr(result, "left_out", []) or []],
+        left_out=[{"source": lo.source, "page": lo.page, "heading": lo.heading, "reason": lo.reason}
+                  for lo in getattr(result, "left_out", []) or []],
         figure_quotes=[asdict(fq) for fq in getattr(result, "figure_quotes", []) or []],
     )
 

@@ -33,7 +33,12 @@ MIN_FOCUS_TOKENS = 160
 # crowds out a passage that says something else and splits the citations between two numbers.
 REPEAT_SHARE = 0.8
 _SHINGLE = 5
-_TOKEN = re.compile(r"[a-z0-9_]+|[\u3400-\u9fff]")  # a CJK character counts as a word
+# Fewer distinct runs than this (a dozen words) is a line, not a passage: too little to call a copy.
+MIN_RUNS = 10
+# A kana, Hangul syllable or CJK ideograph counts as a word (those scripts put no spaces between
+# words); in every other script a word is a run of letters and digits.
+_SPACELESS = "\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff"
+_TOKEN = re.compile(rf"[{_SPACELESS}]|[^\W{_SPACELESS}]+")
 
 INSTRUCTIONS = (
     "Answer the question below using only the numbered sources. "
@@ -330,6 +335,9 @@ def pack_sources(
     known: dict[str, int] | None = None,
     max_source_tokens: int = MAX_SOURCE_TOKENS,
     focus: Callable[[object, str], list[tuple[str, float]]] | None = None,
+    earlier: Sequence[Source] = (),
+    max_sources: int | None = None,
+    limit_reason: str = "",
 ) -> Packing:
     """Number hits from ``first_n`` and keep, best first, those that fit ``budget`` tokens.
 
@@ -339,14 +347,20 @@ def pack_sources(
     are reported in ``left_out`` so the user knows what the model did not see.
     ``focus(hit, text)``: the text's units scored against the question (``split_units`` order);
     a source over ``max_source_tokens`` is then cut to its best units (``focus_text``) instead of
-    to its beginning.
+    to its beginning. ``earlier``: the sources of earlier turns, still in the prompt; a hit that
+    repeats one is left out too. ``max_sources``: pack no more than this many; the hits after
+    are left out for ``limit_reason``.
     """
     known = known or {}
     packing = Packing()
     seen_text: set[str] = set()
-    runs_of: list[tuple[int, set]] = []  # each packed source's word runs, to spot a repeat
+    # each source's word runs, to spot a repeat: the earlier turns' and this turn's as packed
+    runs_of = [(s.n, _shingles(s.text), s.source) for s in earlier]
     n = first_n
     for hit in hits:
+        if max_sources is not None and len(packing.sources) >= max_sources:
+            packing.left_out.append(LeftOut(hit.source, hit.page, hit.heading or "", 0, limit_reason))
+            continue
         chunk_id = str(hit.chunk_id)
         if chunk_id in known:
             packing.reused.append(known[chunk_id])
@@ -365,7 +379,8 @@ def pack_sources(
         runs = _shingles(text)
         same = _repeats(runs, runs_of)
         if same is not None:
-            packing.left_out.append(LeftOut(hit.source, hit.page, hit.heading or "", 0, f"repeats source [{same}]"))
+            reason = f"repeats source [{same[0]}], {same[1]}"
+            packing.left_out.append(LeftOut(hit.source, hit.page, hit.heading or "", 0, reason))
             continue
         src = Source(n, text, hit.source, hit.page, hit.heading or "", chunk_id, float(hit.score), 0, cut)
         tokens = count_tokens(render_source(src)) + 2
@@ -383,7 +398,7 @@ def pack_sources(
                 )
                 continue
         packing.sources.append(Source(**{**src.__dict__, "tokens": tokens}))
-        runs_of.append((n, runs))
+        runs_of.append((n, runs, hit.source))
         packing.tokens += tokens
         n += 1
     return packing
@@ -395,13 +410,13 @@ def _shingles(text: str) -> set[tuple[str, ...]]:
     return {tuple(words[i:i + _SHINGLE]) for i in range(len(words) - _SHINGLE + 1)}
 
 
-def _repeats(runs: set, packed: list[tuple[int, set]]) -> int | None:
-    """The number of the packed source that already holds most of a passage's word runs."""
-    if len(runs) < 2 * _SHINGLE:  # a line or two: too little to call it a copy
+def _repeats(runs: set, packed: list[tuple[int, set, str]]) -> tuple[int, str] | None:
+    """The number and file of the packed source that already holds most of a passage's word runs."""
+    if len(runs) < MIN_RUNS:
         return None
-    for n, other in packed:
+    for n, other, source in packed:
         if len(runs & other) >= REPEAT_SHARE * len(runs):
-            return n
+            return n, source
     return None
 
 

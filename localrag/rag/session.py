@@ -453,19 +453,15 @@ class Session:
             prefill_tok_s=None,
         )
         budget = min(room, max(prompt.MIN_SOURCE_TOKENS, int(gen.source_tokens)))
-        extra = []
-        if self._tiny and len(hits) > STARTER_MAX_SOURCES:
-            # Measured on the sample: with 5 sources (~900 tokens) the 135M starter loses the
-            # question and answers nothing useful; with 2 it answers from them.
-            hits, extra = hits[:STARTER_MAX_SOURCES], hits[STARTER_MAX_SOURCES:]
+        # Measured on the sample: with 5 sources (~900 tokens) the 135M starter loses the
+        # question and answers nothing useful; with 2 it answers from them.
+        cap = STARTER_MAX_SOURCES if self._tiny else None
         per_source = max(prompt.MIN_FOCUS_TOKENS, budget // 3)
         packing = prompt.pack_sources(
             hits, engine.count_tokens, budget, first_n=self.next_n, known=known,
             max_source_tokens=per_source, focus=self._focus(question),
-        )
-        packing.left_out.extend(
-            prompt.LeftOut(h.source, h.page, h.heading or "", 0, f"the starter model reads only the best {STARTER_MAX_SOURCES}")
-            for h in extra
+            earlier=[s for t in self.turns for s in t.sources], max_sources=cap,
+            limit_reason=f"the starter model reads only the best {STARTER_MAX_SOURCES}",
         )
         packing.unmentioned = self._unmentioned(question)
         return packing, prompt.user_turn(question, packing, followup=has_history)

@@ -95,9 +95,9 @@ def main() -> None:
 
     pack1 = prompt.pack_sources(first_hits, count, 4000)
     turn1 = prompt.user_turn(FIRST_Q, pack1)
-    known = {s.chunk_id: s.n for s in pack1.sources}
     # A follow-up usually brings back one earlier source too: it is named, not repeated.
-    pack2 = prompt.pack_sources([first_hits[0], *follow_hits], count, 4000, first_n=len(pack1.sources) + 1, known=known)
+    pack2 = prompt.pack_sources([first_hits[0], *follow_hits], count, 4000, first_n=len(pack1.sources) + 1,
+                                earlier=pack1.sources)
     turn2 = prompt.user_turn(FOLLOW_Q, pack2, followup=True)
     msgs1 = prompt.messages_for([], turn1)
     msgs2 = prompt.messages_for([(turn1, ANSWER_1)], turn2)

@@ -75,7 +75,8 @@ def test_single_overlong_source_is_cut_not_dropped(count_tokens):
 
 def test_known_chunks_are_reused_not_repeated(count_tokens):
     hits = [FakeHit("old text", "a.md", chunk_id="x"), FakeHit("new text", "b.md", chunk_id="y")]
-    packing = prompt.pack_sources(hits, count_tokens, 1000, first_n=4, known={"x": 2})
+    shown = [prompt.Source(2, "old text", "a.md", None, "", "x", 1.0, 10)]  # chunk "x" is [2] already
+    packing = prompt.pack_sources(hits, count_tokens, 1000, first_n=4, earlier=shown)
     assert packing.reused == [2]
     assert [(s.n, s.source) for s in packing.sources] == [(4, "b.md")]
     turn = prompt.user_turn("and then?", packing, followup=True)

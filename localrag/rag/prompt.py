@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
+from localrag.lang import IDEOGRAPHS, KANA_HANGUL
+
 # Seconds of prefill we accept before the first token of a fresh question. Sources beyond this are
 # left out (and reported); a GPU's speed makes the budget reach the context window instead.
 TARGET_PREFILL_S = 10.0
@@ -37,7 +39,7 @@ _SHINGLE = 5
 MIN_RUNS = 10
 # A kana, Hangul syllable or CJK ideograph counts as a word (those scripts put no spaces between
 # words); in every other script a word is a run of letters and digits.
-_SPACELESS = "\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff"
+_SPACELESS = IDEOGRAPHS + KANA_HANGUL
 _TOKEN = re.compile(rf"[{_SPACELESS}]|[^\W{_SPACELESS}]+")
 
 INSTRUCTIONS = (
@@ -332,7 +334,6 @@ def pack_sources(
     budget: int,
     *,
     first_n: int = 1,
-    known: dict[str, int] | None = None,
     max_source_tokens: int = MAX_SOURCE_TOKENS,
     focus: Callable[[object, str], list[tuple[str, float]]] | None = None,
     earlier: Sequence[Source] = (),
@@ -341,17 +342,16 @@ def pack_sources(
 ) -> Packing:
     """Number hits from ``first_n`` and keep, best first, those that fit ``budget`` tokens.
 
-    ``known`` maps chunk ids already shown earlier in the conversation to their numbers: a hit
-    retrieved again is not repeated (its block is still in the prompt), only listed as reused.
+    ``earlier``: the sources of earlier turns, still in the prompt. A hit that is one of them is
+    not repeated, only listed as reused; a hit that repeats one's text is left out.
     Hits that do not fit, and hits that mostly repeat a source packed before them (``REPEAT_SHARE``),
     are reported in ``left_out`` so the user knows what the model did not see.
     ``focus(hit, text)``: the text's units scored against the question (``split_units`` order);
     a source over ``max_source_tokens`` is then cut to its best units (``focus_text``) instead of
-    to its beginning. ``earlier``: the sources of earlier turns, still in the prompt; a hit that
-    repeats one is left out too. ``max_sources``: pack no more than this many; the hits after
+    to its beginning. ``max_sources``: pack no more than this many; the hits after
     are left out for ``limit_reason``.
     """
-    known = known or {}
+    known = {s.chunk_id: s.n for s in earlier}
     packing = Packing()
     seen_text: set[str] = set()
     # each source's word runs, to spot a repeat: the earlier turns' and this turn's as packed

@@ -421,7 +421,6 @@ class Session:
     def _pack(self, question: str, hits: list, followup: bool, reasoning_budget: int):
         """Fit history + new sources in the window and the new part in the prefill-time budget."""
         engine, info, gen = self.engine, self.info, self.settings.generation
-        known = {s.chunk_id: s.n for t in self.turns for s in t.sources}
         has_history = bool(self.turns)
         while True:
             history = [(t.user_content, t.answer) for t in self.turns]
@@ -433,7 +432,6 @@ class Session:
             # The window is full: forget the oldest turn (its sources go with it). The prefix
             # changes once here; later turns are stable again.
             self.turns.pop(0)
-            known = {s.chunk_id: s.n for t in self.turns for s in t.sources}
             has_history = bool(self.turns)
         speed = self.memory.get(info) or prompt.estimate_prefill_tok_s(
             params=info.params,
@@ -458,7 +456,7 @@ class Session:
         cap = STARTER_MAX_SOURCES if self._tiny else None
         per_source = max(prompt.MIN_FOCUS_TOKENS, budget // 3)
         packing = prompt.pack_sources(
-            hits, engine.count_tokens, budget, first_n=self.next_n, known=known,
+            hits, engine.count_tokens, budget, first_n=self.next_n,
             max_source_tokens=per_source, focus=self._focus(question),
             earlier=[s for t in self.turns for s in t.sources], max_sources=cap,
             limit_reason=f"the starter model reads only the best {STARTER_MAX_SOURCES}",

@@ -292,3 +292,14 @@ def test_a_source_cap_skips_repeats_before_it_counts(count_tokens):
     assert [s.source for s in packing.sources] == ["faq.md", "storage.md"]
     assert [(lo.source, lo.reason) for lo in packing.left_out] == [
         ("arm.md", "repeats source [1], faq.md"), ("gpu.md", "only the best 2")]
+
+
+def test_a_source_cap_does_not_hide_a_source_already_in_the_prompt(count_tokens):
+    # a follow-up on the starter: a hit shown in turn 1 and ranked past the cap is still there
+    earlier = [prompt.Source(1, OTHER, "storage.md", None, "", "3", 1.0, 40)]
+    hits = [FakeHit(FAQ, "faq.md", chunk_id="1"), FakeHit("Milvus supports GPU indexes. " * 5, "gpu.md", chunk_id="4"),
+            FakeHit(OTHER, "storage.md", chunk_id="3")]
+    packing = prompt.pack_sources(hits, count_tokens, 4000, first_n=3, earlier=earlier, max_sources=2,
+                                  limit_reason="only the best 2")
+    assert [s.source for s in packing.sources] == ["faq.md", "gpu.md"]
+    assert packing.reused == [1] and not packing.left_out

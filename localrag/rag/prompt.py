@@ -358,12 +358,12 @@ def pack_sources(
     runs_of = [(s.n, _shingles(s.text), s.source) for s in earlier]
     n = first_n
     for hit in hits:
+        chunk_id = str(hit.chunk_id)
+        if chunk_id in known:  # still in the prompt: costs nothing, so no cap leaves it out
+            packing.reused.append(known[chunk_id])
+            continue
         if max_sources is not None and len(packing.sources) >= max_sources:
             packing.left_out.append(LeftOut(hit.source, hit.page, hit.heading or "", 0, limit_reason))
-            continue
-        chunk_id = str(hit.chunk_id)
-        if chunk_id in known:
-            packing.reused.append(known[chunk_id])
             continue
         text = neutralise(hit.text or "").strip()
         if not text or text in seen_text:

@@ -155,6 +155,7 @@ def test_eval_answers_cli_scores_and_reports(kb_home, tmp_path):
     data = json.loads(proc.stdout)
     assert data == json.loads(report.read_text(encoding="utf-8"))
     assert data["source_tokens"] == 600 and data["model"].startswith("smollm2-135m-instruct")
+    assert (data["temperature"], data["top_p"]) == (0.6, 0.95)  # what the answers were sampled with
     by_id = {q["id"]: q for q in data["questions"]}
     assert by_id["en-2"]["abstained"] is True  # the relevance gate answers it, citing nothing
     assert by_id["en-1"]["prompt_tokens"] > 0 and by_id["en-1"]["error"] is None

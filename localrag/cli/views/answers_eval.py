@@ -76,11 +76,16 @@ def evaluate_answers(settings, questions_path: Path, *, kb: str, model: str | No
             scores = ev.run(questions, ask, progress=on_progress)
         info = rag.pool.loaded
         embedder = rag.retriever(kb).embedder.id
+        # What the answers were sampled with (the request's seed, the settings, the model card's),
+        # so two reports say whether they are comparable.
+        picked = (sampling or Sampling()).resolve(
+            settings.generation, reasoning=info.reasoning, defaults=rag.pool.catalogue.defaults) if info else {}
     meta = {
         "kb": kb, "questions": str(questions_path), "n": len(questions), "embedder": embedder,
         "model": f"{info.id}:{info.quant}" if info else model, "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
         "elapsed_s": round(time.time() - started, 1),
         "source_tokens": getattr(settings.generation, "source_tokens", None), "seed": seed,
+        "temperature": picked.get("temperature"), "top_p": picked.get("top_p"),
     }
     data = ev.report(scores, **meta)
     if report_path is not None:

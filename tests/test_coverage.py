@@ -63,6 +63,27 @@ def test_prompt_says_which_names_no_document_mentions():
     assert "No document mentions" not in prompt.user_turn("How do I enable REST?", packing)
 
 
+@pytest.mark.parametrize("answer, shown", [
+    # the 1.5B's words (sampled, dev en-045): the note copied between two copies of its reply
+    ('The documents do not mention GraphQL. If the question is about "GraphQL", reply only: '
+     '"The documents do not mention GraphQL." Otherwise: The documents do not mention GraphQL.',
+     "The documents do not mention GraphQL."),
+    ('If the question is about "GraphQL", reply only: "The documents do not mention GraphQL."',
+     "The documents do not mention GraphQL."),
+    ('No document mentions "GraphQL". Otherwise: Milvus serves REST and gRPC [1].', "Milvus serves REST and gRPC [1]."),
+    ("Milvus serves REST and gRPC [1]. Otherwise: use the SDK [2].", "Milvus serves REST and gRPC [1]. Otherwise: use the SDK [2]."),
+])
+def test_a_copied_note_is_taken_out_of_the_answer(answer, shown):
+    assert prompt.drop_note_echo(answer, ["GraphQL"], "en") == shown
+    assert prompt.drop_note_echo(answer, [], "en") == answer  # no note in the prompt: nothing to take out
+
+
+def test_a_copied_chinese_note_is_taken_out_of_the_answer():
+    note = prompt.unmentioned_note(["GraphQL"], "zh")
+    assert prompt.drop_note_echo(note + "文档中没有提到 GraphQL。", ["GraphQL"], "zh") == "文档中没有提到 GraphQL。"
+    assert prompt.drop_note_echo(note, ["GraphQL"], "zh") == "文档中没有提到 GraphQL。"
+
+
 @pytest.fixture(scope="module")
 def kb(small_kb_home):
     return settings_for(small_kb_home)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from localrag.kb.index import Index
-from localrag.rag import prompt
+from localrag.rag import answer_text, prompt
 from localrag.rag.coverage import specific_terms, unmentioned, word_parts
 from tests.kb_helpers import embedder, minilm_dir, settings_for, small_kb_home  # noqa: F401
 
@@ -74,14 +74,14 @@ def test_prompt_says_which_names_no_document_mentions():
     ("Milvus serves REST and gRPC [1]. Otherwise: use the SDK [2].", "Milvus serves REST and gRPC [1]. Otherwise: use the SDK [2]."),
 ])
 def test_a_copied_note_is_taken_out_of_the_answer(answer, shown):
-    assert prompt.drop_note_echo(answer, ["GraphQL"], "en") == shown
-    assert prompt.drop_note_echo(answer, [], "en") == answer  # no note in the prompt: nothing to take out
+    assert answer_text.drop_note_echo(answer, ["GraphQL"], "en") == shown
+    assert answer_text.drop_note_echo(answer, [], "en") == answer  # no note in the prompt: nothing to take out
 
 
 def test_a_copied_chinese_note_is_taken_out_of_the_answer():
     note = prompt.unmentioned_note(["GraphQL"], "zh")
-    assert prompt.drop_note_echo(note + "文档中没有提到 GraphQL。", ["GraphQL"], "zh") == "文档中没有提到 GraphQL。"
-    assert prompt.drop_note_echo(note, ["GraphQL"], "zh") == "文档中没有提到 GraphQL。"
+    assert answer_text.drop_note_echo(note + "文档中没有提到 GraphQL。", ["GraphQL"], "zh") == "文档中没有提到 GraphQL。"
+    assert answer_text.drop_note_echo(note, ["GraphQL"], "zh") == "文档中没有提到 GraphQL。"
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import os.path
 import re
 from typing import Callable, Sequence
 
-from localrag.rag.prompt import FENCE, split_units
+from localrag.rag.prompt import FENCE, note_parts, split_units
 
 
 # --- citations ----------------------------------------------------------------------------------
@@ -272,3 +272,23 @@ def uncite_abstention(answer: str) -> str | None:
         return None
     return re.sub(r"[ \t]+([.,;:!?。，])", r"\1", bare)
 
+
+def drop_note_echo(answer: str, terms: Sequence[str], lang: str) -> str:
+    """The answer without the unmentioned-names note (prompt.unmentioned_note) copied into it:
+    measured, the 1.5B once answered 'The documents do not mention GraphQL. If the question is
+    about "GraphQL", reply only: "The documents do not mention GraphQL." Otherwise: The documents
+    do not mention GraphQL.' A sentence then left twice in a row is kept once; an answer that was
+    only the note becomes the reply the note asks for."""
+    if not terms:
+        return answer
+    parts, reply = note_parts(terms, lang)
+    if parts[0] not in answer and parts[1] not in answer:  # "Otherwise:" alone is an answer's word
+        return answer
+    text = answer
+    for part in parts:
+        text = text.replace(part, " ")
+    kept: list[str] = []
+    for sentence in _SENTENCE.findall(re.sub(r"[ \t]{2,}", " ", text).strip()):
+        if not kept or sentence.strip() != kept[-1].strip():
+            kept.append(sentence)
+    return "".join(kept).strip() or reply

@@ -452,11 +452,11 @@ def user_turn(question: str, packing: Packing, *, followup: bool = False) -> str
 
 
 def unmentioned_note(terms: Sequence[str], lang: str) -> str:
-    parts, _ = _note_parts(terms, lang)
+    parts, _ = note_parts(terms, lang)
     return ("" if lang == "zh" else " ").join(parts)
 
 
-def _note_parts(terms: Sequence[str], lang: str) -> tuple[tuple[str, ...], str]:
+def note_parts(terms: Sequence[str], lang: str) -> tuple[tuple[str, ...], str]:
     """The note's three parts as the prompt says them, and the reply it asks for."""
     names = [neutralise(t).replace('"', "'") for t in terms]
     if lang == "zh":
@@ -467,30 +467,6 @@ def _note_parts(terms: Sequence[str], lang: str) -> tuple[tuple[str, ...], str]:
         plain = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
     reply = UNMENTIONED_REPLY[lang].format(plain=plain)
     return tuple(part.format(terms=listed, reply=reply) for part in UNMENTIONED[lang]), reply
-
-
-_SENTENCE_END = re.compile(r"[^.。!?！？]+[.。!?！？]*\s*")
-
-
-def drop_note_echo(answer: str, terms: Sequence[str], lang: str) -> str:
-    """The answer without the unmentioned-names note copied into it: measured, the 1.5B once
-    answered 'The documents do not mention GraphQL. If the question is about "GraphQL", reply
-    only: "The documents do not mention GraphQL." Otherwise: The documents do not mention GraphQL.'
-    A sentence then left twice in a row is kept once; an answer that was only the note becomes
-    the reply the note asks for."""
-    if not terms:
-        return answer
-    parts, reply = _note_parts(terms, lang)
-    if parts[0] not in answer and parts[1] not in answer:  # "Otherwise:" alone is an answer's word
-        return answer
-    text = answer
-    for part in parts:
-        text = text.replace(part, " ")
-    kept: list[str] = []
-    for sentence in _SENTENCE_END.findall(re.sub(r"[ \t]{2,}", " ", text).strip()):
-        if not kept or sentence.strip() != kept[-1].strip():
-            kept.append(sentence)
-    return "".join(kept).strip() or reply
 
 
 _CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")

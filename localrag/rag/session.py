@@ -333,14 +333,15 @@ class Session:
 
     def _final(self, question: str, raw: str, valid: set[int], packing: prompt.Packing) -> "_Final":
         """What the reader is shown of what the model wrote, in order: the unmentioned-names note
-        taken out if the model copied it; numbers that match no
-        source removed; sentences stating a figure no source holds left out; a citation moved to
-        the source holding its sentence's words, and a number after an uncited sentence copied from
-        another source than its paragraph's marker cites; a bare "the documents do not say" uncited; and,
-        from the 135M starter, the question's best source sentences quoted after it."""
-        raw = prompt.drop_note_echo(raw, packing.unmentioned, prompt.question_language(question))
+        taken out if the model copied it; numbers that match no source removed; sentences stating
+        a figure no source holds left out; a citation moved to the source holding its sentence's
+        words, and a number after an uncited sentence copied from another source than its
+        paragraph's marker cites; a bare "the documents do not say" uncited; and, from the 135M
+        starter, the question's best source sentences quoted after it."""
+        lang = prompt.question_language(question)
+        raw = answer_text.drop_note_echo(raw, packing.unmentioned, lang)
         answer, cited, dropped = answer_text.clean_citations(raw, valid)
-        answer, withheld = figures.withhold(answer, self._grounds(question, packing), prompt.question_language(question),
+        answer, withheld = figures.withhold(answer, self._grounds(question, packing), lang,
                                             asks_figure=figures.asks_for_figure(question))
         shown = self._shown(packing)
         answer, repointed = attribution.repoint(answer, shown, question)

@@ -163,6 +163,33 @@ def test_eval_answers_cli_scores_and_reports(kb_home, tmp_path):
         assert key in data["summary"]["all"]
 
 
+def test_eval_answers_refuses_what_would_fail_later_before_asking(kb_home, tmp_path):
+    """A report path that cannot be written, an unknown model, a limit of 0, answers-only flags
+    on a retrieval eval: one line and a nonzero exit before any question is asked, not a
+    traceback after the first answer or a table of errors with exit 0."""
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"id": "en-1", "question": "Which commands does the chat understand?",
+                                     "source": "chat.md", "evidence": "/help", "answer_keywords": ["/help"]}) + "\n",
+                         encoding="utf-8")
+    env = {**os.environ, "LOCALRAG_HOME": str(kb_home), "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+
+    def run(*args):
+        proc = subprocess.run([str(LOCALRAG), "eval", *args], capture_output=True, text=True, env=env, timeout=180)
+        assert "Traceback" not in proc.stderr, proc.stderr
+        return proc.returncode, " ".join(proc.stderr.split()), proc.stdout
+
+    code, err, out = run("--answers", str(questions), "--kb", "docs", "--report", str(tmp_path / "nodir" / "r.json"))
+    assert code == 2 and "does not exist" in err and not out
+    code, err, out = run("--answers", str(questions), "--kb", "docs", "--report", str(tmp_path))
+    assert code == 2 and "is a folder" in err
+    code, err, out = run("--answers", str(questions), "--kb", "docs", "--model", "nosuchmodel")
+    assert code != 0 and "nosuchmodel" in err and not out
+    code, err, _ = run("--answers", str(questions), "--kb", "docs", "--limit", "0")
+    assert code == 2
+    code, err, _ = run(str(questions), "--kb", "docs", "--report", str(tmp_path / "r.json"), "--seed", "3")
+    assert code == 2 and "--report, --seed only apply with --answers" in err
+
+
 def test_ask_output_says_starter_and_how_to_get_r1(kb_home):
     env = {**os.environ, "LOCALRAG_HOME": str(kb_home), "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
     proc = subprocess.run(

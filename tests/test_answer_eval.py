@@ -159,6 +159,56 @@ def test_run_times_the_stream_and_survives_a_failing_question():
     assert scores[1].error == "RuntimeError: boom"
 
 
+def test_a_question_that_failed_counts_as_a_miss():
+    """Three failures of four must not read "correct 1.00": a failed question is a miss on every rate."""
+    src = EVIDENCE
+    good = ev.score_answer(Q, FakeResult("metadata in etcd, entities in MinIO [1]", citations=[cite(1, src)],
+                                         sources=[FakeSource(1, src)]))
+
+    def ask(question: str):
+        raise RuntimeError("unknown model")
+        yield  # pragma: no cover
+
+    failed = ev.run([Q, Q, UNANSWERABLE], ask)
+    summary = ev.summarise([good, *failed])["all"]
+    assert summary["errors"] == 3 and summary["answerable"] == 3
+    assert summary["correct"] == round(1 / 3, 3) and summary["cited"] == round(1 / 3, 3)
+    assert summary["lang_ok"] == 0.25 and summary["abstained"] == 0 and summary["unanswerable"] == 1
+
+
+@pytest.mark.parametrize("row, why", [
+    ({"question": None}, "non-empty string"),
+    ({"question": "   "}, "non-empty string"),
+    ({"question": "Which port?", "answer_keywords": "19530"}, "list of strings"),
+])
+def test_bad_question_rows_are_refused_with_their_line(tmp_path, row, why):
+    from localrag.errors import BadInput
+
+    path = tmp_path / "q.jsonl"
+    path.write_text(json.dumps({"question": "fine"}) + "\n" + json.dumps(row) + "\n", encoding="utf-8")
+    with pytest.raises(BadInput) as err:
+        ev.load_questions(path)
+    assert f"{path}:2:" in err.value.message and why in err.value.message
+
+
+def test_question_files_empty_bom_and_not_utf8(tmp_path):
+    from localrag.errors import BadInput
+    from localrag.kb import evaluate as kb_eval
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n", encoding="utf-8")
+    for load in (ev.load_questions, kb_eval.load_questions):
+        with pytest.raises(BadInput, match="no questions in"):
+            load(empty)
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes("\ufeff".encode() + json.dumps({"question": "Which port?", "answer_keywords": ["19530"]}).encode())
+    assert ev.load_questions(bom)[0].keywords == ("19530",)  # as Windows Notepad saves UTF-8
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes(json.dumps({"question": "caf\u00e9"}, ensure_ascii=False).encode("latin-1"))
+    with pytest.raises(BadInput, match="not UTF-8"):
+        ev.load_questions(latin1)
+
+
 def test_load_questions_reads_the_dev_set(shared_dir):
     qs = ev.load_questions(shared_dir / "eval" / "milvus-dev.jsonl")
     assert len(qs) == 60

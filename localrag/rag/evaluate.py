@@ -86,14 +86,23 @@ class AnswerQuestion:
 
 
 def load_questions(path: Path) -> list[AnswerQuestion]:
-    from localrag.kb.evaluate import read_question_rows
+    from localrag.kb.evaluate import question_text, read_question_rows
 
     return read_question_rows(path, lambda n, d: AnswerQuestion(
         id=str(d.get("id", n)), lang=str(d.get("lang", "en")), kind=str(d.get("kind", "")),
-        question=str(d["question"]), source=d.get("source"), evidence=d.get("evidence"),
-        keywords=tuple(str(k) for k in d.get("answer_keywords") or ()),
+        question=question_text(d), source=d.get("source"), evidence=d.get("evidence"),
+        keywords=_keywords(d.get("answer_keywords")),
         source2=d.get("source2"), evidence2=d.get("evidence2"),
     ))
+
+
+def _keywords(value) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    # A bare string would be read letter by letter: "19530" would make any answer with those digits correct.
+    if not isinstance(value, list) or not all(isinstance(k, (str, int, float)) for k in value):
+        raise ValueError(f"'answer_keywords' must be a list of strings, not {value!r}")
+    return tuple(str(k) for k in value)
 
 
 # --- one answer ---------------------------------------------------------------------------------
@@ -197,8 +206,10 @@ def summarise(scores: list[AnswerScore]) -> dict:
     out = {}
     for name, rows in groups.items():
         ok = [s for s in rows if s.error is None]
-        answerable = [s for s in ok if s.answerable]
-        unanswerable = [s for s in ok if not s.answerable]
+        # A question that failed counts as a miss on every rate (``run`` scores it so): left out,
+        # three failures of four would read "correct 1.00".
+        answerable = [s for s in rows if s.answerable]
+        unanswerable = [s for s in rows if not s.answerable]
         graded = [s for s in answerable if s.correct is not None]
         timed = [s for s in ok if not (s.says_not_found and not s.prompt_tokens)]  # the gate's instant answers excluded
         out[name] = {
@@ -217,7 +228,7 @@ def summarise(scores: list[AnswerScore]) -> dict:
             "withheld": sum(bool(s.withheld) for s in ok),  # answers with a sentence left out for a figure
             "repointed": sum(bool(s.repointed) for s in ok),  # answers with a citation moved to its source
             "added_citations": sum(bool(s.added_citations) for s in ok),  # a number put after a copied sentence
-            "lang_ok": _rate([s.lang_ok for s in ok]),
+            "lang_ok": _rate([s.lang_ok for s in rows]),
             "median_ttft_s": _median([s.ttft_s for s in timed]),
             "median_total_s": _median([s.total_s for s in timed]),
             "median_prompt_tokens": _median([float(s.prompt_tokens) for s in timed]),

@@ -9,11 +9,13 @@ it is going; ``--report FILE`` (or ``--json``) keeps every answer with its score
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from localrag.cli.console import stderr, stdout
+from localrag.errors import BadInput, LocalragError
 
 ROWS = (
     ("correct", "correct", "all keywords in the answer (answerable)"),
@@ -38,11 +40,16 @@ def evaluate_answers(settings, questions_path: Path, *, kb: str, model: str | No
     questions = ev.load_questions(questions_path)
     if limit:
         questions = questions[:limit]
+    if report_path is not None:
+        _check_report_path(report_path)
     err = stderr()
     started = time.time()
     tally = {"correct": 0, "graded": 0, "cited": 0}
+    unsaved: list[str] = []
     with LocalRAG(settings) as rag:
         rag.retriever(kb)  # a missing KB fails now, not after the model loaded
+        if not settings.llm_url:
+            rag.pool.resolve(model)  # so does an unknown or uninstalled model (loads nothing)
         with Progress(
             TextColumn("[bold]answering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TimeRemainingColumn(), TextColumn("[dim]{task.fields[status]}"),
@@ -54,9 +61,14 @@ def evaluate_answers(settings, questions_path: Path, *, kb: str, model: str | No
 
             def on_progress(i: int, n: int, score) -> None:
                 done.append(score)
-                if report_path is not None:  # a long run stopped early still leaves its answers
+                if report_path is not None and not unsaved:  # a long run stopped early still leaves its answers
                     partial = ev.report(done, kb=kb, questions=str(questions_path), n=n, partial=i < n)
-                    report_path.write_text(json.dumps(partial, ensure_ascii=False, indent=1), encoding="utf-8")
+                    try:
+                        report_path.write_text(json.dumps(partial, ensure_ascii=False, indent=1), encoding="utf-8")
+                    except OSError as exc:  # a full disk must not end a run that is half done
+                        unsaved.append(exc.strerror or str(exc))
+                        err.print(f"[yellow]warning:[/] cannot write {report_path} ({unsaved[0]}); the run goes on "
+                                  "and tries again at the end", highlight=False)
                 tally["graded"] += score.correct is not None
                 tally["correct"] += bool(score.correct)
                 tally["cited"] += score.cited
@@ -88,15 +100,30 @@ def evaluate_answers(settings, questions_path: Path, *, kb: str, model: str | No
         "temperature": picked.get("temperature"), "top_p": picked.get("top_p"),
     }
     data = ev.report(scores, **meta)
-    if report_path is not None:
-        report_path.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+    # The results are shown before the report is written: a report that cannot be written then
+    # costs the file, not the minutes of answers.
     if json_out:
         sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=1) + "\n")
-        return 0
-    _table(data)
+    else:
+        _table(data)
     if report_path is not None:
-        stdout().print(f"[dim]per-question report: {report_path}[/]", highlight=False)
-    return 0
+        try:
+            report_path.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+        except OSError as exc:
+            raise LocalragError(f"cannot write the report {report_path}: {exc.strerror or exc}") from exc
+        if not json_out:
+            stdout().print(f"[dim]per-question report: {report_path}[/]", highlight=False)
+    return 1 if scores and all(s.error for s in scores) else 0  # nothing measured is a failed run
+
+
+def _check_report_path(path: Path) -> None:
+    """Refuse a report path that cannot be written before anything loads, not after the first answer."""
+    if path.is_dir():
+        raise BadInput(f"--report {path} is a folder", hint="give a file name, e.g. --report answers.json")
+    if not path.parent.is_dir():
+        raise BadInput(f"--report {path}: the folder {path.parent} does not exist")
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        raise BadInput(f"--report {path}: not writable")
 
 
 def _fmt(v) -> str:
@@ -115,6 +142,8 @@ def _table(data: dict) -> None:
     table = Table("", *[c.split(":")[-1] for c in cols], title=f"answers on '{data['kb']}' · {data['model']} · {data['embedder']}",
                   title_justify="left")
     table.add_row("n", *[str(summary[c]["n"]) for c in cols])
+    if summary["all"]["errors"]:  # they count as misses below; say how many
+        table.add_row("[red]failed with an error[/]", *[str(summary[c]["errors"]) for c in cols])
     for key, name, _ in ROWS:
         table.add_row(name, *[_fmt(summary[c][key]) for c in cols])
     table.add_row("abstained (unanswerable)", *[f"{summary[c]['abstained']}/{summary[c]['unanswerable']}" for c in cols])

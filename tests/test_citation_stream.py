@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -120,3 +121,13 @@ def test_any_mix_of_marker_pieces_streams_exactly_its_cleaned_text(tokens, cuts)
     final = clean_citations(answer.rstrip(), VALID)[0]
     assert "".join(pieces) == final
     assert all(final.startswith(shown) for shown in _shown_states(pieces))
+
+
+@pytest.mark.parametrize("answer, shown", [
+    ("Milvus uses RocksDB [3-1].", "Milvus uses RocksDB."),  # a backwards range: no number at all
+    ("Shards split data [2] [0].", "Shards split data [2]."),
+])
+def test_a_marker_with_no_number_leaves_no_trace(answer, shown):
+    text, cited, dropped = clean_citations(answer, VALID)
+    assert text == shown and "\x00" not in text
+    assert "".join(_stream(answer, list(range(len(answer))))) == shown

@@ -133,7 +133,9 @@ def clean_citations(answer: str, valid: set[int] | Sequence[int]) -> tuple[str, 
     # Code is left alone: `vectors[0]` in an answer is an index, not a citation. An unclosed
     # fence or backtick (mid-stream) counts as code until it closes.
     text = replace_citations(answer, repl)
-    if dropped:  # "uses RocksDB [7]." reads "uses RocksDB.", not "uses RocksDB ."
+    # "uses RocksDB [7]." reads "uses RocksDB.", not "uses RocksDB ."; a marker with no number
+    # at all ("[3-1]", a backwards range) drops nothing yet leaves a place to settle
+    if _GONE in text:
         text = _GONE_BEFORE_STOP.sub("", text).replace(_GONE, "")
     return text, cited, dropped
 

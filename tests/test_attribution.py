@@ -130,6 +130,24 @@ def test_a_chinese_sentence_before_a_list_marker_is_checked_by_character_pairs()
     new, added = attribution.cite_copied(answer, SOURCES, "怎么分片？")
     assert added == [3] and new.startswith("目前 Milvus 采用基于主键哈希的分片方式。[3]\n")
 
+def test_a_cited_sentence_copied_from_another_source_gets_that_number_beside_its_own():
+    # [2] holds "pulsar" and "kafka" (a fair share: repoint leaves it), [1] holds every term
+    answer = "Milvus standalone uses RocksDB as its log broker, while a Milvus cluster uses Pulsar or Kafka [2]."
+    assert attribution.repoint(answer, SOURCES, QUESTION) == (answer, [])
+    assert attribution.cite_copied(answer, SOURCES, QUESTION) == (answer.replace("[2]", "[2][1]"), [1])
+
+
+@pytest.mark.parametrize("answer", [
+    # [1] holds most of it, but [2] holds within MARGIN of that: the model's number stands alone
+    "A Milvus cluster uses Pulsar or Kafka with Helm [2].",
+    # three terms are too few to tell a copy from a neighbour on the same topic
+    "Milvus standalone uses RocksDB and Pulsar [2].",
+    # the copied-from source is cited already
+    "Milvus standalone uses RocksDB as its log broker, while a Milvus cluster uses Pulsar or Kafka [2, 1].",
+])
+def test_a_cited_sentence_keeps_its_number_alone_unless_copied_from_another(answer):
+    assert attribution.cite_copied(answer, SOURCES, QUESTION) == (answer, [])
+
 # --- through the whole answer path --------------------------------------------------------------
 
 
@@ -146,7 +164,8 @@ def broker_home(tmp_path_factory, minilm_dir):  # noqa: F811
         "as its log broker instead.\n", encoding="utf-8")
     (docs / "message-storage.md").write_text(
         "# Message storage\n\nThe log broker of Milvus is configured in milvus.yaml under mq.type. Helm charts "
-        "and the operator can deploy it alongside the other dependencies.\n", encoding="utf-8")
+        "and the operator can deploy it alongside the other dependencies. Kafka needs ZooKeeper or KRaft.\n",
+        encoding="utf-8")
     install_minilm(home, minilm_dir)
     with LocalRAG(settings_for(home)) as rag:
         rag.ingest([docs], kb="brokers", embedder="all-minilm-l6-v2")
@@ -217,7 +236,22 @@ def test_an_uncited_copied_sentence_gets_its_source_in_the_final_answer(broker_h
     assert [c.n for c in result.citations] == [right, other]
     assert result.added_citations == [right] and result.repointed == []
     assert result.to_json()["added_citations"] == [right]
-    assert f"citation [{right}] added after a sentence the model left uncited" in shown
+    assert f"citation [{right}] added after a sentence copied from source [{right}]" in shown
+
+
+def test_a_cited_sentence_copied_from_another_source_gains_that_source_beside_its_own(broker_home):
+    """The model copies the cluster sentence from the standalone page and cites the message-storage
+    page, which names Kafka too: the number it wrote stays (that page holds part of the sentence)
+    and the standalone page's number goes beside it."""
+    number = _numbers(broker_home)
+    right, other = number["standalone.md"], number["message-storage.md"]
+
+    said = f"A Milvus cluster uses Kafka as its log broker instead, with ZooKeeper [{other}]."
+    result, shown = _ask_saying(broker_home, said)
+    assert result.answer == said.replace(f"[{other}]", f"[{other}][{right}]")
+    assert sorted(c.n for c in result.citations) == sorted([right, other])
+    assert result.added_citations == [right] and result.repointed == []
+    assert f"citation [{right}] added after a sentence copied from source [{right}]" in shown
 
 # --- found in review: code, marker placement, duplicates ----------------------------------------
 

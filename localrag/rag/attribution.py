@@ -20,7 +20,8 @@ Two questions, for two kinds of answer:
   from another source than the one holding the evidence. Sentence embeddings were tried first
   and rejected (4 answers fixed, 8 broken): a paraphrase of a neighbouring passage is close in
   meaning, while the words say where a sentence was copied from. ``cite_copied`` asks the same of
-  the sentences before a paragraph's one marker, which the model left uncited.
+  the sentences before a paragraph's one marker, which the model left uncited, and of cited
+  sentences copied from another source than the one they cite.
 
 * An answer without markers: ``match`` attaches the sources whose sentences say what its
   sentences say, by the embedder, shown as *matched*, never as cited.
@@ -136,9 +137,13 @@ def repoint(answer: str, sources: Mapping[int, str], question: str) -> tuple[str
 
 
 
-# A sentence the model left uncited gets a number only when one source holds at least this share
-# of its terms (a sentence copied, not a paraphrase of the topic).
+# A sentence gets a number only when one source holds at least this share of its terms (a
+# sentence copied, not a paraphrase of the topic).
 COPIED = 0.7
+# A sentence the model did cite needs one term more before a second number goes beside its own:
+# with three, one short word inside a longer one ("set" in "dataset") tipped a sentence the cited
+# source holds toward another.
+MIN_TERMS_CITED = 4
 _CJK_STOPS = "。！？；：，"
 
 
@@ -157,16 +162,35 @@ def _covering(units: list[tuple[int, int, str]], i: int, markers: list[re.Match]
     return []
 
 
+def _copied_from(unit: str, claimed: list[int], sources: Mapping[int, str], asked: set[str], cited: bool) -> int | None:
+    """The source ``unit`` was copied from when that is not one of ``claimed``: it holds at least
+    COPIED of the sentence's terms, and the claimed sources hold under GATE of them (a sentence
+    left uncited, claimed by its paragraph's marker) or MARGIN less than it does (a sentence
+    citing a source that holds some of it, which ``repoint`` leaves be)."""
+    wanted = terms(unit) - asked
+    if not claimed or len(wanted) < (MIN_TERMS_CITED if cited else MIN_TERMS):
+        return None
+    share = {n: support(wanted, text) for n, text in sources.items()}
+    best = max(share, key=lambda n: (share[n], -n))
+    held = max(share[n] for n in claimed)
+    enough = share[best] >= held + MARGIN if cited else held < GATE
+    return best if share[best] >= COPIED and enough and best not in claimed else None
+
+
 def cite_copied(answer: str, sources: Mapping[int, str], question: str) -> tuple[str, list[int]]:
-    """The answer with a number after each uncited sentence copied from a source other than the
-    one its paragraph's marker cites, and the numbers added.
+    """The answer with the number of the source a sentence was copied from put after it where
+    the model cited another source or none, and the numbers added.
 
     The 1.5B puts one marker at the end of a paragraph, after sentences taken from different
     sources: "The $meta field is a reserved JSON field … key-value pairs. … not included in the
     data to insert. [2]" — the first sentence is word for word from [1], and a reader opening [2]
     does not find it. Replayed on five full dev-set runs (275 answers, BENCHMARKS §16): 11
     answers gain a number, each after a sentence the added source holds (6 of them the passage
-    holding the evidence). A sentence no marker follows is left alone (nothing claims it)."""
+    holding the evidence). A sentence no marker follows is left alone (nothing claims it).
+
+    A sentence the model cited, copied word for word from another source while its cited one
+    holds some of its words (a neighbouring passage on the same topic), keeps its number and
+    gains the other beside it: "… RocksDB as its log broker [2][1]." (BENCHMARKS §24)."""
     markers = answer_text.prose_citations(answer) if sources else []
     if not markers:
         return answer, []
@@ -176,24 +200,27 @@ def cite_copied(answer: str, sources: Mapping[int, str], question: str) -> tuple
         units.append((start, start + len(unit), unit))
         start += len(unit)
     code = [m.span() for m in answer_text.CODE.finditer(answer)]
-    inserts: list[tuple[int, int]] = []  # (position after the sentence's text, source number)
+    inserts: list[tuple[int, int]] = []  # (position after the sentence's text or its marker, source number)
     for i, (a, b, unit) in enumerate(units):
         line = unit.strip()
         end = a + len(unit.rstrip())
         if (not line or is_pointer(unit) or answer_text.CODE.fullmatch(line) or line[0] in "#|"
-                or any(a <= m.start() < b for m in markers) or any(x < a < y or x < end < y for x, y in code)):
+                or any(x < a < y or x < end < y for x, y in code)):
             continue  # a heading or a table row takes no number, and nothing goes inside code
-        cover = _covering(units, i, markers, sources)
-        wanted = terms(unit) - asked
-        if not cover or len(wanted) < MIN_TERMS:
+        mine = [m for m in markers if a <= m.start() < b]
+        if mine:
+            own = [n for m in mine for n in answer_text.cited_numbers(m.group(1)) if n in sources]
+            best = _copied_from(unit, own, sources, asked, cited=True)
+            if best is not None:
+                inserts.append((mine[-1].end(), best))
             continue
-        share = {n: support(wanted, text) for n, text in sources.items()}
-        best = max(share, key=lambda n: (share[n], -n))
-        if share[best] >= COPIED and max(share[n] for n in cover) < GATE and best not in cover:
+        best = _copied_from(unit, _covering(units, i, markers, sources), sources, asked, cited=False)
+        if best is not None:
             inserts.append((end, best))
     text = answer
     for pos, n in reversed(inserts):
-        space = "" if text[pos - 1] in _CJK_STOPS else " "  # "方式。[3]", as Chinese answers write it
+        # "[2][1]" beside a marker; "方式。[3]" as Chinese answers write it
+        space = "" if text[pos - 1] in _CJK_STOPS or text[pos - 1] == "]" else " "
         text = f"{text[:pos]}{space}[{n}]{text[pos:]}"
     return text, list(dict.fromkeys(n for _, n in inserts))
 

@@ -136,7 +136,7 @@ class AnswerScore:
     packed: list[dict] = field(default_factory=list)  # {"n", "source", "text"} as the model read them
     withheld: list[str] = field(default_factory=list)  # figures no source holds (their sentences left out)
     repointed: list[list[int]] = field(default_factory=list)  # citations moved [from, to] (rag/attribution.py)
-    added_citations: list[int] = field(default_factory=list)  # numbers put after uncited copied sentences
+    added_citations: list[int] = field(default_factory=list)  # numbers put after copied sentences citing another or none
     searched_as: str = ""  # the question as also searched in the documents' language (cross-lingual)
     left_out: list[dict] = field(default_factory=list)  # {"source", "page", "heading", "reason"}: retrieved, not read
     figure_quotes: list[dict] = field(default_factory=list)  # each figure with the source line holding it

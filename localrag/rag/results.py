@@ -68,8 +68,8 @@ class AnswerResult:
     # Citations moved (from, to) because the source the model cited does not hold the sentence's
     # words and another one does (rag/attribution.py); ``answer`` carries the moved numbers.
     repointed: list[tuple[int, int]] = field(default_factory=list)
-    # Numbers added after sentences the model left uncited, each copied from that source while
-    # the paragraph's marker cites another (rag/attribution.py cite_copied).
+    # Numbers added after sentences copied from that source while the model cited another (beside
+    # the sentence's own number, or the paragraph's closing one) (rag/attribution.py cite_copied).
     added_citations: list[int] = field(default_factory=list)
     # Each figure of the answer with the line of the source that holds it (rag/figure_quotes.py),
     # so a number taken from another context shows its context.

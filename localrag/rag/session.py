@@ -335,8 +335,8 @@ class Session:
         """What the reader is shown of what the model wrote, in order: the unmentioned-names note
         taken out if the model copied it; numbers that match no source removed; sentences stating
         a figure no source holds left out; a citation moved to the source holding its sentence's
-        words, and a number after an uncited sentence copied from another source than its
-        paragraph's marker cites; a bare "the documents do not say" uncited; and, from the 135M
+        words, and the number of the source a sentence was copied from put after it where the
+        model cited another (the sentence's or its paragraph's marker); a bare "the documents do not say" uncited; and, from the 135M
         starter, the question's best source sentences quoted after it."""
         lang = prompt.question_language(question)
         raw = answer_text.drop_note_echo(raw, packing.unmentioned, lang)

@@ -187,8 +187,8 @@ class AnswerView:
             c.print(Text(f"citation [{old}] changed to [{new}]: the sentence's words are in source [{new}], "
                          f"not in [{old}]", style="yellow"))
         for n in getattr(result, "added_citations", []):
-            c.print(Text(f"citation [{n}] added after a sentence the model left uncited: its words are in source [{n}]",
-                         style="yellow"))
+            c.print(Text(f"citation [{n}] added after a sentence copied from source [{n}] (the model cited another "
+                         "or none)", style="yellow"))
         if result.citations:
             c.print(Text("Sources", style="bold"))
             for cit in result.citations:

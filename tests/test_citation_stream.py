@@ -126,6 +126,7 @@ def test_any_mix_of_marker_pieces_streams_exactly_its_cleaned_text(tokens, cuts)
 @pytest.mark.parametrize("answer, shown", [
     ("Milvus uses RocksDB [3-1].", "Milvus uses RocksDB."),  # a backwards range: no number at all
     ("Shards split data [2] [0].", "Shards split data [2]."),
+    ("It uses RocksDB [2-2].", "It uses RocksDB [2]."),  # a range of one: source 2
 ])
 def test_a_marker_with_no_number_leaves_no_trace(answer, shown):
     text, cited, dropped = clean_citations(answer, VALID)

@@ -88,7 +88,7 @@ def cited_numbers(group: str) -> list[int]:
         rng = re.split(r"\s*[-–]\s*", part)
         if len(rng) == 2 and rng[0].isdigit() and rng[1].isdigit():
             a, b = int(rng[0]), int(rng[1])
-            if 0 < b - a < 20:
+            if 0 <= b - a < 20:  # "[2-2]" is source 2
                 nums.extend(range(a, b + 1))
                 continue
         if part.strip().isdigit():

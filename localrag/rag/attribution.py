@@ -145,6 +145,7 @@ COPIED = 0.7
 # source holds toward another.
 MIN_TERMS_CITED = 4
 _CJK_STOPS = "。！？；：，"
+_ENDS = " \t\n.,;:!?)" + _CJK_STOPS
 
 
 def _covering(units: list[tuple[int, int, str]], i: int, markers: list[re.Match], sources) -> list[int]:
@@ -162,17 +163,36 @@ def _covering(units: list[tuple[int, int, str]], i: int, markers: list[re.Match]
     return []
 
 
+def _starts(wanted: set[str], text: str) -> set[str]:
+    """The terms of ``wanted`` that begin a word of ``text`` ("max" in "maximum", not "set" in
+    "dataset"), a figure whole ("16" not in "160" nor "2.16")."""
+    low = text.lower()
+    return {w for w in wanted
+            if re.search(rf"(?<![\w.,]){re.escape(w)}(?![\d])" if w[0].isdigit() else rf"(?<![a-z0-9_]){re.escape(w)}", low)}
+
+
 def _copied_from(unit: str, claimed: list[int], sources: Mapping[int, str], asked: set[str], cited: bool) -> int | None:
     """The source ``unit`` was copied from when that is not one of ``claimed``: it holds at least
     COPIED of the sentence's terms, and the claimed sources hold under GATE of them (a sentence
     left uncited, claimed by its paragraph's marker) or MARGIN less than it does (a sentence
-    citing a source that holds some of it, which ``repoint`` leaves be)."""
+    citing a source that holds some of it, which ``repoint`` leaves be).
+
+    A cited sentence is judged more strictly, as its number is the model's own word: its terms
+    count only where they begin a word, and the other source must hold each of its figures
+    ("The max dim is 32768 [2]" is not copied from a passage on the maximum dimension of
+    something else)."""
     wanted = terms(unit) - asked
     if not claimed or len(wanted) < (MIN_TERMS_CITED if cited else MIN_TERMS):
         return None
-    share = {n: support(wanted, text) for n, text in sources.items()}
+    if cited:
+        found = {n: _starts(wanted, text) for n, text in sources.items()}
+        share = {n: len(found[n]) / len(wanted) for n in sources}
+    else:
+        share = {n: support(wanted, text) for n, text in sources.items()}
     best = max(share, key=lambda n: (share[n], -n))
     held = max(share[n] for n in claimed)
+    if cited and any(w[0].isdigit() and w not in found[best] for w in wanted):
+        return None
     enough = share[best] >= held + MARGIN if cited else held < GATE
     return best if share[best] >= COPIED and enough and best not in claimed else None
 
@@ -209,6 +229,10 @@ def cite_copied(answer: str, sources: Mapping[int, str], question: str) -> tuple
             continue  # a heading or a table row takes no number, and nothing goes inside code
         mine = [m for m in markers if a <= m.start() < b]
         if mine:
+            # only a marker that ends its sentence ("… broker [2].", "… 方式。[4]"): one inside a
+            # sentence or opening a list item ("[4] 目前 …") is not the sentence's source note
+            if answer[mine[-1].end() : end].strip(_ENDS):
+                continue
             own = [n for m in mine for n in answer_text.cited_numbers(m.group(1)) if n in sources]
             best = _copied_from(unit, own, sources, asked, cited=True)
             if best is not None:

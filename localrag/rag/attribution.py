@@ -73,13 +73,16 @@ def terms(text: str) -> set[str]:
     return out
 
 
-def support(wanted: set[str], text: str) -> float:
-    """The share of ``wanted`` that ``text`` contains (as substrings: "segment" is in "segments",
-    "tlsmode" in "common.security.tlsmode")."""
-    if not wanted:
-        return 0.0
+def _within(wanted: set[str], text: str) -> set[str]:
+    """The terms of ``wanted`` that ``text`` contains, as substrings: "segment" is in "segments",
+    "tlsmode" in "common.security.tlsmode"."""
     low = text.lower()
-    return sum(1 for w in wanted if w in low) / len(wanted)
+    return {w for w in wanted if w in low}
+
+
+def support(wanted: set[str], text: str) -> float:
+    """The share of ``wanted`` that ``text`` contains (``_within``)."""
+    return len(_within(wanted, text)) / len(wanted) if wanted else 0.0
 
 
 def _better(unit: str, cited: list[int], sources: Mapping[int, str], asked: set[str]) -> int | None:
@@ -168,7 +171,7 @@ def _starts(wanted: set[str], text: str) -> set[str]:
     "dataset"), a figure whole ("16" not in "160" nor "2.16")."""
     low = text.lower()
     return {w for w in wanted
-            if re.search(rf"(?<![\w.,]){re.escape(w)}(?![\d])" if w[0].isdigit() else rf"(?<![a-z0-9_]){re.escape(w)}", low)}
+            if re.search(rf"(?<![\w.,]){re.escape(w)}(?!\d)" if w[0].isdigit() else rf"(?<![a-z0-9_]){re.escape(w)}", low)}
 
 
 def _copied_from(unit: str, claimed: list[int], sources: Mapping[int, str], asked: set[str], cited: bool) -> int | None:
@@ -184,16 +187,14 @@ def _copied_from(unit: str, claimed: list[int], sources: Mapping[int, str], aske
     wanted = terms(unit) - asked
     if not claimed or len(wanted) < (MIN_TERMS_CITED if cited else MIN_TERMS):
         return None
-    if cited:
-        found = {n: _starts(wanted, text) for n, text in sources.items()}
-        share = {n: len(found[n]) / len(wanted) for n in sources}
-    else:
-        share = {n: support(wanted, text) for n, text in sources.items()}
+    found = {n: (_starts if cited else _within)(wanted, text) for n, text in sources.items()}
+    share = {n: len(found[n]) / len(wanted) for n in sources}
     best = max(share, key=lambda n: (share[n], -n))
     held = max(share[n] for n in claimed)
-    if cited and any(w[0].isdigit() and w not in found[best] for w in wanted):
-        return None
-    enough = share[best] >= held + MARGIN if cited else held < GATE
+    if cited:  # the model's own number stands unless the other source holds far more, figures included
+        enough = share[best] >= held + MARGIN and all(w in found[best] for w in wanted if w[0].isdigit())
+    else:
+        enough = held < GATE
     return best if share[best] >= COPIED and enough and best not in claimed else None
 
 

@@ -336,8 +336,9 @@ class Session:
         taken out if the model copied it; numbers that match no source removed; sentences stating
         a figure no source holds left out; a citation moved to the source holding its sentence's
         words, and the number of the source a sentence was copied from put after it where the
-        model cited another (the sentence's or its paragraph's marker); a bare "the documents do not say" uncited; and, from the 135M
-        starter, the question's best source sentences quoted after it."""
+        model cited another (the sentence's or its paragraph's marker); a bare "the documents do
+        not say" uncited; and, from the 135M starter, the question's best source sentences quoted
+        after it."""
         lang = prompt.question_language(question)
         raw = answer_text.drop_note_echo(raw, packing.unmentioned, lang)
         answer, cited, dropped = answer_text.clean_citations(raw, valid)

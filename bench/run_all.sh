@@ -38,8 +38,8 @@ done
 # Need a GPU and a CUDA build of llama-cpp-python (the lent accelerator machine; bench/gpu/).
 GPU_ONLY=" bench_gpu_estimate.py "
 # A/B tools, not figures: each answers the dev set with the real 1.5B over a whole-corpus KB that
-# must be built first, and is run by hand at two commits (see their docstrings, BENCHMARKS §14, §16).
-AB_TOOLS=" bench_answers_greedy.py bench_hyde.py "
+# must be built first, and is run by hand at two commits (see their docstrings, BENCHMARKS §14, §16, §25).
+AB_TOOLS=" bench_answers_greedy.py bench_hyde.py bench_packing.py "
 has_gpu=0
 command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && has_gpu=1
 

@@ -5,7 +5,7 @@ in minutes instead of hours (BENCHMARKS §25).
 Per question: whether a packed source holds the question's verbatim evidence, how many sources
 were packed, the new prompt tokens, and the evidence's position among the packed sources. A
 Chinese question over the mostly English corpus is rendered in English by the model first, as
-`ask` does, so the model is loaded once.
+`ask` does, so the model is loaded (once: the conversations share it).
 
     LOCALRAG_HOME=... .venv/bin/python bench/bench_packing.py --kb final OUT.json \
         [--questions A.jsonl B.jsonl] [--set retrieval.top_k=7 --set generation.source_tokens=800]
@@ -58,7 +58,11 @@ def main() -> None:
     for item in args.set:
         key, _, value = item.partition("=")
         section, _, name = key.partition(".")
-        overrides.setdefault(section, {})[name] = json.loads(value)
+        try:
+            parsed = json.loads(value)  # numbers and true/false as such
+        except json.JSONDecodeError:
+            parsed = value  # a name, e.g. retrieval.reranker=...
+        overrides.setdefault(section, {})[name] = parsed
     rows = []
     with LocalRAG(**overrides) as rag:
         for path in args.questions:

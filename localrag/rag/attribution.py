@@ -167,11 +167,17 @@ def _covering(units: list[tuple[int, int, str]], i: int, markers: list[re.Match]
 
 
 def _starts(wanted: set[str], text: str) -> set[str]:
-    """The terms of ``wanted`` that begin a word of ``text`` ("max" in "maximum", not "set" in
-    "dataset"), a figure whole ("16" not in "160" nor "2.16")."""
+    """The terms of ``wanted`` that begin a word of ``text`` (``_word_start``)."""
     low = text.lower()
-    return {w for w in wanted
-            if re.search(rf"(?<![\w.,]){re.escape(w)}(?!\d)" if w[0].isdigit() else rf"(?<![a-z0-9_]){re.escape(w)}", low)}
+    return {w for w in wanted if re.search(_word_start(w), low)}
+
+
+def _word_start(term: str) -> str:
+    """A pattern for ``term`` where a word begins ("max" in "maximum", not "set" in "dataset"),
+    or, for a figure, the figure whole ("16" not in "160" nor "2.16")."""
+    if term[0].isdigit():
+        return rf"(?<![\w.,]){re.escape(term)}(?!\d)"
+    return rf"(?<![a-z0-9_]){re.escape(term)}"
 
 
 def _copied_from(unit: str, claimed: list[int], sources: Mapping[int, str], asked: set[str], cited: bool) -> int | None:

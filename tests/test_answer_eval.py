@@ -26,6 +26,7 @@ class FakeResult:  # the fields of rag.results.AnswerResult the scorer reads
     sources: list = field(default_factory=list)
     matched: list = field(default_factory=list)
     not_found: bool = False
+    unfounded: bool = False
     timings: Timings = field(default_factory=lambda: Timings(prompt_tokens=900, gen_tokens=40, ttft_s=5.0, total_s=9.0))
 
 
@@ -90,6 +91,7 @@ def test_matched_sources_count_as_support_not_as_citations():
     ("The documents do not say.", True),
     ("The documents don't say what it costs.", True),
     ("The provided sources do not mention pricing on Mars.", True),
+    ("The documentation does not specify the maximum.", True),
     ("There is no information about that in the sources.", True),
     ("文档中没有提到这一点。", True),
     ("根据资料，无法确定。", True),
@@ -131,7 +133,7 @@ def test_summary_per_language_and_kind():
     scores = [
         ev.score_answer(Q, FakeResult("metadata in etcd, entities in MinIO [1]", citations=[cite(1, src)], sources=[FakeSource(1, src)])),
         ev.score_answer(Q, FakeResult("No idea.")),
-        ev.score_answer(UNANSWERABLE, FakeResult("The documents do not say.")),
+        ev.score_answer(UNANSWERABLE, FakeResult("The documents do not say.", unfounded=True)),
         ev.score_answer(ZH, FakeResult("元数据存储在 etcd 中 [1]。", citations=[cite(1, "元数据存储在 etcd 中。", "zh/faq.md")])),
     ]
     summary = ev.summarise(scores)
@@ -140,6 +142,7 @@ def test_summary_per_language_and_kind():
     assert summary["lang:en"]["cited"] == 0.5 and summary["lang:zh"]["cited_evidence"] == 1.0
     assert summary["kind:unanswerable"]["abstained"] == 1 and summary["kind:unanswerable"]["unanswerable"] == 1
     assert summary["all"]["lang_ok"] == 1.0
+    assert summary["kind:unanswerable"]["unfounded"] == 1 and summary["lang:zh"]["unfounded"] == 0
     json.dumps(ev.report(scores, kb="x"))  # the report is plain JSON
 
 

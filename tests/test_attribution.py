@@ -208,17 +208,42 @@ def broker_home(tmp_path_factory, minilm_dir):  # noqa: F811
     return home
 
 
-def _ask(home, url, shown=None):
+def _ask(home, url, shown=None, question="Which log broker does Milvus standalone use?"):
     from rich.console import Console
 
     from localrag import Done, LocalRAG, Retrieved
     from localrag.cli.views.answer import AnswerView
 
     with LocalRAG(settings_for(home, llm_url=url)) as rag:
-        events = list(rag.ask("Which log broker does Milvus standalone use?", kb="brokers"))
+        events = list(rag.ask(question, kb="brokers"))
     if shown is not None:  # as `localrag ask` shows the same events
         AnswerView(Console(file=shown, width=200), show_thinking=False, verbose=False).render(iter(events))
     return next(e for e in events if isinstance(e, Retrieved)), next(e for e in events if isinstance(e, Done)).result
+
+
+def test_an_answer_holds_what_a_source_says_only_in_a_sentence_beyond_the_question():
+    asked = "How many CDC tasks can one server run at most?"
+    assert attribution.any_sentence_held("Milvus standalone uses RocksDB as its log broker [1].", SOURCES, asked)
+    assert not attribution.any_sentence_held("It is determined by the available CPU cores and the memory allocated [2].",
+                                SOURCES, asked)  # talk around the figure, in words of its own
+    assert not attribution.any_sentence_held("One server can run many CDC tasks [1].", SOURCES, asked)  # the question again
+    asked = "单次插入数据最多多大？"
+    assert attribution.any_sentence_held("单次插入数据不能超过 gRPC 的限制。[4]", SOURCES, asked)
+    assert not attribution.any_sentence_held("单次插入数据默认会有限制。[4]", SOURCES, asked)
+    assert not attribution.any_sentence_held("", SOURCES, asked)
+    assert not attribution.any_sentence_held("Anything at all here.", {}, asked)
+
+
+def test_a_quantity_answer_is_unfounded_only_with_no_figure_no_abstention_and_nothing_held():
+    asked = "How many CDC tasks can one server run at most?"
+    dodge = "It is determined by the available CPU cores and the memory allocated [2]."
+    assert attribution.unfounded(dodge, SOURCES, asked)
+    assert attribution.unfounded("空闲连接默认会自动回收。[1]", SOURCES, "空闲连接默认多久会被自动回收？")
+    for kept in ("A server runs at most 16 tasks [2].", "There is no hard limit [1].",  # a figure, or "no limit"
+                 "The documentation does not specify the maximum.",  # an abstention already
+                 "Milvus standalone uses RocksDB as its log broker [1].",  # a source says it
+                 "", "  \n"):  # nothing written: nothing to judge
+        assert not attribution.unfounded(kept, SOURCES, asked), kept
 
 
 def _numbers(home) -> dict[str, int]:
@@ -231,11 +256,11 @@ def _numbers(home) -> dict[str, int]:
     return {s.source.rsplit("/", 1)[-1]: s.n for s in retrieved.packing.sources}
 
 
-def _ask_saying(home, said: str):
+def _ask_saying(home, said: str, **question):
     """The result, and what the CLI showed, when the model streams ``said``."""
     model = Scripted(models=("any",), chunks=[{"content": said[i : i + 7]} for i in range(0, len(said), 7)])
     try:
-        _, result = _ask(home, model.url, shown := io.StringIO())
+        _, result = _ask(home, model.url, shown := io.StringIO(), **question)
     finally:
         model.close()
     return result, shown.getvalue()
@@ -350,3 +375,23 @@ def test_a_streaming_reader_never_sees_a_copied_tag_or_a_made_up_number(broker_h
         assert "".join(pieces) == clean
         shown = ["".join(pieces[: i + 1]) for i in range(len(pieces))]
         assert not any("source" in s or "[9" in s or 'n="' in s for s in shown), pieces
+
+
+HOW_MANY = "How many log brokers can one Milvus cluster run at most?"
+
+
+def test_asked_for_a_quantity_an_answer_with_no_figure_and_no_source_words_is_not_shown(broker_home):
+    """The model answers "how many" with talk around it that no source holds, and cites a source:
+    the reader gets "the documents do not say" and no citation, and the result says why."""
+    result, shown = _ask_saying(broker_home, "It depends on the hardware resources available to the deployment [1].",
+                                question=HOW_MANY)
+    assert result.answer.startswith("The documents do not say.") and "gave no figure" in result.answer
+    assert result.citations == [] and result.unfounded and result.to_json()["unfounded"] is True
+    assert "hardware resources" not in shown and "The documents do not say." in shown
+
+
+def test_asked_for_a_quantity_an_answer_without_a_figure_that_a_source_holds_is_kept(broker_home):
+    number = _numbers(broker_home)
+    said = f"A Milvus cluster uses Pulsar or Kafka as its log broker instead [{number['standalone.md']}]."
+    result, _ = _ask_saying(broker_home, said, question=HOW_MANY)
+    assert result.answer == said and not result.unfounded and [c.n for c in result.citations] == [number["standalone.md"]]

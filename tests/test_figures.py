@@ -149,3 +149,14 @@ def test_a_backtick_nothing_closes_does_not_hide_a_figure():
     assert figures.figures("Set the `nlist value to 4096 for a 1 GB segment [1].") == ["4096", "1 GB"]
     assert figures.figures("Set `nlist` to `4096` [1].") == []
     assert figures.figures("```\nnlist = 4096\n") == []
+
+
+def test_an_answer_gives_a_figure_with_a_number_in_any_form_or_by_saying_there_is_no_limit():
+    for answer in ("It keeps 16 shards [1].", "Two replicas.", "默认两个分片。", "There is no limit on partitions [1].",
+                   "No limits apply.", "Unlimited.", "分区数量没有限制。[1]", "无上限。"):
+        assert figures.gives_figure(answer), answer
+    for answer in ("It depends on the memory allocated [1].", "空闲连接默认会自动回收。[1]", "It is configurable."):
+        assert not figures.gives_figure(answer), answer
+    for answer in ("There is no hard limit [1].", "It is not limited.", "no upper bound", "不受限制。", "没有明确的上限。"):
+        assert figures.gives_figure(answer), answer
+    assert not figures.gives_figure("There is no capacity planning guide.")

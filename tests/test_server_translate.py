@@ -5,7 +5,7 @@ no source are removed, and a bare "the documents do not say [1]" loses its marke
 showed the stream must learn the final text, or it keeps showing a citation the sources omit."""
 from __future__ import annotations
 
-from localrag.rag import prompt
+from localrag.rag import figures, prompt
 from localrag.rag.results import AnswerDelta, AnswerResult, Done, Timings
 from localrag.server.chat import Translator
 
@@ -14,12 +14,12 @@ SOURCE = prompt.Source(n=1, text="Milvus stores metadata in etcd.", source="faq.
 
 
 def _translate(streamed: list[str], final: str, *, in_content: bool = False,
-               repointed: list | None = None) -> tuple[Translator, dict]:
+               repointed: list | None = None, unfounded: bool = False) -> tuple[Translator, dict]:
     tr = Translator("kb:docs", lambda path: f"/files/{path}", sources_in_content=in_content)
     for piece in streamed:
         tr.feed(AnswerDelta(piece))
     result = AnswerResult("q", "q", final, "", [], [], [SOURCE], [], False, "stop", Timings(),
-                          repointed=repointed or [])
+                          repointed=repointed or [], unfounded=unfounded)
     tr.feed(Done(result))
     return tr, tr.last_chunks()[-1]
 
@@ -49,3 +49,12 @@ def test_a_moved_citation_sends_the_final_text_and_the_move():
     assert last["localrag"]["repointed"] == [[2, 1]]
     _, last = _translate(["Metadata live in etcd ", "[1]."], "Metadata live in etcd [1].")
     assert "repointed" not in last["localrag"]
+
+
+def test_an_answer_replaced_for_giving_no_figure_sends_the_final_text_and_says_why():
+    final = figures.NO_FIGURE["en"]
+    _, last = _translate(["It depends on the resources ", "available [1]."], final, unfounded=True)
+    assert last["localrag"]["content"] == final and last["localrag"]["unfounded"] is True
+    assert last["localrag"]["citations"] == []
+    _, last = _translate(["Metadata live in etcd ", "[1]."], "Metadata live in etcd [1].")
+    assert "unfounded" not in last["localrag"]

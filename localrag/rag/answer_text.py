@@ -243,7 +243,7 @@ def _rstrip_spaces(text: str) -> str:
 
 # How answers say "the documents do not say" (ours, and what instruct models write).
 _NOT_FOUND = re.compile(
-    r"(documents?|sources?|context|provided (?:text|information)|passages?)\s+(?:do(?:es)?\s*n[o']t|do(?:es)? not)\s+"
+    r"(documents?|documentation|sources?|context|provided (?:text|information)|passages?)\s+(?:do(?:es)?\s*n[o']t|do(?:es)? not)\s+"
     r"(?:say|mention|contain|provide|specify|include|cover|state|address|discuss|describe|explain|answer)"
     r"|(?:no|not enough|insufficient)\s+(?:relevant\s+)?information\s+(?:in|about|on|is|was|available|provided)"
     r"|not (?:mentioned|covered|specified|stated|found|addressed|described|provided) in the (?:documents?|sources?|context)"

@@ -34,9 +34,9 @@ from typing import Mapping
 
 from localrag.kb.chunk import split_sentences
 from localrag.lang import CJK_LETTER
-from localrag.rag import answer_text, prompt
-from localrag.rag.prompt import FENCE
+from localrag.rag import answer_text, figures, prompt
 from localrag.rag.figures import is_pointer
+from localrag.rag.prompt import FENCE
 
 # Below this share of its terms the cited source does not hold the sentence; the best source must
 # hold at least MARGIN more of them, and at least FLOOR, before the marker moves.
@@ -254,6 +254,31 @@ def cite_copied(answer: str, sources: Mapping[int, str], question: str) -> tuple
         space = "" if text[pos - 1] in _CJK_STOPS or text[pos - 1] == "]" else " "
         text = f"{text[:pos]}{space}[{n}]{text[pos:]}"
     return text, list(dict.fromkeys(n for _, n in inserts))
+
+
+def any_sentence_held(answer: str, sources: Mapping[int, str], question: str) -> bool:
+    """Whether some sentence of the answer says something a source says: at least MIN_TERMS
+    terms beyond the question's, of which one source holds GATE (the bars a cited source is held
+    to above). An answer with no such sentence says nothing the sources say: it restates the
+    question ("空闲连接默认会自动回收") or talks around it in words of its own ("determined by the
+    number of available CPU cores")."""
+    asked = terms(question)
+    for unit in answer_text.claim_units(answer):
+        wanted = terms(unit) - asked
+        if len(wanted) >= MIN_TERMS and any(support(wanted, text) >= GATE for text in sources.values()):
+            return True
+    return False
+
+
+def unfounded(answer: str, sources: Mapping[int, str], question: str) -> bool:
+    """An answer to a quantity question that gives no figure (nor "no limit"), does not say the
+    documents do not say, and holds nothing a source says (``any_sentence_held``): the 1.5B's
+    dodge when the documents do not give the figure. Replayed on greedy runs of four question
+    sets (BENCHMARKS §26). An empty answer is not one: the model wrote nothing to judge."""
+    if not answer.strip() or figures.gives_figure(answer) or answer_text.says_not_found(answer):
+        return False
+    return not any_sentence_held(answer, sources, question)
+
 
 # --- answers without markers -----------------------------------------------------------------
 

@@ -135,6 +135,7 @@ class AnswerScore:
     packed_sources: list[str] = field(default_factory=list)
     packed: list[dict] = field(default_factory=list)  # {"n", "source", "text"} as the model read them
     withheld: list[str] = field(default_factory=list)  # figures no source holds (their sentences left out)
+    unfounded: bool = False  # asked for a quantity: no figure, nothing a source says; not shown
     repointed: list[list[int]] = field(default_factory=list)  # citations moved [from, to] (rag/attribution.py)
     added_citations: list[int] = field(default_factory=list)  # numbers put after copied sentences citing another or none
     searched_as: str = ""  # the question as also searched in the documents' language (cross-lingual)
@@ -178,6 +179,7 @@ def score_answer(q: AnswerQuestion, result, *, ttft_s: float = 0.0, total_s: flo
         packed_sources=[s.source for s in result.sources],
         packed=[{"n": s.n, "source": s.source, "text": s.text} for s in result.sources],
         withheld=list(getattr(result, "withheld", []) or []),
+        unfounded=bool(getattr(result, "unfounded", False)),
         repointed=[list(m) for m in getattr(result, "repointed", []) or []],
         added_citations=list(getattr(result, "added_citations", []) or []),
         left_out=[{"source": lo.source, "page": lo.page, "heading": lo.heading, "reason": lo.reason}
@@ -226,6 +228,7 @@ def summarise(scores: list[AnswerScore]) -> dict:
             "unanswerable": len(unanswerable),
             "abstained": sum(s.abstained for s in unanswerable),
             "withheld": sum(bool(s.withheld) for s in ok),  # answers with a sentence left out for a figure
+            "unfounded": sum(s.unfounded for s in ok),  # quantity answers with no figure nor source words
             "repointed": sum(bool(s.repointed) for s in ok),  # answers with a citation moved to its source
             "added_citations": sum(bool(s.added_citations) for s in ok),  # a number put after a copied sentence
             "lang_ok": _rate([s.lang_ok for s in rows]),

@@ -85,6 +85,12 @@ WITHHELD_ALL = {
           "of the sources, so it is not shown.",
     "zh": "文档中没有说明。模型写出的回答给出了{figures}，但所给来源中都没有这个数字，因此不予显示。",
 }
+# A quantity question answered with no figure and nothing a source holds (session._final)
+NO_FIGURE = {
+    "en": "The documents do not say. The answer the model wrote gave no figure, and what it said instead "
+          "is in none of the sources, so it is not shown.",
+    "zh": "文档中没有说明。模型写出的回答没有给出数字，其余的说法在所给来源中也都没有，因此不予显示。",
+}
 WITHHELD_SOME = {
     "en": "(Left out: a sentence that stated {figures}, which appears in none of the sources.)",
     "zh": "（已略去一句：其中的{figures}在所给来源中都没有出现。）",
@@ -209,6 +215,19 @@ def _states_number(unit: str) -> bool:
     """Any number, in digits or words, outside citations and code blocks: an answer that still
     gives one is kept, whether or not the check can judge it."""
     return bool(_ANY_NUMBER.search(answer_text.CITATION.sub(" ", answer_text.FENCED.sub(" ", unit))))
+
+
+# "There is no limit" answers a quantity question as a number does
+_NO_LIMIT = re.compile(
+    r"\b(?:no|without(?: a| any)?) (?:\w+ )?(?:limits?|maximum|cap|upper bound)\b|\bnot limited\b|\bunlimited\b"
+    r"|不限|不受限|没有(?:\w{0,4}的)?(?:限制|上限)|无(?:限制|上限)|无限",
+    re.IGNORECASE,
+)
+
+
+def gives_figure(answer: str) -> bool:
+    """The answer states a number somewhere (``_states_number``) or says there is no limit."""
+    return _states_number(answer) or bool(_NO_LIMIT.search(answer))
 
 
 def withhold(answer: str, grounds: Iterable[str], lang: str, asks_figure: bool = False) -> tuple[str, list[str]]:

@@ -74,6 +74,9 @@ class AnswerResult:
     # Each figure of the answer with the line of the source that holds it (rag/figure_quotes.py),
     # so a number taken from another context shows its context.
     figure_quotes: list[FigureQuote] = field(default_factory=list)
+    # Asked for a quantity, the model gave none and said nothing a source says; ``answer`` is
+    # "the documents do not say" in its place (rag/attribution.py ``unfounded``).
+    unfounded: bool = False
 
     def to_json(self) -> dict:
         m = self.model
@@ -88,6 +91,7 @@ class AnswerResult:
             "matched": [asdict(c) for c in self.matched],
             "dropped_citations": self.dropped_citations,
             "withheld": self.withheld,
+            "unfounded": self.unfounded,
             "repointed": [list(m) for m in self.repointed],
             "added_citations": self.added_citations,
             "figure_quotes": [asdict(q) for q in self.figure_quotes],

@@ -94,6 +94,7 @@ class _Final:
     added: list[int]
     extra: str  # text added after the model's (the tiny starter's quotes), to stream too
     figure_quotes: list = field(default_factory=list)
+    unfounded: bool = False
 
 
 def _first(*values):
@@ -303,7 +304,7 @@ class Session:
         result = AnswerResult(
             question, query, answer, thinking, citations, final.dropped, packing.sources, packing.left_out,
             False, getattr(stats, "stop_reason", None), timings, info, matched, final.withheld, final.repointed,
-            final.added, final.figure_quotes,
+            final.added, final.figure_quotes, final.unfounded,
         )
         self.last = result
         yield Done(result)
@@ -334,20 +335,25 @@ class Session:
     def _final(self, question: str, raw: str, valid: set[int], packing: prompt.Packing) -> "_Final":
         """What the reader is shown of what the model wrote, in order: the unmentioned-names note
         taken out if the model copied it; numbers that match no source removed; sentences stating
-        a figure no source holds left out; a citation moved to the source holding its sentence's
-        words, and the number of the source a sentence was copied from put after it where the
-        model cited another (the sentence's or its paragraph's marker); a bare "the documents do
-        not say" uncited; and, from the 135M starter, the question's best source sentences quoted
-        after it."""
+        a figure no source holds left out; an answer to a quantity question with no figure and
+        no sentence a source holds replaced by "the documents do not say"; a citation moved to
+        the source holding its sentence's words, and the number of the source a sentence was
+        copied from put after it where the model cited another (the sentence's or its
+        paragraph's marker); a bare "the documents do not say" uncited; and, from the 135M
+        starter, the question's best source sentences quoted after it."""
         lang = prompt.question_language(question)
         raw = answer_text.drop_note_echo(raw, packing.unmentioned, lang)
         answer, cited, dropped = answer_text.clean_citations(raw, valid)
-        answer, withheld = figures.withhold(answer, self._grounds(question, packing), lang,
-                                            asks_figure=figures.asks_for_figure(question))
+        asks_figure = figures.asks_for_figure(question)
+        answer, withheld = figures.withhold(answer, self._grounds(question, packing), lang, asks_figure=asks_figure)
         shown = self._shown(packing)
+        # not for the 135M starter: its best source sentences are quoted after whatever it wrote
+        unfounded = asks_figure and not withheld and not self._tiny and attribution.unfounded(answer, shown, question)
+        if unfounded:
+            answer = figures.NO_FIGURE[lang]
         answer, repointed = attribution.repoint(answer, shown, question)
         answer, added = attribution.cite_copied(answer, shown, question)
-        if repointed or withheld or added:
+        if repointed or withheld or added or unfounded:
             answer, cited, _ = answer_text.clean_citations(answer, valid)
         uncited = answer_text.uncite_abstention(answer) if cited else None
         if uncited is not None:
@@ -362,7 +368,7 @@ class Session:
             if quoted:
                 extra = ("\n\n" if answer else "") + "From the documents: " + quoted
                 answer, cited, dropped = answer_text.clean_citations(answer + extra, valid)
-        return _Final(answer, cited, dropped, withheld, repointed, added, extra, figure_lines)
+        return _Final(answer, cited, dropped, withheld, repointed, added, extra, figure_lines, unfounded)
 
     def _not_found(self, question: str, query: str, timings: Timings, t0: float, rendered: str = "") -> Iterator[AskEvent]:
         """The honest answer when nothing retrieved is close to the question (no model asked)."""

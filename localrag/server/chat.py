@@ -251,6 +251,8 @@ class Translator:
             info["repointed"] = [list(m) for m in r.repointed]
         if getattr(r, "added_citations", None):
             info["added_citations"] = list(r.added_citations)
+        if getattr(r, "unfounded", False):
+            info["unfounded"] = True
         if getattr(r, "figure_quotes", None):
             info["figure_quotes"] = [asdict(q) for q in r.figure_quotes]
         # The final answer can differ from the streamed text: numbers that match no source are

@@ -148,6 +148,7 @@ def _table(data: dict) -> None:
         table.add_row(name, *[_fmt(summary[c][key]) for c in cols])
     table.add_row("abstained (unanswerable)", *[f"{summary[c]['abstained']}/{summary[c]['unanswerable']}" for c in cols])
     table.add_row("figure no source holds, left out", *[str(summary[c].get("withheld", 0)) for c in cols])
+    table.add_row("no figure, no source's words, not shown", *[str(summary[c].get("unfounded", 0)) for c in cols])
     table.add_row("citation moved to the source holding it", *[str(summary[c].get("repointed", 0)) for c in cols])
     table.add_row("citation added after a copied sentence", *[str(summary[c].get("added_citations", 0)) for c in cols])
     table.add_row("median time to first token", *[f"{_fmt(summary[c]['median_ttft_s'])} s" for c in cols])

@@ -74,7 +74,7 @@ def test_code_is_left_alone_while_streaming():
 def test_a_backtick_its_line_never_closes_is_prose_and_shows_nothing_early():
     answer = ANSWERS[5]
     pieces = _stream(answer, list(range(len(answer))))
-    assert "".join(pieces) == "An open span `still  going\nnext line  ends. [2]"
+    assert "".join(pieces) == "An open span `still going\nnext line ends. [2]"
     assert not any("[7" in shown for shown in _shown_states(pieces))
 
 

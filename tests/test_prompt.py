@@ -110,6 +110,13 @@ def test_budget_from_prefill_speed():
         ("Milvus uses etcd [1] and MinIO [2].", {1, 2}, "Milvus uses etcd [1] and MinIO [2].", [1, 2], []),
         ("It is fast [7].", {1, 2}, "It is fast.", [], [7]),
         ("See [1, 9] and [2-3].", {1, 2, 3}, "See [1] and [2][3].", [1, 2, 3], [9]),
+        # a removed marker leaves one space between words, none where it touched them or ended a
+        # line, and a line's indentation
+        ("Milvus uses RocksDB [7] and Pulsar [1].", {1}, "Milvus uses RocksDB and Pulsar [1].", [1], [7]),
+        ("元数据在 etcd[3]里，数据在 MinIO [3] 里。", {1}, "元数据在 etcd里，数据在 MinIO 里。", [], [3]),
+        ("Fast [9]\n  [9] - slow [8][9] now", {1}, "Fast\n  - slow now", [], [9, 8]),
+        # a range too wide to mean each source: the two numbers written
+        ("See [1-30] for all.", {1, 2}, "See [1] for all.", [1], [30]),
         ("Released in [2023] per [1][1].", {1}, "Released in [2023] per [1][1].", [1], []),
         ("Nothing cited.", {1}, "Nothing cited.", [], []),
         ("Use `hits[0]` [1].\n```py\nx = v[0]\n```", {1}, "Use `hits[0]` [1].\n```py\nx = v[0]\n```", [1], []),

@@ -90,7 +90,9 @@ def cited_numbers(group: str) -> list[int]:
             a, b = int(rng[0]), int(rng[1])
             if 0 <= b - a < 20:  # "[2-2]" is source 2
                 nums.extend(range(a, b + 1))
-                continue
+            elif a < b:  # "[1-30]": the two numbers written, not thirty claimed sources
+                nums.extend((a, b))
+            continue
         if part.strip().isdigit():
             nums.append(int(part))
     return nums
@@ -136,12 +138,26 @@ def clean_citations(answer: str, valid: set[int] | Sequence[int]) -> tuple[str, 
     # "uses RocksDB [7]." reads "uses RocksDB.", not "uses RocksDB ."; a marker with no number
     # at all ("[3-1]", a backwards range) drops nothing yet leaves a place to settle
     if _GONE in text:
-        text = _GONE_BEFORE_STOP.sub("", text).replace(_GONE, "")
+        text = _GONE_BEFORE_STOP.sub("", text)
+        text = _GONE_RUN.sub(_settle_gone, text)
     return text, cited, dropped
 
 
 _GONE = "\x00"  # where a marker with no valid number was, until the spaces around it are settled
 _GONE_BEFORE_STOP = re.compile(rf"[^\S\n]*(?:{_GONE}[^\S\n]*)+(?=[.,;:!?。，])")
+_GONE_RUN = re.compile(rf"[^\S\n]*(?:{_GONE}[^\S\n]*)+")
+
+
+def _settle_gone(m: re.Match) -> str:
+    """The spaces around removed markers: one between two words ("RocksDB [7] and" reads
+    "RocksDB and", not two spaces), none where the marker touched the words (Chinese:
+    "etcd[3]元数据"), none at a line's end, and a line's indentation kept at its start."""
+    text, run = m.string, m.group(0)
+    if m.end() == len(text) or text[m.end()] == "\n":
+        return ""
+    if m.start() == 0 or text[m.start() - 1] == "\n":
+        return run[: run.index(_GONE)]
+    return " " if run.strip(_GONE) else ""
 
 
 class CitationStream:

@@ -159,6 +159,11 @@ def test_split_units_keeps_every_character_and_code_blocks_whole():
     assert "中文句子。" in units
 
 
+def test_a_semicolon_inside_a_citation_marker_ends_no_sentence():
+    # the marker stays with its sentence, so the rules that read a sentence's citations see it
+    assert prompt.split_units("It is fast [2; 3]. Use x; 3 nodes run.") == ["It is fast [2; 3]. ", "Use x; ", "3 nodes run."]
+
+
 def test_focus_keeps_the_best_sentences_with_their_neighbours(count_tokens):
     filler = [f"Filler sentence number {i} says nothing of use here. " for i in range(40)]
     units = [(u, 0.0) for u in filler]

@@ -54,11 +54,13 @@ _WORDS = ["zero|零", "one|一", "two|二|两", "three|三", "four|四", "five|�
           "nine|九"]
 
 # "This is stated in [2].", "For more, see [3].", "这个信息来自 [2][3]。" — where, not what.
+# "According to [2]." says where; "According to the PACELC theorem, latency grows." is a claim.
 _POINTER = re.compile(
     r"^(?:this|that|it|these|the (?:above |same )?(?:information|answer|value|figure|details?))\b.{0,40}?"
     r"\b(?:is|are|was|can be|comes?|taken)\b.{0,30}?\b(?:stated|specified|mentioned|found|described|given|"
     r"provided|from|in|based)\b"
-    r"|^(?:according to|see|refer to|for (?:more|details))\b"
+    r"|^according to\b[^,，:：]*$"
+    r"|^(?:see|refer to|for (?:more|details))\b"
     r"|^(?:这个|这一|该|以上|上述|此)?(?:信息|内容|数据|数字|说法)?(?:可以)?(?:来自|参考|参见|见|出自|从)",
     re.IGNORECASE,
 )

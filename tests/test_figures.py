@@ -59,6 +59,8 @@ def test_a_sentence_that_only_points_at_the_sources_goes_with_the_withheld_one()
     assert "[4]" not in answer and answer.startswith("The standby takes over within 60 seconds [1].")
     assert figures.is_pointer("For more information, see [3].") and not figures.is_pointer("It listens on 19530 [1].")
     assert figures.is_pointer("According to the documentation [2].")
+    assert figures.is_pointer("According to [1], [2].") and figures.is_pointer("According to [2]:")
+    assert not figures.is_pointer("According to [2], the limit is high.")
     assert not figures.is_pointer("According to the PACELC theorem, strong consistency raises latency [1].")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -113,6 +114,7 @@ def test_budget_from_prefill_speed():
         # a removed marker leaves one space between words, none where it touched them or ended a
         # line, and a line's indentation
         ("Milvus uses RocksDB [7] and Pulsar [1].", {1}, "Milvus uses RocksDB and Pulsar [1].", [1], [7]),
+        ("Milvus (see [7]) scales; 支持 [7]？", {1}, "Milvus (see) scales; 支持？", [], [7]),
         ("元数据在 etcd[3]里，数据在 MinIO [3] 里。", {1}, "元数据在 etcd里，数据在 MinIO 里。", [], [3]),
         ("Fast [9]\n  [9] - slow [8][9] now", {1}, "Fast\n  - slow now", [], [9, 8]),
         # a range too wide to mean each source: the two numbers written
@@ -159,9 +161,14 @@ def test_split_units_keeps_every_character_and_code_blocks_whole():
     assert "中文句子。" in units
 
 
-def test_a_semicolon_inside_a_citation_marker_ends_no_sentence():
+def test_a_semicolon_inside_a_citation_marker_ends_no_claim():
     # the marker stays with its sentence, so the rules that read a sentence's citations see it
-    assert prompt.split_units("It is fast [2; 3]. Use x; 3 nodes run.") == ["It is fast [2; 3]. ", "Use x; ", "3 nodes run."]
+    claims = answer_text.claim_units
+    assert claims("It is fast [2; 3]. Use x; 3 nodes run.") == ["It is fast [2; 3]. ", "Use x; ", "3 nodes run."]
+    assert claims("It is fast. [2; 3] Next [1].") == ["It is fast. [2; 3] ", "Next [1]."]
+    started = time.monotonic()
+    claims("; 1" * 40_000 + "[1; " * 40_000)  # a model looping on one line: linear time
+    assert time.monotonic() - started < 2
 
 
 def test_focus_keeps_the_best_sentences_with_their_neighbours(count_tokens):

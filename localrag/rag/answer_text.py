@@ -39,14 +39,25 @@ _COPIED_TAG = re.compile(rf"""\[source[^\S\n]+n[^\S\n]*=[^\S\n]*["']?(\d{{1,3}})
 _COPIED_CLOSE = re.compile(r"[<‹]/source[^\S\n]*>|\[/source\]")
 
 _LEADING_CITES = re.compile(r"^[ \t]*(?:\[[^\]\n]{1,20}\][ \t]*)+")
+# A marker that a ";" inside it cut in two ("fast [2; " + "3]. "): sentence splitting is shared
+# with the sources' (split_units), so the two halves are joined here. Bounded, so a model looping
+# "; 1; 1; …" costs linear time.
+_MARKER_HEAD = re.compile(rf"\[{_SP}*\d{{1,3}}(?:{_SP}*{_SEP}{_SP}*\d{{1,3}}){{0,20}}{_SP}*;{_SP}*\Z")
+_MARKER_TAIL = re.compile(rf"\d{{1,3}}(?:{_SP}*{_SEP}{_SP}*\d{{1,3}}){{0,20}}{_SP}*\]")
 
 
 def claim_units(text: str) -> list[str]:
     """``split_units`` with the markers that follow a sentence given to it: "… broker. [2] Next …"
     → "… broker. [2] ", "Next …", unless the marker opens a line (a list item "[1] Shard 是指…")
     or follows a code block. ``"".join(units) == text``."""
+    pieces: list[str] = []
+    for piece in split_units(text):
+        if pieces and _MARKER_TAIL.match(piece) and _MARKER_HEAD.search(pieces[-1][-200:]):
+            pieces[-1] += piece
+        else:
+            pieces.append(piece)
     units: list[str] = []
-    for unit in split_units(text):
+    for unit in pieces:
         lead = _LEADING_CITES.match(unit)
         if lead and units and not units[-1].endswith("\n") and not FENCE.match(units[-1]):
             units[-1] += lead.group(0)
@@ -144,7 +155,7 @@ def clean_citations(answer: str, valid: set[int] | Sequence[int]) -> tuple[str, 
 
 
 _GONE = "\x00"  # where a marker with no valid number was, until the spaces around it are settled
-_GONE_BEFORE_STOP = re.compile(rf"[^\S\n]*(?:{_GONE}[^\S\n]*)+(?=[.,;:!?。，])")
+_GONE_BEFORE_STOP = re.compile(rf"[^\S\n]*(?:{_GONE}[^\S\n]*)+(?=[.,;:!?)。，；：！？）])")
 _GONE_RUN = re.compile(rf"[^\S\n]*(?:{_GONE}[^\S\n]*)+")
 
 

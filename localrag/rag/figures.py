@@ -59,11 +59,16 @@ _POINTER = re.compile(
     r"^(?:this|that|it|these|the (?:above |same )?(?:information|answer|value|figure|details?))\b.{0,40}?"
     r"\b(?:is|are|was|can be|comes?|taken)\b.{0,30}?\b(?:stated|specified|mentioned|found|described|given|"
     r"provided|from|in|based)\b"
-    r"|^according to\b[^,，:：]*$"
+    r"|^according to\b(?!.*[,，:：]\s*\w)"
     r"|^(?:see|refer to|for (?:more|details))\b"
     r"|^(?:这个|这一|该|以上|上述|此)?(?:信息|内容|数据|数字|说法)?(?:可以)?(?:来自|参考|参见|见|出自|从)",
     re.IGNORECASE,
 )
+
+# Markers with what separates them ("[1], [2]", "[1] and [2]"): gone before a sentence is read as a
+# pointer, so "According to [1], [2]." is one.
+_CITE = answer_text.CITATION.pattern
+_MARKER_RUN = re.compile(rf"{_CITE}(?:[^\S\n]*(?:[,，]|and\b)?[^\S\n]*{_CITE})*")
 
 # A question that asks for a quantity: "how many", "how long", "the maximum …", "多久", "最多…".
 # A superlative asks for one only outside "which …" ("Which index has the lowest latency?"), and
@@ -202,7 +207,7 @@ def unsupported(text: str, grounds: Iterable[str]) -> list[str]:
 
 def is_pointer(unit: str) -> bool:
     """A sentence that only says where the previous one came from ("This is stated in [2].")."""
-    bare = answer_text.CITATION.sub("", unit).strip()
+    bare = _MARKER_RUN.sub("", unit).strip()
     return len(bare) <= 120 and bool(_POINTER.search(bare)) and not figures(bare)
 
 

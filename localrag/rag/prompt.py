@@ -249,10 +249,7 @@ def _cut(text: str, count_tokens: Callable[[str], int], limit: int) -> str:
 
 
 # the same boundaries as kb.chunk.split_sentences, so a unit finds its stored sentence vector
-# A ";" inside a citation marker ("fast [2; 3].") ends no sentence.
-_UNIT_SPLIT = re.compile(
-    r"(\n+|(?<=[.!?])\s+|(?<=;)(?!\s*\d{1,3}(?:\s*(?:[,;，–-]|and)\s*\d{1,3})*\s*\])\s+|(?<=[。！？；]))"
-)
+_UNIT_SPLIT = re.compile(r"(\n+|(?<=[.!?;])\s+|(?<=[。！？；]))")
 FENCE = re.compile(r"^\s*(```|~~~)")
 # a paragraph ending in a colon introduces the next one (a list, a command, a table): "Steps:",
 # "**Steps:**", "步骤："

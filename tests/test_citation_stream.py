@@ -33,6 +33,8 @@ ANSWERS = [
     "X [/source] Y [2]. Z ‹source n=\"4\"› ‹source n=\"1\"> ok",
     "Sources [1, 2, 3 and 4] agree; [1, 2, …, 15] do not.",
     "The default is `nlist=128 [7] for IVF [2]\n\nNext paragraph [1].",
+    # a copied tag whose bare number carries a stray quote: read as its number, never shown raw
+    'It says [source n=9"] so [1]. And <source n=4"> too.',
 ]
 
 
@@ -91,6 +93,13 @@ def test_any_split_streams_exactly_the_cleaned_answer(answer, cuts):
         assert not re.search(r"\[(?:source|\s*(?:[5-9]|1\d))", prose)
 
 
+def test_a_copied_tag_with_a_stray_quote_is_never_shown_raw():
+    answer = ANSWERS[15]
+    pieces = _stream(answer, list(range(len(answer))))
+    assert "".join(pieces) == "It says so [1]. And [4] too."
+    assert not any("source" in shown or "n=" in shown for shown in _shown_states(pieces))
+
+
 def test_the_prompts_own_tag_with_a_heading_path_streams_as_its_number():
     answer = ANSWERS[10]
     pieces = _stream(answer, list(range(len(answer))))
@@ -110,7 +119,7 @@ def test_a_token_that_is_only_a_line_break_after_a_marker():
 # punctuation, line breaks. Every mix, split anywhere, must stream exactly its cleaned text.
 TOKENS = ["[", "]", "7", "2", "10", " ", ".", "`", "``", "```", "~~~", "<", ">", "‹", "/", "source", "/source",
           " n=", '"4"', "'9'", " file=", '"a > b"', '"x]y"', "-", " and ", "，", "。", "\t", "\u3000", "\n", "\n\n",
-          "](http://x)", "Milvus", "是指"]
+          "](http://x)", "Milvus", "是指", '4"']
 
 
 @settings(max_examples=400, deadline=None)

@@ -227,8 +227,9 @@ def _last_paragraph_break(text: str) -> int:
 # "[source n=\"4\" section=\"Guide > Lim", "<sou", "‹source", "</", "[/"; and markers just
 # written, each of whose beginnings was held so: whether they stay, and the space before them,
 # depends on what follows.
-_OPEN_ATTRS = rf"""(?:{_SP}+[\w-]+(?:{_SP}*={_SP}*(?:"[^"\n]*"?|'[^'\n]*'?|[^\s>\]"']*)?)?)*{_SP}*"""
-_WHOLE_ATTRS = rf"""(?:{_SP}+[\w-]+(?:{_SP}*={_SP}*(?:"[^"\n]*"|'[^'\n]*'|[^\s>\]"']*))?)*{_SP}*"""
+# A bare value may carry a stray closing quote (n=9"), as the copied tags clean_citations reads do.
+_OPEN_ATTRS = rf"""(?:{_SP}+[\w-]+(?:{_SP}*={_SP}*(?:"[^"\n]*"?|'[^'\n]*'?|[^\s>\]"']*["']?)?)?)*{_SP}*"""
+_WHOLE_ATTRS = rf"""(?:{_SP}+[\w-]+(?:{_SP}*={_SP}*(?:"[^"\n]*"|'[^'\n]*'|[^\s>\]"']*["']?))?)*{_SP}*"""
 _OPEN_MARKER = re.compile(
     rf"(?:\[{_SP}*(?:\d{{1,3}}{_SP}*(?:(?:,|;|，|a|an|and|-|–){_SP}*)?)*"
     rf"|[\[<‹]{_SP}*/?{_SP}*(?:s(?:o(?:u(?:r(?:c(?:e{_OPEN_ATTRS})?)?)?)?)?)?)\Z"

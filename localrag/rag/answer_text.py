@@ -146,25 +146,25 @@ def clean_citations(answer: str, valid: set[int] | Sequence[int]) -> tuple[str, 
     # Code is left alone: `vectors[0]` in an answer is an index, not a citation. An unclosed
     # fence or backtick (mid-stream) counts as code until it closes.
     text = replace_citations(answer, repl)
-    # "uses RocksDB [7]." reads "uses RocksDB.", not "uses RocksDB ."; a marker with no number
-    # at all ("[3-1]", a backwards range) drops nothing yet leaves a place to settle
+    # a marker with no number at all ("[3-1]", a backwards range) drops nothing yet leaves a
+    # place to settle
     if _GONE in text:
-        text = _GONE_BEFORE_STOP.sub("", text)
         text = _GONE_RUN.sub(_settle_gone, text)
     return text, cited, dropped
 
 
 _GONE = "\x00"  # where a marker with no valid number was, until the spaces around it are settled
-_GONE_BEFORE_STOP = re.compile(rf"[^\S\n]*(?:{_GONE}[^\S\n]*)+(?=[.,;:!?)。，；：！？）])")
 _GONE_RUN = re.compile(rf"[^\S\n]*(?:{_GONE}[^\S\n]*)+")
+_CLOSES = "\n.,;:!?)。，；：！？）"  # what a removed marker leaves no space before
 
 
 def _settle_gone(m: re.Match) -> str:
     """The spaces around removed markers: one between two words ("RocksDB [7] and" reads
     "RocksDB and", not two spaces), none where the marker touched the words (Chinese:
-    "etcd[3]元数据"), none at a line's end, and a line's indentation kept at its start."""
+    "etcd[3]元数据"), none before a full stop or a line's end ("uses RocksDB [7]." reads "uses
+    RocksDB."), and a line's indentation kept at its start."""
     text, run = m.string, m.group(0)
-    if m.end() == len(text) or text[m.end()] == "\n":
+    if m.end() == len(text) or text[m.end()] in _CLOSES:
         return ""
     if m.start() == 0 or text[m.start() - 1] == "\n":
         return run[: run.index(_GONE)]
